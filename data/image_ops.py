@@ -1,0 +1,55 @@
+"""Image constants and preprocessing shared by training, verification and export.
+
+One place decides the channel order and the normalisation, so that the TFRecord
+parser, the `.bin` loader and the exported inference graph cannot drift apart.
+
+Channel order is **BGR**, as in the original InsightFace_TF, which fed OpenCV's
+BGR arrays to training and to evaluation alike; keeping it lets checkpoints
+trained by the original be evaluated here unchanged. JPEGs decode to RGB, so
+`decode_image` reverses the channels once, right after decoding.
+
+Typical use:
+    image = decode_image(jpeg_bytes)            # uint8 [H, W, 3], BGR
+    net_input = normalize(tf.cast(image, tf.float32))
+"""
+import tensorflow.compat.v1 as tf
+
+CHANNEL_ORDER = 'BGR'
+DEFAULT_IMAGE_SIZE = (112, 112)
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 0.0078125  # 1/128: maps [0, 255] to [-0.996, 0.996]
+
+
+def decode_image(encoded):
+    """Decodes one JPEG or PNG string tensor to a uint8 [H, W, 3] BGR tensor."""
+    rgb = tf.image.decode_image(encoded, channels=3, expand_animations=False)
+    return tf.reverse(rgb, axis=[-1])
+
+
+def normalize(images):
+    """Maps raw pixel values to the network's input range.
+
+    Args:
+      images: uint8 or float tensor (or numpy array) of raw values in [0, 255].
+    Returns:
+      float32 of the same shape, (x - 127.5) * 0.0078125.
+    """
+    if isinstance(images, tf.Tensor):
+        return (tf.cast(images, tf.float32) - PIXEL_MEAN) * PIXEL_SCALE
+    return (images.astype('float32') - PIXEL_MEAN) * PIXEL_SCALE
+
+
+def parse_image_size(text):
+    """Parses '112,112' (height,width) into a tuple of two positive ints.
+
+    Raises:
+      ValueError: naming the text and the expected form.
+    """
+    try:
+        parts = tuple(int(p) for p in str(text).split(','))
+    except ValueError:
+        parts = ()
+    if len(parts) != 2 or min(parts) <= 0:
+        raise ValueError('image size %r: expected "height,width" with two positive '
+                         'integers, e.g. 112,112' % (text,))
+    return parts

@@ -1,0 +1,165 @@
+"""Margin-based softmax heads for face recognition: ArcFace, CosFace, combined.
+
+All three start from the cosine between the L2-normalised embedding and the
+L2-normalised class centres (`<scope>/embedding_weights`, [embedding_size,
+num_classes]) and change only the target-class logit:
+
+  ArcFace  (Deng et al., CVPR 2019):  s * cos(theta + m), and where
+           theta + m would pass pi (cos theta <= cos(pi - m)) the original's
+           fallback s * (cos theta - m * sin m)
+  CosFace  (Wang et al., CVPR 2018):  s * (cos theta - m)
+  combined (insightface):             s * (cos(m1 * theta + m2) - m3)
+
+The functions return logits; cross-entropy is the caller's. Everything is
+computed in float32, also when the embedding arrives in float16 (mixed
+precision), and stays finite in value and gradient when cos theta is exactly
++-1, where sqrt(1 - cos^2) and acos have infinite derivatives.
+
+Typical use:
+    logits = arcface_loss(embedding, labels, num_classes)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits))
+"""
+import math
+
+import tensorflow.compat.v1 as tf
+
+from nets import layers
+
+ARCFACE_SCOPE = 'arcface_loss'
+
+
+def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=None):
+    """Cosine of every embedding with every class centre.
+
+    Args:
+      embedding: float [N, D] (float16 is cast to float32).
+      out_num: number of classes C.
+      w_init: initialiser of the class centres; Xavier normal by default.
+      scope: variable scope of `embedding_weights`.
+      reuse: passed to the variable scope.
+    Returns:
+      float32 [N, C] in [-1, 1].
+    """
+    embedding = tf.cast(embedding, tf.float32)
+    embedding_size = embedding.get_shape().as_list()[-1]
+    with tf.variable_scope(scope, reuse=reuse):
+        if w_init is None:
+            w_init = layers.xavier_normal(embedding_size, out_num)
+        weights = tf.get_variable('embedding_weights', [embedding_size, out_num], tf.float32,
+                                  initializer=w_init)
+        if not tf.get_variable_scope().reuse:
+            tf.add_to_collection(layers.WEIGHT_DECAY, weights)
+    embedding = tf.nn.l2_normalize(embedding, axis=1)
+    weights = tf.nn.l2_normalize(weights, axis=0)
+    return tf.matmul(embedding, weights, name='cos_t')
+
+
+def _safe_sin_from_cos(cos_t):
+    """sqrt(1 - cos^2) with a zero (not infinite) gradient where |cos| >= 1."""
+    sin2 = 1.0 - tf.square(cos_t)
+    inside = sin2 > 0.0
+    safe = tf.where(inside, sin2, tf.ones_like(sin2))
+    return tf.where(inside, tf.sqrt(safe), tf.zeros_like(sin2))
+
+
+def _safe_acos(cos_t):
+    """acos with a zero (not infinite) gradient at cos = +-1; exact values there."""
+    inside = tf.abs(cos_t) < 1.0
+    safe = tf.where(inside, cos_t, tf.zeros_like(cos_t))
+    edge = tf.where(cos_t >= 1.0, tf.zeros_like(cos_t), tf.fill(tf.shape(cos_t), math.pi))
+    return tf.where(inside, tf.acos(safe), edge)
+
+
+def _replace_target_logit(cos_t, labels, target_logit, s):
+    """s * cos for every class but the label, whose logit is `target_logit`."""
+    mask = tf.one_hot(labels, tf.shape(cos_t)[1], dtype=tf.float32)
+    return s * cos_t * (1.0 - mask) + target_logit * mask
+
+
+def arcface_logits(cos_t, labels, s=64.0, m=0.5):
+    """ArcFace logits from cosines (see module docstring).
+
+    Args:
+      cos_t: float32 [N, C] cosines.
+      labels: int [N] class ids.
+      s: scale.
+      m: additive angular margin in radians.
+    Returns:
+      float32 [N, C] logits.
+    """
+    cos_m, sin_m = math.cos(m), math.sin(m)
+    threshold = math.cos(math.pi - m)
+    sin_t = _safe_sin_from_cos(cos_t)
+    cos_mt = s * (cos_t * cos_m - sin_t * sin_m)
+    keep_val = s * (cos_t - sin_m * m)
+    target = tf.where(cos_t > threshold, cos_mt, keep_val)
+    return _replace_target_logit(cos_t, labels, target, s)
+
+
+def cosface_logits(cos_t, labels, s=30.0, m=0.4):
+    """CosFace (large-margin cosine) logits: s * (cos - m) at the label."""
+    return _replace_target_logit(cos_t, labels, s * (cos_t - m), s)
+
+
+def combined_margin_logits(cos_t, labels, s=64.0, m1=1.0, m2=0.3, m3=0.2):
+    """insightface's combined margin: s * (cos(m1 * theta + m2) - m3) at the label.
+
+    (1, 0, 0) is plain softmax on cosines, (1, m, 0) ArcFace without the
+    theta + m > pi fallback, (1, 0, m) CosFace. Unlike the original's
+    `combine_loss_val`, nothing depends on the batch size.
+    """
+    theta = _safe_acos(cos_t)
+    target = s * (tf.cos(m1 * theta + m2) - m3)
+    return _replace_target_logit(cos_t, labels, target, s)
+
+
+def arcface_loss(embedding, labels, out_num, w_init=None, s=64.0, m=0.5):
+    """The original's `arcface_loss`: ArcFace logits under scope 'arcface_loss'."""
+    return arcface_logits(class_cosines(embedding, out_num, w_init, ARCFACE_SCOPE), labels, s, m)
+
+
+def cosineface_loss(embedding, labels, out_num, w_init=None, s=30.0, m=0.4):
+    """The original's `cosineface_losses`: CosFace logits under scope 'cosineface_loss'."""
+    return cosface_logits(class_cosines(embedding, out_num, w_init, 'cosineface_loss'),
+                          labels, s, m)
+
+
+def combine_loss(embedding, labels, out_num, w_init=None, s=64.0, m1=1.0, m2=0.3, m3=0.2):
+    """The original's `combine_loss_val`, for any batch size: scope 'combine_loss'."""
+    return combined_margin_logits(class_cosines(embedding, out_num, w_init, 'combine_loss'),
+                                  labels, s, m1, m2, m3)
+
+
+# loss_type -> (variable scope of the class centres, logits function)
+HEADS = {
+    'arcface': (ARCFACE_SCOPE, arcface_logits),
+    'cosineface': ('cosineface_loss', cosface_logits),
+    'combine': ('combine_loss', combined_margin_logits),
+}
+LOSS_TYPES = tuple(HEADS)
+
+
+def margin_logits(loss_type, embedding, labels, out_num, **margin_args):
+    """Logits of the named head and the plain scaled cosines.
+
+    The plain cosines give the training accuracy a user can read: the
+    original measured accuracy on the margin-penalised logits, which sits
+    near zero for most of training.
+
+    Args:
+      loss_type: one of LOSS_TYPES.
+      embedding: float [N, D].
+      labels: int [N].
+      out_num: number of classes.
+      **margin_args: s, m (arcface, cosineface) or s, m1, m2, m3 (combine).
+    Returns:
+      (margin logits float32 [N, C], cosines float32 [N, C]).
+    Raises:
+      ValueError: unknown loss_type.
+    """
+    if loss_type not in HEADS:
+        raise ValueError('unknown loss_type %r; expected one of %s' % (loss_type, LOSS_TYPES))
+    scope, logits_fn = HEADS[loss_type]
+    cos_t = class_cosines(embedding, out_num, scope=scope)
+    return logits_fn(cos_t, labels, **margin_args), cos_t

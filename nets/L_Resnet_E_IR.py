@@ -1,0 +1,130 @@
+"""L_Resnet_E_IR: the ArcFace backbone of InsightFace_TF (`L_Resnet_E_IR_fix_issue9`).
+
+"L" = a 3x3 stride-1 stem (input 112x112 keeps full resolution), "IR" = the
+improved residual unit BN-conv-BN-PReLU-conv-BN, "E" = the embedding head
+BN-dropout-flatten-FC-BN. Deng et al., "ArcFace: Additive Angular Margin Loss
+for Deep Face Recognition", CVPR 2019.
+
+Depth variants are data (`UNITS_PER_BLOCK`), built by one generic function.
+Variable names match the original's checkpoints exactly
+(`resnet_v1_<depth>/block<b>/unit_<u>/bottleneck_v1/...`), see
+`test/test_nets.py` and ../shared/reference/.
+
+Typical use:
+    embedding, end_points = get_resnet(images, 50, is_training=True)
+    eval_embedding, _ = get_resnet(eval_images, 50, is_training=False, reuse=True)
+"""
+import tensorflow.compat.v1 as tf
+
+from nets import layers
+
+# Units in each of the four blocks; every block starts with a stride-2 unit.
+UNITS_PER_BLOCK = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 14, 3),
+    100: (3, 13, 30, 3),
+    152: (3, 8, 36, 3),
+}
+BLOCK_CHANNELS = (64, 128, 256, 512)
+STEM_CHANNELS = 64
+EMBEDDING_SIZE = 512
+DEFAULT_KEEP_PROB = 0.4  # the original's dropout keep probability
+
+
+def scope_name(net_depth):
+    """The outer variable scope of a depth, e.g. 'resnet_v1_50'."""
+    return 'resnet_v1_%d' % net_depth
+
+
+def check_depth(net_depth):
+    """Raises ValueError unless `net_depth` is one of UNITS_PER_BLOCK."""
+    if net_depth not in UNITS_PER_BLOCK:
+        raise ValueError('unsupported net_depth %r; expected one of %s'
+                         % (net_depth, sorted(UNITS_PER_BLOCK)))
+
+
+def ir_unit(inputs, depth, stride, is_training, scope):
+    """One improved-residual unit (no activation after the addition).
+
+    Args:
+      inputs: float [N, H, W, C_in].
+      depth: output channels.
+      stride: 1, or 2 on the first unit of a block.
+      is_training: Python bool (batch statistics vs moving statistics).
+      scope: e.g. 'unit_1'; variables live under '<scope>/bottleneck_v1'.
+    Returns:
+      float [N, H/stride, W/stride, depth].
+    """
+    depth_in = inputs.get_shape().as_list()[-1]
+    with tf.variable_scope(scope), tf.variable_scope('bottleneck_v1'):
+        if depth == depth_in:
+            shortcut = layers.subsample(inputs, stride)
+        else:
+            shortcut = layers.conv2d(inputs, depth, 1, stride, 'shortcut_conv')
+            shortcut = layers.batch_norm(shortcut, is_training, 'shortcut_bn/BatchNorm')
+        residual = layers.batch_norm(inputs, is_training, 'conv1_bn1')
+        residual = layers.conv2d(residual, depth, 3, 1, 'conv1')
+        residual = layers.batch_norm(residual, is_training, 'conv1_bn2')
+        residual = layers.prelu(residual, 'prelu_layer')
+        residual = layers.conv2d(residual, depth, 3, stride, 'conv2')
+        residual = layers.batch_norm(residual, is_training, 'conv2_bn/BatchNorm')
+        return shortcut + residual
+
+
+def embedding_head(net, is_training, keep_prob, embedding_size, dropout_fn):
+    """Output layer "E": BN -> dropout -> flatten -> dense -> BN (gamma frozen)."""
+    net = layers.batch_norm(net, is_training, 'E_BN1')
+    if is_training and keep_prob < 1.0:
+        net = dropout_fn(net, keep_prob)
+    net = tf.reshape(net, [-1, net.get_shape()[1:].num_elements()])
+    net = layers.dense(net, embedding_size, 'E_DenseLayer')
+    return layers.batch_norm(net, is_training, 'E_BN2', gamma_trainable=False)
+
+
+def default_dropout(inputs, keep_prob):
+    """tf.nn.dropout by keep probability (rate = 1 - keep_prob)."""
+    return tf.nn.dropout(inputs, rate=1.0 - keep_prob)
+
+
+def get_resnet(images, net_depth, is_training, keep_prob=DEFAULT_KEEP_PROB,
+               embedding_size=EMBEDDING_SIZE, reuse=None, dropout_fn=default_dropout):
+    """Builds the backbone and returns the embedding.
+
+    Args:
+      images: float [N, H, W, 3], normalised to about [-1, 1] (see
+        data.image_ops.normalize). 112x112 gives the original's 7x7x512
+        feature map before the dense layer.
+      net_depth: one of UNITS_PER_BLOCK (18, 34, 50, 100, 152).
+      is_training: Python bool. Training uses batch statistics, updates the
+        moving averages (tf.GraphKeys.UPDATE_OPS) and applies dropout.
+      keep_prob: dropout keep probability in (0, 1].
+      embedding_size: width of the embedding (512 in the original).
+      reuse: True to share the variables of an earlier call (e.g. an
+        inference graph beside the training graph).
+      dropout_fn: fn(inputs, keep_prob) -> Tensor; the NPU swaps in npu_ops.dropout.
+    Returns:
+      (embedding float [N, embedding_size], end_points dict name -> Tensor).
+    Raises:
+      ValueError: unknown depth or keep_prob out of range.
+    """
+    check_depth(net_depth)
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError('keep_prob %r: expected a probability in (0, 1]' % (keep_prob,))
+    end_points = {}
+    with tf.variable_scope(scope_name(net_depth), reuse=reuse):
+        net = layers.conv2d(images, STEM_CHANNELS, 3, 1, 'conv1')
+        net = layers.batch_norm(net, is_training, 'bn0')
+        net = layers.prelu(net, 'prelu0')
+        end_points['stem'] = net
+        for block_index, (num_units, depth) in enumerate(zip(UNITS_PER_BLOCK[net_depth],
+                                                             BLOCK_CHANNELS)):
+            block = 'block%d' % (block_index + 1)
+            with tf.variable_scope(block):
+                for unit_index in range(num_units):
+                    stride = 2 if unit_index == 0 else 1
+                    net = ir_unit(net, depth, stride, is_training, 'unit_%d' % (unit_index + 1))
+            end_points[block] = net
+        embedding = embedding_head(net, is_training, keep_prob, embedding_size, dropout_fn)
+        end_points['embedding'] = embedding
+    return embedding, end_points

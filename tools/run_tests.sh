@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite twice: TensorFlow 2.x (.venv, this machine's python3) and
+# TensorFlow 1.15 (.venv-tf1, Python 3.7 — what Ascend's CANN stack runs).
+# Creates both environments from the pinned requirements on first use.
+# Extra arguments go to pytest (e.g. tools/run_tests.sh -k nets).
+set -u
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+results=()
+status=0
+
+run_suite() {  # label venv
+  echo "== $1: $("$2/bin/python" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[0], sys.version_info[1], tf.__version__))' 2>/dev/null)"
+  local start=$SECONDS
+  "$2/bin/python" -m pytest "${@:3}"
+  local rc=$?
+  if [ $rc -eq 0 ]; then results+=("$1: passed in $((SECONDS - start)) s")
+  else results+=("$1: FAILED (pytest exit $rc)"); status=1; fi
+}
+
+tools/venv.sh python3 .venv requirements.txt || { echo "could not create .venv"; exit 1; }
+run_suite "TensorFlow 2.x" .venv "$@"
+
+py37=$(tools/find_python37.sh)
+if [ -z "$py37" ]; then
+  results+=("TensorFlow 1.15: SKIPPED — no Python 3.7 found (install it with pyenv, or put python3.7 on PATH)")
+else
+  tools/venv.sh "$py37" .venv-tf1 requirements-tf1.txt || { echo "could not create .venv-tf1"; exit 1; }
+  run_suite "TensorFlow 1.15" .venv-tf1 "$@"
+fi
+
+echo "== summary"
+printf '%s\n' "${results[@]}"
+exit $status
