@@ -1,0 +1,92 @@
+"""Graph assembly shared by training, validation, evaluation and export.
+
+`inference_graph` turns raw uint8 BGR images into embeddings with the moving
+batch-norm statistics and no dropout; `training_losses` builds the margin head
+and the losses of the original's training script. Both build on
+nets.L_Resnet_E_IR and losses.face_losses and read no flags.
+
+Typical use:
+    images, embedding = inference_graph(net_depth=50, image_size=(112, 112), batch_size=32)
+    saver = tf.train.Saver(); saver.restore(sess, checkpoint)
+"""
+import collections
+
+import tensorflow.compat.v1 as tf
+
+from data import image_ops
+from losses import face_losses
+from nets import layers
+from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, default_dropout, get_resnet
+
+INPUT_NODE = 'input_images'
+OUTPUT_NODE = 'embeddings'
+
+TrainingLosses = collections.namedtuple('TrainingLosses', [
+    'total',      # inference + weight decay: what the optimizer minimises
+    'inference',  # mean softmax cross-entropy on the margin logits
+    'weight_decay',
+    'accuracy',   # top-1 on the plain cosines (no margin), what a reader expects
+])
+
+
+def inference_graph(net_depth, image_size, batch_size=None, reuse=None):
+    """Raw images in, embeddings out, with inference-mode batch norm.
+
+    Args:
+      net_depth: backbone depth.
+      image_size: (height, width).
+      batch_size: static batch size (the NPU needs static shapes), or None.
+      reuse: True to share the variables of a training graph built before.
+    Returns:
+      (images uint8 placeholder [batch, H, W, 3] BGR named INPUT_NODE,
+       embedding float32 [batch, 512] named OUTPUT_NODE, not normalised).
+    """
+    images = tf.placeholder(tf.uint8, [batch_size, image_size[0], image_size[1], 3],
+                            name=INPUT_NODE)
+    embedding, _ = get_resnet(image_ops.normalize(images), net_depth, is_training=False,
+                              reuse=reuse)
+    return images, tf.identity(embedding, name=OUTPUT_NODE)
+
+
+def weight_decay_loss(weight_decay):
+    """weight_decay * sum(||v||^2 / 2) over the WEIGHT_DECAY collection.
+
+    That collection holds every conv kernel, the embedding dense weight, the
+    margin head's class centres, BN gammas and PReLU alphas (the original
+    listed them by name and forgot the dense weight except at depth 50).
+    The 1/2 matches the original's tf.contrib.layers.l2_regularizer.
+    """
+    variables = tf.get_collection(layers.WEIGHT_DECAY)
+    return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(v) for v in variables]),
+                       name='weight_decay_loss')
+
+
+def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
+                    margin_args=None, weight_decay=5e-4, keep_prob=DEFAULT_KEEP_PROB,
+                    dropout_fn=default_dropout):
+    """The training graph's losses, from a batch of normalised images.
+
+    Args:
+      images: float [N, H, W, 3] normalised images.
+      labels: int [N] class ids in [0, num_classes).
+      net_depth: backbone depth.
+      num_classes: classes of the margin head.
+      loss_type: one of face_losses.LOSS_TYPES.
+      margin_args: dict of the head's s/m (or s/m1/m2/m3); None for defaults.
+      weight_decay: L2 factor.
+      keep_prob: dropout keep probability of the embedding head.
+      dropout_fn: see nets.L_Resnet_E_IR.get_resnet.
+    Returns:
+      TrainingLosses of scalar float32 tensors.
+    """
+    embedding, _ = get_resnet(images, net_depth, is_training=True, keep_prob=keep_prob,
+                              dropout_fn=dropout_fn)
+    logits, cos_t = face_losses.margin_logits(loss_type, embedding, labels, num_classes,
+                                              **(margin_args or {}))
+    inference = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits), name='inference_loss')
+    decay = weight_decay_loss(weight_decay)
+    predictions = tf.argmax(cos_t, axis=1, output_type=labels.dtype)
+    accuracy = tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32),
+                              name='train_accuracy')
+    return TrainingLosses(tf.add(inference, decay, name='total_loss'), inference, decay, accuracy)

@@ -1,0 +1,210 @@
+"""train_nets.py end to end on a tiny synthetic dataset: outputs, resume, kill, failures."""
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import train_nets
+from data import mx2tfrecords
+from data.make_synthetic_dataset import make_dataset
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_SIZE = (32, 32)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    """8 identities x 6 images of 32x32, a 20-pair lfw.bin, converted to TFRecords."""
+    root = str(tmp_path_factory.mktemp('tiny'))
+    raw = os.path.join(root, 'raw')
+    make_dataset(raw, num_identities=8, images_per_identity=6, num_val_identities=4,
+                 num_val_pairs=20, image_size=IMAGE_SIZE, seed=3)
+    records = os.path.join(root, 'tfrecords')
+    mx2tfrecords.convert(os.path.join(raw, 'train.rec'), os.path.join(raw, 'train.idx'),
+                         records, num_shards=2, progress=False)
+    return {'raw': raw, 'records': records}
+
+
+def flags(data, out, *extra):
+    return ['--tfrecords_file_path', data['records'], '--eval_db_path', data['raw'],
+            '--eval_datasets', 'lfw', '--image_size', '%d,%d' % IMAGE_SIZE,
+            '--net_depth', '18', '--batch_size', '4', '--eval_batch_size', '8',
+            '--buffer_size', '16', '--ckpt_path', os.path.join(out, 'ckpt'),
+            '--summary_path', os.path.join(out, 'summary'),
+            '--log_file_path', os.path.join(out, 'logs'), '--lr_values', '0.01,0.001',
+            '--lr_steps', '1000', '--show_info_interval', '1', '--device', 'cpu'] + list(extra)
+
+
+def run_training(args, timeout=240):
+    return subprocess.run([sys.executable, 'train_nets.py'] + args, cwd=PROJECT_ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=timeout)
+
+
+def start_training(args):
+    return subprocess.Popen([sys.executable, 'train_nets.py'] + args, cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True)
+
+
+def checkpoint_step(ckpt_dir):
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    return None if latest is None else tf.train.load_variable(latest, 'global_step')
+
+
+def test_trains_validates_checkpoints_and_resumes(tiny_data, tmp_path):
+    out = str(tmp_path)
+    first = run_training(flags(tiny_data, out, '--max_steps', '4', '--validate_interval', '2',
+                               '--ckpt_interval', '3', '--summary_interval', '2'))
+    assert first.returncode == 0, first.stdout
+    log = first.stdout
+    assert re.search(r'epoch 0, step 1, total loss [\d.]+, inference loss', log)
+    assert re.search(r'\[lfw\]\[2\]XNorm: \d+\.\d{6}', log)
+    assert re.search(r'\[lfw\]\[4\]Accuracy-Flip: \d\.\d{5}\+-\d\.\d{5}', log)
+    assert 'test accuracy is:' in log
+    # The log file holds the same lines as the console.
+    log_files = glob.glob(os.path.join(out, 'logs', 'train_*.log'))
+    assert len(log_files) == 1 and '[lfw][4]XNorm' in open(log_files[0]).read()
+    ckpts = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, 'ckpt', '*.index')))
+    assert ckpts == ['InsightFace_iter_3.ckpt.index', 'InsightFace_iter_4.ckpt.index']
+    assert checkpoint_step(os.path.join(out, 'ckpt')) == 4
+    assert glob.glob(os.path.join(out, 'ckpt', 'best', 'InsightFace_iter_*.ckpt.index'))
+    assert glob.glob(os.path.join(out, 'summary', 'events.out.tfevents.*'))
+
+    latest = tf.train.latest_checkpoint(os.path.join(out, 'ckpt'))
+    momentum_before = tf.train.load_variable(
+        latest, 'arcface_loss/embedding_weights/Momentum')
+    second = run_training(flags(tiny_data, out, '--max_steps', '6', '--validate_interval', '100'))
+    assert second.returncode == 0, second.stdout
+    assert 'resumed from %s' % latest in second.stdout
+    assert re.search(r'epoch \d+, step 5,', second.stdout)
+    assert not re.search(r'step [1-4],', second.stdout)
+    assert checkpoint_step(os.path.join(out, 'ckpt')) == 6
+    assert np.abs(momentum_before).sum() > 0  # the optimizer slots were saved and restored
+
+
+def test_sigterm_saves_a_checkpoint_then_exits(tiny_data, tmp_path):
+    out = str(tmp_path)
+    proc = start_training(flags(tiny_data, out, '--max_steps', '100000',
+                                '--validate_interval', '100000', '--ckpt_interval', '100000'))
+    try:
+        for line in proc.stdout:
+            if re.search(r'step 3,', line):
+                break
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    step = checkpoint_step(os.path.join(out, 'ckpt'))
+    assert step is not None and step >= 3
+    assert 'stopped by signal' in output
+
+
+def test_kill_9_during_training_resumes_from_last_complete_checkpoint(tiny_data, tmp_path):
+    out = str(tmp_path)
+    ckpt_dir = os.path.join(out, 'ckpt')
+    # A checkpoint every step, so the kill very likely lands while one is being written.
+    proc = start_training(flags(tiny_data, out, '--max_steps', '100000',
+                                '--validate_interval', '100000', '--ckpt_interval', '1'))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(glob.glob(os.path.join(ckpt_dir, '*.index'))) < 3:
+            time.sleep(0.05)
+        time.sleep(0.37)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    step = checkpoint_step(ckpt_dir)
+    assert step is not None and step >= 2
+    resumed = run_training(flags(tiny_data, out, '--max_steps', str(step + 2),
+                                 '--validate_interval', '100000', '--ckpt_interval', '100000'))
+    assert resumed.returncode == 0, resumed.stdout
+    assert 'resumed from' in resumed.stdout
+    assert re.search(r'step %d,' % (step + 1), resumed.stdout)
+    assert checkpoint_step(ckpt_dir) == step + 2
+
+
+def test_non_finite_loss_stops_without_writing_a_nan_checkpoint(tiny_data, tmp_path):
+    out = str(tmp_path)
+    result = run_training(flags(tiny_data, out, '--max_steps', '50', '--validate_interval', '1000',
+                                '--ckpt_interval', '1', '--lr_values', '1e30,1e30'))
+    assert result.returncode == 1, result.stdout
+    match = re.search(r'non-finite loss \((nan|inf)\) at step (\d+)', result.stdout)
+    assert match, result.stdout
+    for index in glob.glob(os.path.join(out, 'ckpt', '*.index')):
+        prefix = index[:-len('.index')]
+        for name, _ in tf.train.list_variables(prefix):
+            assert np.all(np.isfinite(tf.train.load_variable(prefix, name))), (prefix, name)
+        assert tf.train.load_variable(prefix, 'global_step') < int(match.group(2))
+
+
+def refusal(capsys, argv):
+    code = train_nets.main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_missing_tfrecords_tells_how_to_make_them(tiny_data, tmp_path, capsys):
+    err = refusal(capsys, flags(dict(tiny_data, records=str(tmp_path / 'none')), str(tmp_path)))
+    assert 'does not exist' in err and 'data/mx2tfrecords.py' in err and 'make demo' in err
+
+
+def test_missing_bin_is_named(tiny_data, tmp_path, capsys):
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--eval_datasets', 'cfp_fp'))
+    assert os.path.join(tiny_data['raw'], 'cfp_fp.bin') in err
+
+
+def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--image_size', '112,112'))
+    assert '--image_size 112,112' in err and '32,32' in err
+
+
+@pytest.mark.parametrize('extra,expected', [
+    (['--batch_size', '0'], '--batch_size 0'),
+    (['--lr_values', '0.1'], '--lr_values'),
+])
+def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
+    assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
+
+
+def test_unknown_depth_is_refused(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_nets.main(flags(tiny_data, str(tmp_path), '--net_depth', '101'))
+    assert exit_info.value.code == 2
+    assert "--net_depth: invalid choice: 101" in capsys.readouterr().err
+
+
+def test_batch_larger_than_dataset_is_refused(tiny_data, tmp_path, capsys):
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--batch_size', '100'))
+    assert '--batch_size 100 is larger than the 48 images' in err
+
+
+def test_help_documents_every_flag():
+    help_text = train_nets.get_parser().format_help()
+    for flag in ('--batch_size', '--net_depth', '--epoch', '--momentum', '--weight_deacy',
+                 '--weight_decay', '--eval_datasets', '--eval_db_path', '--image_size',
+                 '--tfrecords_file_path', '--summary_path', '--ckpt_path', '--log_file_path',
+                 '--saver_maxkeep', '--buffer_size', '--log_device_mapping',
+                 '--summary_interval', '--ckpt_interval', '--validate_interval',
+                 '--show_info_interval', '--num_output', '--lr_steps', '--lr_values',
+                 '--keep_prob', '--max_steps', '--loss_type', '--device', '--precision_mode'):
+        assert flag in help_text, flag
+    args = train_nets.get_parser().parse_args([])
+    assert (args.batch_size, args.net_depth, args.epoch, args.momentum, args.weight_decay) == (
+        32, 100, 200, 0.9, 5e-4)
+    assert args.image_size == (112, 112) and args.log_device_mapping is False
+    typed = train_nets.get_parser().parse_args(['--weight_decay', '1e-3', '--batch_size', '64',
+                                                '--log_device_mapping', 'True'])
+    assert typed.weight_decay == 1e-3 and typed.batch_size == 64 and typed.log_device_mapping

@@ -1,0 +1,192 @@
+"""Trains L_Resnet_E_IR with a margin softmax head (ArcFace by default).
+
+The original InsightFace_TF's training script, with typed flags, the input
+pipeline feeding the graph directly, one global_step per iteration, resume
+from the latest checkpoint, and validation every --validate_interval steps.
+
+Typical use (the README's demo does all of it on a synthetic dataset):
+    python3 data/mx2tfrecords.py --bin_path faces_webface/train.rec \
+        --idx_path faces_webface/train.idx --tfrecords_file_path ./datasets/tfrecords_webface
+    python3 train_nets.py --net_depth 50 --eval_db_path faces_webface --eval_datasets lfw
+"""
+import argparse
+import logging
+import os
+import sys
+
+import runtime
+from data import image_ops
+from losses import face_losses
+from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
+
+DEFAULT_LR_STEPS = '40000,60000,80000'
+DEFAULT_LR_VALUES = '0.004,0.002,0.0012,0.0004'
+LR_STEPS_REFERENCE_BATCH = 512.0  # the original scales its boundaries by 512 / batch_size
+
+
+def str2bool(text):
+    """argparse type for True/False flags ('True', 'false', '1', 'no', ...)."""
+    value = str(text).strip().lower()
+    if value in ('true', '1', 'yes', 'y'):
+        return True
+    if value in ('false', '0', 'no', 'n'):
+        return False
+    raise argparse.ArgumentTypeError('expected True or False, got %r' % (text,))
+
+
+def int_list(text):
+    """argparse type: '40000,60000' -> [40000, 60000] (empty string -> [])."""
+    try:
+        return [int(v) for v in str(text).split(',') if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected comma-separated integers, got %r' % (text,))
+
+
+def float_list(text):
+    """argparse type: '0.1,0.01' -> [0.1, 0.01]."""
+    try:
+        return [float(v) for v in str(text).split(',') if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected comma-separated numbers, got %r' % (text,))
+
+
+def image_size(text):
+    """argparse type: '112,112' -> (112, 112)."""
+    try:
+        return image_ops.parse_image_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def get_parser():
+    """The training flags, grouped as in the original (defaults are the original's)."""
+    parser = argparse.ArgumentParser(
+        description='Train L_Resnet_E_IR + ArcFace (InsightFace_TF) on TFRecords.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group('data')
+    data.add_argument('--tfrecords_file_path', default='./datasets/tfrecords_webface',
+                      help='folder of TFRecord shards + manifest.json written by '
+                           'data/mx2tfrecords.py')
+    data.add_argument('--image_size', type=image_size, default=(112, 112),
+                      help='height,width of the training images; must match the data')
+    data.add_argument('--buffer_size', type=int, default=10000,
+                      help='shuffle buffer, in images')
+    data.add_argument('--num_output', type=int, default=None,
+                      help='number of identities of the margin head; default: from the '
+                           'dataset manifest')
+    data.add_argument('--augment', type=str2bool, default=False,
+                      help='random translation and brightness/contrast jitter on top of the '
+                           'random flip (the original only flips); for small datasets')
+    data.add_argument('--seed', type=int, default=None,
+                      help='graph-level random seed; None: not reproducible')
+
+    model = parser.add_argument_group('model')
+    model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
+                       help='L_Resnet_E_IR depth')
+    model.add_argument('--keep_prob', type=float, default=DEFAULT_KEEP_PROB,
+                       help='dropout keep probability before the embedding layer')
+    model.add_argument('--loss_type', default='arcface', choices=face_losses.LOSS_TYPES,
+                       help='margin head')
+    model.add_argument('--margin_s', type=float, default=None,
+                       help='logit scale s; default 64 (arcface, combine) or 30 (cosineface)')
+    model.add_argument('--margin_m', type=float, default=None,
+                       help='margin m; default 0.5 (arcface) or 0.4 (cosineface)')
+    model.add_argument('--combine_margins', type=float_list, default=[1.0, 0.3, 0.2],
+                       help='m1,m2,m3 of the combine head: s*(cos(m1*theta+m2)-m3)')
+
+    optim = parser.add_argument_group('optimization')
+    optim.add_argument('--batch_size', type=int, default=32, help='images per step')
+    optim.add_argument('--epoch', type=int, default=200, help='epochs to train')
+    optim.add_argument('--max_steps', type=int, default=None,
+                       help='stop after this global step (demos, benchmarks); None: run '
+                            'all epochs')
+    optim.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    optim.add_argument('--weight_deacy', '--weight_decay', dest='weight_decay', type=float,
+                       default=5e-4, help='L2 weight decay (the original spelling is kept)')
+    optim.add_argument('--lr_steps', type=int_list, default=int_list(DEFAULT_LR_STEPS),
+                       help='learning-rate boundaries in iterations for batch 512, scaled '
+                            'by 512/batch_size as in the original (see README)')
+    optim.add_argument('--lr_values', type=float_list, default=float_list(DEFAULT_LR_VALUES),
+                       help='learning rates, one more than --lr_steps')
+    optim.add_argument('--warmup_steps', type=int, default=0,
+                       help='linear learning-rate warm-up over this many iterations; 0: off')
+
+    ckpt = parser.add_argument_group('checkpoints and logs')
+    ckpt.add_argument('--summary_path', default='./output/summary', help='TensorBoard folder')
+    ckpt.add_argument('--ckpt_path', default='./output/ckpt',
+                      help='checkpoint folder; training resumes from its latest checkpoint')
+    ckpt.add_argument('--log_file_path', default='./output/logs', help='log folder')
+    ckpt.add_argument('--saver_maxkeep', type=int, default=100, help='checkpoints kept')
+    ckpt.add_argument('--summary_interval', type=int, default=300, help='steps between summaries')
+    ckpt.add_argument('--ckpt_interval', type=int, default=10000, help='steps between checkpoints')
+    ckpt.add_argument('--validate_interval', type=int, default=2000,
+                      help='steps between validations')
+    ckpt.add_argument('--show_info_interval', type=int, default=20,
+                      help='steps between log lines')
+    ckpt.add_argument('--log_device_mapping', type=str2bool, default=False,
+                      help='log the device of every op')
+
+    evals = parser.add_argument_group('validation')
+    evals.add_argument('--eval_datasets', nargs='+', default=['lfw'],
+                       help='names of .bin verification sets in --eval_db_path')
+    evals.add_argument('--eval_db_path', default='./datasets/faces_ms1m_112x112',
+                       help='folder holding the .bin verification sets')
+    evals.add_argument('--eval_batch_size', type=int, default=None,
+                       help='images per validation batch; default: --batch_size')
+
+    device = parser.add_argument_group('device')
+    device.add_argument('--device', default='auto', choices=runtime.DEVICES,
+                        help='auto: NPU if npu_bridge imports, else GPU, else CPU')
+    device.add_argument('--precision_mode', default='allow_mix_precision',
+                        choices=runtime.PRECISION_MODES, help='NPU precision mode')
+    device.add_argument('--num_threads', type=int, default=None,
+                        help='CPU threads per op pool; None: TensorFlow decides')
+    return parser
+
+
+def check_args(args):
+    """Refuses impossible flag values before any work. Returns a list of messages."""
+    problems = []
+    for name in ('batch_size', 'epoch', 'saver_maxkeep', 'summary_interval', 'ckpt_interval',
+                 'validate_interval', 'show_info_interval', 'buffer_size'):
+        if getattr(args, name) < 1:
+            problems.append('--%s %r: expected a positive integer' % (name, getattr(args, name)))
+    for name in ('max_steps', 'num_output', 'eval_batch_size', 'num_threads'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            problems.append('--%s %r: expected a positive integer' % (name, value))
+    if not 0.0 < args.keep_prob <= 1.0:
+        problems.append('--keep_prob %r: expected a probability in (0, 1]' % args.keep_prob)
+    if len(args.lr_values) != len(args.lr_steps) + 1:
+        problems.append('--lr_values has %d values for %d --lr_steps; expected one more value '
+                        'than steps' % (len(args.lr_values), len(args.lr_steps)))
+    if list(args.lr_steps) != sorted(set(args.lr_steps)) or any(s < 1 for s in args.lr_steps):
+        problems.append('--lr_steps %s: expected increasing positive integers' % (args.lr_steps,))
+    if len(args.combine_margins) != 3:
+        problems.append('--combine_margins %s: expected m1,m2,m3' % (args.combine_margins,))
+    if args.warmup_steps < 0:
+        problems.append('--warmup_steps %r: expected 0 or more' % args.warmup_steps)
+    return problems
+
+
+def main(argv=None):
+    """Parses flags, checks inputs, trains. Returns the process exit code."""
+    args = get_parser().parse_args(argv)
+    problems = check_args(args)
+    if problems:
+        for problem in problems:
+            sys.stderr.write('train_nets.py: %s\n' % problem)
+        return 2
+    runtime.init()
+    import trainer  # after runtime.init(): builds graphs in graph mode
+    try:
+        plan = trainer.prepare(args)
+    except trainer.SetupError as error:
+        sys.stderr.write('train_nets.py: %s\n' % error)
+        return 2
+    return trainer.train(args, plan)
+
+
+if __name__ == '__main__':
+    logging.getLogger().handlers[:] = []
+    sys.exit(main())
