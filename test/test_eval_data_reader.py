@@ -1,0 +1,173 @@
+"""Tests for data/eval_data_reader.py: safe .bin loading and decoding."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from data import eval_data_reader
+from data import image_ops
+from data import recordio
+from data.eval_data_reader import BinFileError
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JPEG_TOLERANCE = 12
+
+
+@pytest.fixture(scope='module')
+def orl_bin(shared_data):
+    return os.path.join(shared_data, 'orl_faces', 'orl_val.bin')
+
+
+@pytest.fixture(scope='module')
+def orl_loaded(orl_bin):
+    return eval_data_reader.load_bin(orl_bin, batch_size=256)
+
+
+@pytest.fixture(scope='module')
+def orl_encoded(orl_bin):
+    return eval_data_reader.read_bin(orl_bin)
+
+
+def _write_pickle(path, obj):
+    with open(str(path), 'wb') as f:
+        pickle.dump(obj, f, protocol=2)
+    return str(path)
+
+
+def _decode_with_training_path(encoded):
+    """Decodes with image_ops.decode_image, one image per run, as training does."""
+    with tf.Graph().as_default():
+        one = tf.placeholder(tf.string, [])
+        decoded = image_ops.decode_image(one)
+        with tf.Session() as session:
+            return [session.run(decoded, {one: e}) for e in encoded]
+
+
+def test_orl_val(orl_loaded):
+    images, issame = orl_loaded
+    assert images.shape == (900, 112, 112, 3)
+    assert images.dtype == np.uint8
+    assert issame.shape == (450,) and issame.dtype == np.bool_
+    assert issame.sum() == 225
+
+
+def test_same_pixels_as_the_training_decoder(orl_loaded, orl_encoded):
+    indices = [0, 1, 451, 899]
+    expected = _decode_with_training_path([orl_encoded[0][i] for i in indices])
+    for index, image in zip(indices, expected):
+        np.testing.assert_array_equal(orl_loaded[0][index], image)
+
+
+def test_colour_images_come_out_bgr(shared_data, tmp_path):
+    """The ORL faces are grey; the MXNet fixture's colours catch a channel swap."""
+    folder = os.path.join(shared_data, 'mxnet_fixture')
+    with open(os.path.join(folder, 'expected.json')) as f:
+        expected = json.load(f)['images']
+    with recordio.IndexedRecordReader(os.path.join(folder, 'train.rec'),
+                                      os.path.join(folder, 'train.idx')) as reader:
+        jpegs = [recordio.unpack(r.data)[1] for r in reader.iter_images()]
+    path = _write_pickle(tmp_path / 'colour.bin', (jpegs, [True, False, True]))
+    images, issame = eval_data_reader.load_bin(path, batch_size=4)
+    assert issame.tolist() == [True, False, True]
+    for image, want in zip(images, expected):
+        np.testing.assert_allclose(image[8:-8, 8:48].reshape(-1, 3).mean(0),
+                                   want['left_half_bgr'], atol=JPEG_TOLERANCE)
+        np.testing.assert_allclose(image[8:-8, 64:104].reshape(-1, 3).mean(0),
+                                   want['right_half_bgr'], atol=JPEG_TOLERANCE)
+
+
+class _RunsShell(object):
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_malicious_pickle_is_refused(tmp_path, orl_encoded):
+    marker = tmp_path / 'pwned'
+    evil = _RunsShell('touch %s' % marker)
+    path = _write_pickle(tmp_path / 'evil.bin', (orl_encoded[0][:2], [evil]))
+    with pytest.raises(BinFileError) as error:
+        eval_data_reader.load_bin(path)
+    message = str(error.value)
+    assert message.startswith('%s: refused to unpickle global %s.system' % (path, os.name))
+    assert '\n' not in message
+    assert not marker.exists()
+    # Other code-running globals are refused too.
+    for module, name in [('builtins', 'eval'), ('__builtin__', 'getattr'),
+                         ('subprocess', 'Popen'), ('numpy', 'load')]:
+        blob = b'\x80\x02c' + ('%s\n%s\n' % (module, name)).encode() + b')R.'
+        with open(path, 'wb') as f:
+            f.write(blob)
+        with pytest.raises(BinFileError, match='refused to unpickle global %s.%s'
+                           % (module, name)):
+            eval_data_reader.read_bin(path)
+
+
+def test_truncated_file(tmp_path, orl_bin):
+    path = str(tmp_path / 'cut.bin')
+    with open(orl_bin, 'rb') as src, open(path, 'wb') as dst:
+        dst.write(src.read()[:100000])
+    with pytest.raises(BinFileError, match='^%s: truncated, corrupt or unsupported pickle'
+                       % path):
+        eval_data_reader.load_bin(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(BinFileError, match='nope.bin: cannot read'):
+        eval_data_reader.read_bin(str(tmp_path / 'nope.bin'))
+
+
+def test_mismatched_counts(tmp_path, orl_encoded):
+    path = _write_pickle(tmp_path / 'counts.bin', (orl_encoded[0][:10], [True] * 4))
+    with pytest.raises(BinFileError) as error:
+        eval_data_reader.load_bin(path)
+    assert str(error.value) == ('%s: 10 images for 4 pairs; expected 2 images per pair (8)'
+                                % path)
+
+
+def test_numpy_variant_loads(tmp_path, orl_encoded, orl_loaded):
+    """Images as uint8 arrays of the encoded bytes, issame as a numpy bool array."""
+    encoded = [np.frombuffer(e, dtype=np.uint8) for e in orl_encoded[0][:20]]
+    path = _write_pickle(tmp_path / 'np.bin', (encoded, np.array(orl_encoded[1][:10])))
+    images, issame = eval_data_reader.load_bin(path, batch_size=8)
+    np.testing.assert_array_equal(images, orl_loaded[0][:20])
+    np.testing.assert_array_equal(issame, orl_loaded[1][:10])
+
+
+def test_wrong_image_size(tmp_path, orl_encoded):
+    path = _write_pickle(tmp_path / 'size.bin', (orl_encoded[0][:4], orl_encoded[1][:2]))
+    with pytest.raises(BinFileError) as error:
+        eval_data_reader.load_bin(path, image_size=(112, 96))
+    assert str(error.value) == ('%s: image 0 is 112x112, expected 112x96 (height x width)'
+                                % path)
+
+
+def test_undecodable_image(tmp_path, orl_encoded):
+    images = list(orl_encoded[0][:4])
+    images[2] = b'not an image at all'
+    path = _write_pickle(tmp_path / 'bad.bin', (images, orl_encoded[1][:2]))
+    with pytest.raises(BinFileError, match=r'^%s: cannot decode an image among 0..3: '
+                       % path) as error:
+        eval_data_reader.load_bin(path)
+    assert '\n' not in str(error.value)
+
+
+def test_works_with_eager_enabled(tmp_path, orl_encoded):
+    """load_bin builds its own graph: fine in a process that runs eagerly."""
+    path = _write_pickle(tmp_path / 'small.bin', (orl_encoded[0][:6], orl_encoded[1][:3]))
+    script = ('import sys; import tensorflow.compat.v1 as tf; tf.enable_eager_execution(); '
+              'assert tf.executing_eagerly(); from data import eval_data_reader; '
+              'images, issame = eval_data_reader.load_bin(sys.argv[1]); '
+              'print(images.shape, images.dtype, issame.tolist())')
+    run = subprocess.run([sys.executable, '-c', script, path], cwd=PROJECT_ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == '(6, 112, 112, 3) uint8 %s' % orl_encoded[1][:3].tolist()

@@ -1,0 +1,360 @@
+"""Tests for data/mx2tfrecords.py (and data/manifest.py) on MXNet-written .rec files."""
+import collections
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from data import manifest as manifest_lib
+from data import mx2tfrecords
+from data import recordio
+from data.recordio import IRHeader
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join('data', 'mx2tfrecords.py')
+
+
+def _rec_images(rec, idx):
+    """[(payload, label)] of the image records, in key order."""
+    with recordio.IndexedRecordReader(rec, idx) as reader:
+        out = []
+        for record in reader.iter_images():
+            header, payload = recordio.unpack(record.data)
+            out.append((payload, int(header.label)))
+        return out
+
+
+def _tfrecord_examples(manifest):
+    """[(image_raw, label)] of every shard, in shard order."""
+    out = []
+    for path in manifest['shard_paths']:
+        for serialized in tf.io.tf_record_iterator(path):
+            feature = tf.train.Example.FromString(serialized).features.feature
+            assert sorted(feature.keys()) == ['image_raw', 'label']
+            out.append((feature['image_raw'].bytes_list.value[0],
+                        feature['label'].int64_list.value[0]))
+    return out
+
+
+def _folder_files(folder):
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.fixture(scope='module')
+def orl(shared_data):
+    folder = os.path.join(shared_data, 'orl_faces')
+    return os.path.join(folder, 'train.rec'), os.path.join(folder, 'train.idx')
+
+
+@pytest.fixture(scope='module')
+def orl_converted(orl, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('orl') / 'tfrecords')
+    mx2tfrecords.convert(orl[0], orl[1], out, num_workers=1, progress=False)
+    return out
+
+
+def test_orl_conversion(orl, orl_converted):
+    manifest = manifest_lib.load_manifest(orl_converted)
+    examples = _tfrecord_examples(manifest)
+    assert len(examples) == 300
+    assert collections.Counter(label for _, label in examples) == {i: 10 for i in range(30)}
+    assert examples == _rec_images(*orl)  # payloads byte-identical, key order
+    assert manifest['num_images'] == 300
+    assert manifest['num_classes'] == 30
+    assert manifest['image_size'] == [112, 112]
+    assert manifest['shards'] == [{
+        'file': 'train-00000-of-00001.tfrecord', 'num_images': 300,
+        'size_bytes': os.path.getsize(manifest['shard_paths'][0])}]
+    assert manifest['source'] == {
+        'rec_path': orl[0], 'idx_path': orl[1],
+        'property_path': os.path.join(os.path.dirname(orl[0]), 'property')}
+    assert _folder_files(orl_converted) == ['manifest.json', 'train-00000-of-00001.tfrecord']
+    assert not os.path.exists(mx2tfrecords.partial_dir_for(orl_converted))
+
+
+def test_two_workers_give_the_same_examples(orl, orl_converted, tmp_path):
+    out = str(tmp_path / 'two')
+    manifest = mx2tfrecords.convert(orl[0], orl[1], out, num_shards=4, num_workers=2,
+                                    progress=False)
+    assert [s['num_images'] for s in manifest['shards']] == [75, 75, 75, 75]
+    assert (_tfrecord_examples(manifest_lib.load_manifest(out))
+            == _tfrecord_examples(manifest_lib.load_manifest(orl_converted)))
+
+
+@pytest.mark.parametrize('size, label', [(0, 0), (1, 127), (127, 128), (128, 85163),
+                                         (20000, 2 ** 40)])
+def test_encode_example_matches_protobuf(size, label):
+    payload = os.urandom(size)
+    feature = {
+        'image_raw': tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload])),
+        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    ours = mx2tfrecords.encode_example(payload, label)
+    assert ours == example.SerializeToString(deterministic=True)  # map keys sorted
+    assert tf.train.Example.FromString(ours) == example
+
+
+def test_cli_subprocess(shared_data, tmp_path):
+    folder = os.path.join(shared_data, 'mxnet_fixture')
+    out = str(tmp_path / 'out')
+    argv = [sys.executable, SCRIPT, '--bin_path', os.path.join(folder, 'train.rec'),
+            '--idx_path', os.path.join(folder, 'train.idx'), '--tfrecords_file_path', out,
+            '--num_workers', '1']
+    run = subprocess.run(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    assert run.returncode == 0, run.stderr
+    assert 'mx2tfrecords: 6/6 images (100.0%)' in run.stderr  # progress, not a TTY
+    assert 'mx2tfrecords: wrote 6 images of 3 classes in 1 shards' in run.stderr
+    manifest = manifest_lib.load_manifest(out)
+    assert (manifest['num_images'], manifest['num_classes']) == (6, 3)
+    assert [label for _, label in _tfrecord_examples(manifest)] == [0, 0, 1, 1, 2, 2]
+    # A second run refuses to replace the complete conversion.
+    again = subprocess.run(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
+    assert again.returncode == 2
+    assert again.stderr == ('mx2tfrecords: error: %s already holds a complete conversion '
+                            '(manifest.json); pass --overwrite to replace it\n' % out)
+    assert manifest_lib.load_manifest(out)['num_images'] == 6
+
+
+def test_progress_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = mx2tfrecords._Progress(1000, stream)  # pylint: disable=protected-access
+    progress.update(10)  # too soon after the start: not shown
+    progress.update(1000, final=True)
+    assert stream.getvalue().startswith('\rmx2tfrecords: 1000/1000 images (100.0%), ')
+    assert stream.getvalue().count('\n') == 1 and stream.getvalue().endswith('\n')
+
+
+def test_overwrite_replaces_old_shards(shared_data, tmp_path, capsys):
+    folder = os.path.join(shared_data, 'mxnet_fixture')
+    out = str(tmp_path / 'out')
+    flags = ['--bin_path', os.path.join(folder, 'train.rec'), '--idx_path',
+             os.path.join(folder, 'train.idx'), '--tfrecords_file_path', out,
+             '--num_workers', '1', '--no_progress']
+    assert mx2tfrecords.main(flags + ['--num_shards', '2']) == 0
+    os.makedirs(out + '/keep')  # not ours: left alone
+    assert mx2tfrecords.main(flags + ['--num_shards', '3']) == 2
+    assert mx2tfrecords.main(flags + ['--num_shards', '3', '--overwrite']) == 0
+    assert _folder_files(out) == ['keep', 'manifest.json'] + [
+        manifest_lib.shard_file_name(i, 3) for i in range(3)]
+    assert len(_tfrecord_examples(manifest_lib.load_manifest(out))) == 6
+    capsys.readouterr()
+
+
+# --- malformed inputs ------------------------------------------------------
+
+def _copy_fixture(shared_data, tmp_path):
+    folder = os.path.join(shared_data, 'mxnet_fixture')
+    rec, idx = str(tmp_path / 'in' / 'train.rec'), str(tmp_path / 'in' / 'train.idx')
+    os.makedirs(str(tmp_path / 'in'))
+    shutil.copy(os.path.join(folder, 'train.rec'), rec)
+    shutil.copy(os.path.join(folder, 'train.idx'), idx)
+    return rec, idx
+
+
+def _rewrite(shared_data, rec, idx, replace):
+    """Re-writes the MXNet fixture with our writer, payloads changed by `replace`."""
+    folder = os.path.join(shared_data, 'mxnet_fixture')
+    with recordio.IndexedRecordReader(os.path.join(folder, 'train.rec'),
+                                      os.path.join(folder, 'train.idx')) as reader, \
+            recordio.IndexedRecordWriter(rec, idx) as writer:
+        for key in reader.keys.tolist():
+            header, payload = recordio.unpack(reader.read(key))
+            writer.write(key, recordio.pack(header, replace.get(key, payload)))
+
+
+def _make_missing(shared_data, rec, idx):
+    os.remove(rec)
+    return [rec, 'cannot open']
+
+
+def _make_wrong_magic(shared_data, rec, idx):
+    with open(rec, 'r+b') as f:
+        f.seek(2228)  # key 3
+        f.write(b'JUNK')
+    return [rec, 'key 3', 'byte offset 2228', 'wrong magic 0x4b4e554a']
+
+
+def _make_truncated(shared_data, rec, idx):
+    with open(rec, 'r+b') as f:
+        f.truncate(6760 + 20)  # inside record 0, the last
+    return [rec, 'key 0', 'byte offset 6760', 'truncated record']
+
+
+def _make_idx_past_end(shared_data, rec, idx):
+    with open(idx, 'a') as f:
+        f.write('11\t999996\n')
+    return [idx, 'key 11', 'byte offset 999996', 'past the end']
+
+
+def _make_not_jpeg(shared_data, rec, idx):
+    _rewrite(shared_data, rec, idx, {5: b'GIF89a' + b'\0' * 100})
+    with open(idx) as f:
+        offset = dict(line.split() for line in f)['5']
+    return [rec, 'key 5', 'byte offset %s' % offset, 'not a JPEG or PNG', "b'GIF89a"]
+
+
+def _make_no_images(shared_data, rec, idx):
+    with recordio.IndexedRecordWriter(rec, idx) as writer:
+        writer.write(0, recordio.pack_insightface_header(1, 1))
+    return [rec, 'no image records']
+
+
+@pytest.mark.parametrize('make', [_make_missing, _make_wrong_magic, _make_truncated,
+                                  _make_idx_past_end, _make_not_jpeg, _make_no_images])
+def test_bad_input_fails_cleanly(shared_data, tmp_path, capsys, make):
+    rec, idx = _copy_fixture(shared_data, tmp_path)
+    fragments = make(shared_data, rec, idx)
+    out = str(tmp_path / 'out')
+    status = mx2tfrecords.main(['--bin_path', rec, '--idx_path', idx, '--tfrecords_file_path',
+                                out, '--num_workers', '1'])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2
+    assert len(lines) == 1 and lines[0].startswith('mx2tfrecords: error: '), lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert not os.path.exists(out)
+    assert _folder_files(str(tmp_path)) == ['in']  # no .partial folder left
+
+
+def test_failing_worker_leaves_nothing(shared_data, tmp_path, capsys):
+    rec, idx = _copy_fixture(shared_data, tmp_path)
+    fragments = _make_not_jpeg(shared_data, rec, idx)  # key 5 is in the second shard
+    out = str(tmp_path / 'out')
+    os.makedirs(out)
+    status = mx2tfrecords.main(['--bin_path', rec, '--idx_path', idx, '--tfrecords_file_path',
+                                out, '--num_workers', '2', '--num_shards', '2'])
+    lines = [l for l in capsys.readouterr().err.splitlines() if 'error' in l]
+    assert status == 2
+    assert len(lines) == 1 and all(f in lines[0] for f in fragments), lines
+    assert _folder_files(out) == []
+    assert _folder_files(str(tmp_path)) == ['in', 'out']
+
+
+def test_ctrl_c_leaves_nothing(shared_data, tmp_path, capsys, monkeypatch):
+    rec, idx = _copy_fixture(shared_data, tmp_path)
+    calls = []
+
+    def interrupted(payload, label):
+        calls.append(label)
+        if len(calls) == 3:
+            raise KeyboardInterrupt()
+        return b''
+
+    monkeypatch.setattr(mx2tfrecords, 'encode_example', interrupted)
+    out = str(tmp_path / 'out')
+    status = mx2tfrecords.main(['--bin_path', rec, '--idx_path', idx, '--tfrecords_file_path',
+                                out, '--num_workers', '1', '--no_progress'])
+    assert status == 130
+    assert 'interrupted' in capsys.readouterr().err
+    assert _folder_files(str(tmp_path)) == ['in']
+
+
+def test_killed_conversion_then_rerun(shared_data, tmp_path):
+    folder = os.path.join(shared_data, 'mxnet_fixture')
+    payloads = [p for p, _ in _rec_images(os.path.join(folder, 'train.rec'),
+                                          os.path.join(folder, 'train.idx'))]
+    num_images = 30000  # ~35 MB: the conversion runs long enough to be caught mid-way
+    rec, idx = str(tmp_path / 'big.rec'), str(tmp_path / 'big.idx')  # no property file
+    with recordio.IndexedRecordWriter(rec, idx) as writer:
+        writer.write(0, recordio.pack_insightface_header(num_images + 1, num_images + 1))
+        for key in range(1, num_images + 1):
+            writer.write(key, recordio.pack(IRHeader(0, key % 7, key, 0),
+                                            payloads[key % len(payloads)]))
+    out = str(tmp_path / 'out')
+    partial = mx2tfrecords.partial_dir_for(out)
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, '--bin_path', rec, '--idx_path', idx,
+         '--tfrecords_file_path', out, '--num_workers', '1', '--num_shards', '4'],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not any(name.endswith('.tfrecord') for name in _folder_files(partial)):
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.002)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert _folder_files(partial)  # it was caught mid-way
+    assert not os.path.exists(os.path.join(out, manifest_lib.MANIFEST_NAME))
+    with pytest.raises(manifest_lib.ManifestError, match='mx2tfrecords.py --bin_path'):
+        manifest_lib.load_manifest(out)
+    manifest = mx2tfrecords.convert(rec, idx, out, num_shards=2, progress=False)
+    assert not os.path.exists(partial)
+    assert _folder_files(out) == ['manifest.json', 'train-00000-of-00002.tfrecord',
+                                  'train-00001-of-00002.tfrecord']
+    assert manifest['num_images'] == num_images
+    assert manifest['num_classes'] == 7  # max label + 1 without a property file
+    assert manifest['image_size'] == [112, 112]  # read from the first JPEG's header
+    assert manifest['source']['property_path'] is None
+
+
+def test_png_payloads_and_size_without_property(tmp_path):
+    with tf.Graph().as_default():
+        png = tf.image.encode_png(tf.zeros([48, 40, 3], tf.uint8))
+        with tf.Session() as session:
+            png = session.run(png)
+    rec, idx = str(tmp_path / 'p.rec'), str(tmp_path / 'p.idx')
+    with recordio.IndexedRecordWriter(rec, idx) as writer:  # plain dataset: no key 0
+        for key in (1, 2, 3):
+            writer.write(key, recordio.pack(IRHeader(0, [key, 9.0], key, 0), png))
+    manifest = mx2tfrecords.convert(rec, idx, str(tmp_path / 'out'), progress=False)
+    assert (manifest['image_size'], manifest['num_classes']) == ([48, 40], 4)
+    assert _tfrecord_examples(manifest_lib.load_manifest(str(tmp_path / 'out'))) == [
+        (png, 1), (png, 2), (png, 3)]  # the first label of each label array
+
+
+# --- manifest reading ------------------------------------------------------
+
+def test_load_manifest_errors(orl_converted, tmp_path):
+    how_to = 'make one with: python3 data/mx2tfrecords.py --bin_path .../train.rec'
+    folder = str(tmp_path / 'ds')
+    with pytest.raises(manifest_lib.ManifestError, match='does not exist; ' + how_to):
+        manifest_lib.load_manifest(folder)
+    os.makedirs(folder)
+    with pytest.raises(manifest_lib.ManifestError, match='is empty; ' + how_to):
+        manifest_lib.load_manifest(folder)
+    shutil.copy(os.path.join(orl_converted, 'train-00000-of-00001.tfrecord'), folder)
+    with pytest.raises(manifest_lib.ManifestError, match='has no manifest.json'):
+        manifest_lib.load_manifest(folder)
+    with open(os.path.join(folder, 'manifest.json'), 'w') as f:
+        f.write('{"format": ')
+    with pytest.raises(manifest_lib.ManifestError, match='not valid JSON'):
+        manifest_lib.load_manifest(folder)
+    with open(os.path.join(orl_converted, 'manifest.json')) as f:
+        good = json.load(f)
+    for change, problem in [({'num_images': 299}, 'add up to 300, num_images is 299'),
+                            ({'version': 9}, 'version 9'),
+                            ({'shards': []}, 'non-empty list')]:
+        manifest_lib.write_manifest(folder, dict(good, **change))
+        with pytest.raises(manifest_lib.ManifestError, match=problem):
+            manifest_lib.load_manifest(folder)
+    manifest_lib.write_manifest(folder, good)
+    assert manifest_lib.load_manifest(folder)['num_images'] == 300
+    with open(os.path.join(folder, 'train-00000-of-00001.tfrecord'), 'ab') as f:
+        f.write(b'x')
+    with pytest.raises(manifest_lib.ManifestError, match='has 1683832 bytes'):
+        manifest_lib.load_manifest(folder)
+
+
+def test_shard_names():
+    assert manifest_lib.shard_file_name(3, 8) == 'train-00003-of-00008.tfrecord'
+    assert manifest_lib.is_shard_file_name('train-00003-of-00008.tfrecord')
+    assert not manifest_lib.is_shard_file_name('train-3-of-8.tfrecord')
+    assert np.all([manifest_lib.is_shard_file_name(manifest_lib.shard_file_name(i, 12))
+                   for i in range(12)])
