@@ -1,0 +1,335 @@
+"""Evaluates checkpoints on insightface verification sets (lfw.bin, cfp_fp.bin, ...).
+
+The original InsightFace_TF's eval_ckpt_file.py with typed flags: it builds the
+inference graph (raw uint8 BGR images in, embeddings out, moving batch-norm
+statistics, no dropout), restores ONLY the backbone variables
+`resnet_v1_<depth>/...` of each checkpoint (so a checkpoint of train_nets.py,
+which also holds the ArcFace weights, Momentum slots and global_step, and a
+checkpoint of the original InsightFace_TF both load), and scores each
+verification set with insightface's 10-fold protocol on flip-summed
+embeddings (verification.run_verification).
+
+Output: one table row per checkpoint x dataset on stdout (accuracy and VAL are
+mean+-std over the 10 folds, threshold is the best squared-L2 threshold on all
+pairs, XNorm the mean norm of the raw embeddings),
+
+    checkpoint                  dataset  accuracy           VAL@FAR=1e-3       threshold ...
+    InsightFace_iter_20000.ckpt lfw      0.99517+-0.00359   0.98100+-0.01000   1.43      ...
+    ... XNorm        pairs
+    ... 21.843718    6000
+
+the original's `[lfw][2000]XNorm: ...` / `[lfw][2000]Accuracy-Flip: ...` log
+lines on stderr (step = the number in the checkpoint's name, else 0), and
+optionally the same numbers plus the ROC as JSON (--output_json) and one ROC
+plot per dataset (--plot_dir).
+
+Every input is checked before the long part starts (checkpoints, their depth
+and shapes, the .bin files); a problem ends the run with a one-line message
+and exit status 2; a failure while running exits with 1.
+
+Typical use:
+    python3 eval_ckpt_file.py --ckpt_file output/ckpt/InsightFace_iter_ \
+        --ckpt_index_list 10000.ckpt 20000.ckpt --net_depth 50 \
+        --eval_db_path datasets/faces_ms1m_112x112 --eval_datasets lfw cfp_fp agedb_30 \
+        --output_json output/eval.json --plot_dir output/roc
+"""
+import argparse
+import collections
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import checkpoint_utils
+import face_model
+import roc_plot  # imports matplotlib only when drawing
+import runtime
+import verification
+from checkpoint_utils import CheckpointError, RestoreError
+from data import eval_data_reader
+from nets.L_Resnet_E_IR import UNITS_PER_BLOCK
+
+PROG = 'eval_ckpt_file.py'
+FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'
+TABLE_COLUMNS = ('accuracy', 'VAL@FAR=' + FAR_LABEL, 'threshold', 'XNorm', 'pairs')
+_COLUMN_WIDTHS = (17, 17, 9, 11, 6)
+
+Plan = collections.namedtuple('Plan', [
+    'device',       # 'npu', 'gpu' or 'cpu'
+    'checkpoints',  # [(prefix, {variable name: shape})]
+    'bin_paths',    # [(dataset name, path of its .bin)]
+])
+
+
+class UsageError(ValueError):
+    """An input that makes evaluation impossible; one-line message for the user."""
+
+
+def get_parser():
+    """The evaluation flags."""
+    parser = checkpoint_utils.OneLineParser(
+        prog=PROG, description='Evaluate InsightFace checkpoints on verification .bin sets.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ckpt = parser.add_argument_group('checkpoints')
+    ckpt.add_argument('--ckpt_file', type=str, required=True,
+                      help='checkpoint prefix (e.g. output/ckpt/InsightFace_iter_2000.ckpt) or '
+                           'a folder (its latest checkpoint); with --ckpt_index_list, the '
+                           'common beginning of the checkpoint names')
+    ckpt.add_argument('--ckpt_index_list', type=str, nargs='+', default=None,
+                      help='evaluate several checkpoints: each entry is appended to '
+                           '--ckpt_file (e.g. --ckpt_file output/ckpt/InsightFace_iter_ '
+                           '--ckpt_index_list 1000.ckpt 2000.ckpt); None: --ckpt_file alone')
+    model = parser.add_argument_group('model')
+    model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
+                       help='L_Resnet_E_IR depth of the checkpoints')
+    model.add_argument('--image_size', type=checkpoint_utils.image_size_flag,
+                       default=(112, 112),
+                       help='height,width the network was trained at and the .bin images have')
+    data = parser.add_argument_group('data')
+    data.add_argument('--eval_db_path', type=str, default='./datasets/faces_ms1m_112x112',
+                      help='folder holding the .bin verification sets')
+    data.add_argument('--eval_datasets', type=str, nargs='+', default=['lfw'],
+                      help='names of .bin files in --eval_db_path, without .bin '
+                           '(e.g. lfw cfp_fp agedb_30)')
+    data.add_argument('--batch_size', type=checkpoint_utils.positive_int_flag, default=32,
+                      help='images per forward pass (the static batch dimension)')
+    output = parser.add_argument_group('output')
+    output.add_argument('--output_json', type=str, default=None,
+                        help='also write the results (with the ROC) to this JSON file; '
+                             'None: off')
+    output.add_argument('--plot_dir', type=str, default=None,
+                        help='write roc_<dataset>.png here, one curve per checkpoint; '
+                             'None: off')
+    device = parser.add_argument_group('device')
+    device.add_argument('--device', type=str, default='auto', choices=runtime.DEVICES,
+                        help='auto: NPU if npu_bridge imports, else GPU, else CPU')
+    return parser
+
+
+def checkpoint_arguments(args):
+    """The --ckpt_file values to resolve: one, or --ckpt_file + each index entry."""
+    if args.ckpt_index_list:
+        return [args.ckpt_file + entry for entry in args.ckpt_index_list]
+    return [args.ckpt_file]
+
+
+def unique(names):
+    """`names` without repeats, in their first order."""
+    seen = set()
+    return [n for n in names if not (n in seen or seen.add(n))]
+
+
+def _make_folder(path, flag):
+    if path and not os.path.isdir(path):
+        try:
+            os.makedirs(path)
+        except OSError as error:
+            raise UsageError('%s %s: cannot create the folder (%s)'
+                             % (flag, path, error.strerror or error))
+
+
+def prepare(args):
+    """Checks flags, checkpoint names and .bin paths (no graph, no decoding).
+
+    Raises:
+      UsageError, CheckpointError: one-line messages.
+    """
+    try:
+        device = runtime.select_device(args.device)
+    except ValueError as error:
+        raise UsageError(str(error))
+    checkpoints = [checkpoint_utils.check_checkpoint_names(path, args.net_depth)
+                   for path in checkpoint_arguments(args)]
+    bin_paths = []
+    for name in unique(args.eval_datasets):
+        path = os.path.join(args.eval_db_path, name + '.bin')
+        if not os.path.isfile(path):
+            raise UsageError('verification set %s not found (--eval_db_path %s, '
+                             '--eval_datasets %s): expected an insightface .bin file'
+                             % (path, args.eval_db_path, name))
+        bin_paths.append((name, path))
+    if args.output_json:
+        if os.path.isdir(args.output_json):
+            raise UsageError('--output_json %s is a folder; expected a file name'
+                             % args.output_json)
+        _make_folder(os.path.dirname(os.path.abspath(args.output_json)), '--output_json')
+    _make_folder(args.plot_dir, '--plot_dir')
+    return Plan(device, checkpoints, bin_paths)
+
+
+def load_sets(bin_paths, image_size):
+    """Decodes every .bin; returns [(name, path, images, issame)].
+
+    Raises:
+      UsageError: unreadable/corrupt file, wrong image size, too few pairs.
+    """
+    sets = []
+    for name, path in bin_paths:
+        try:
+            images, issame = eval_data_reader.load_bin(path, tuple(image_size))
+        except ValueError as error:
+            raise UsageError(str(error))
+        if len(issame) < verification.NROF_FOLDS:
+            raise UsageError('%s holds %d pairs; the %d-fold protocol needs at least %d'
+                             % (path, len(issame), verification.NROF_FOLDS,
+                                verification.NROF_FOLDS))
+        sets.append((name, path, images, np.asarray(issame, bool)))
+    return sets
+
+
+def checkpoint_labels(prefixes):
+    """Short names for the table: file names, or full paths if two would collide."""
+    names = [os.path.basename(p) for p in prefixes]
+    return names if len(set(names)) == len(names) else list(prefixes)
+
+
+class Table(object):
+    """Prints the result table row by row (the header with the first row), columns
+    sized from the names known beforehand."""
+
+    def __init__(self, labels, datasets, out=None):
+        self.out = out or sys.stdout
+        self.first = max([len('checkpoint')] + [len(label) for label in labels])
+        self.second = max([len('dataset')] + [len(name) for name in datasets])
+        self.started = False
+
+    def _line(self, cells):
+        text = '%-*s  %-*s' % (self.first, cells[0], self.second, cells[1])
+        for width, cell in zip(_COLUMN_WIDTHS, cells[2:]):
+            text += '  %-*s' % (width, cell)
+        self.out.write(text.rstrip() + '\n')
+        self.out.flush()
+
+    def row(self, label, dataset, result):
+        if not self.started:
+            self._line(('checkpoint', 'dataset') + TABLE_COLUMNS)
+            self.started = True
+        self._line((label, dataset) + format_row(result))
+
+
+def format_row(result):
+    """The result cells of a table row, in TABLE_COLUMNS order."""
+    return ('%.5f+-%.5f' % (result.accuracy, result.accuracy_std),
+            '%.5f+-%.5f' % (result.val, result.val_std),
+            '%.2f' % result.threshold, '%.6f' % result.xnorm, '%d' % result.nrof_pairs)
+
+
+def result_record(prefix, dataset, bin_path, result):
+    """One JSON-ready dict: the table's numbers, the folds' thresholds, the ROC."""
+    return {'checkpoint': prefix, 'step': checkpoint_utils.checkpoint_step(prefix),
+            'dataset': dataset, 'bin': bin_path,
+            'accuracy': result.accuracy, 'accuracy_std': result.accuracy_std,
+            'val': result.val, 'val_std': result.val_std, 'far': result.far,
+            'threshold': result.threshold,
+            'fold_thresholds': np.asarray(result.fold_thresholds).tolist(),
+            'xnorm': result.xnorm, 'nrof_pairs': result.nrof_pairs,
+            'tpr': np.asarray(result.tpr).tolist(), 'fpr': np.asarray(result.fpr).tolist()}
+
+
+def write_atomically(path, data):
+    """Writes bytes to a temporary file beside `path`, then renames it into place.
+
+    A reader never sees a half-written file; the mode follows the umask as
+    for a plain open().
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temp = tempfile.mkstemp(prefix='.' + os.path.basename(path), suffix='.tmp',
+                                    dir=folder)
+    try:
+        with os.fdopen(handle, 'wb') as out:
+            out.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def evaluate(args, plan):
+    """Builds the graph, checks shapes, loads the sets, evaluates; returns the records.
+
+    Raises:
+      UsageError, CheckpointError: an input problem found before evaluating.
+      RestoreError: a checkpoint's data could not be read.
+      tf.errors.OpError: a failure while running.
+    """
+    logger = logging.getLogger()
+    with tf.Graph().as_default():
+        images_ph, embeddings = face_model.inference_graph(
+            args.net_depth, tuple(args.image_size), args.batch_size)
+        variables = checkpoint_utils.backbone_variables(args.net_depth)
+        for prefix, names in plan.checkpoints:
+            checkpoint_utils.check_shapes(prefix, names, variables, args.net_depth)
+        sets = load_sets(plan.bin_paths, args.image_size)
+        saver = tf.train.Saver(var_list=variables)
+        labels = checkpoint_labels([prefix for prefix, _ in plan.checkpoints])
+        table = Table(labels, [name for name, _, _, _ in sets])
+        records = []
+        with tf.Session(config=runtime.session_config(plan.device)) as sess:
+            for label, (prefix, _) in zip(labels, plan.checkpoints):
+                checkpoint_utils.restore(sess, saver, prefix)
+                step = checkpoint_utils.checkpoint_step(prefix)
+                for name, bin_path, images, issame in sets:
+                    result = verification.run_verification(
+                        sess, images_ph, embeddings, images, issame, args.batch_size)
+                    table.row(label, name, result)
+                    verification.log_result(name, step, result, logger)
+                    records.append((label, result_record(prefix, name, bin_path, result)))
+    return records
+
+
+def write_outputs(args, records):
+    """The JSON file and the ROC plots, if asked for."""
+    if args.output_json:
+        payload = {'net_depth': args.net_depth, 'image_size': list(args.image_size),
+                   'batch_size': args.batch_size, 'eval_db_path': args.eval_db_path,
+                   'tensorflow': tf.__version__,
+                   'roc_thresholds': verification.ACCURACY_THRESHOLDS.tolist(),
+                   'results': [record for _, record in records]}
+        text = json.dumps(payload, indent=1, sort_keys=True) + '\n'
+        write_atomically(args.output_json, text.encode('utf-8'))
+        logging.info('results: %s', os.path.abspath(args.output_json))
+    if args.plot_dir:
+        for dataset in unique(args.eval_datasets):
+            curves = [roc_plot.RocCurve(label, record['fpr'], record['tpr'], record['accuracy'])
+                      for label, record in records if record['dataset'] == dataset]
+            path = roc_plot.plot_path(args.plot_dir, dataset)
+            write_atomically(path, roc_plot.render_roc(dataset, curves))
+            logging.info('ROC: %s', os.path.abspath(path))
+
+
+def _fail(message, code):
+    sys.stderr.write('%s: error: %s\n' % (PROG, message))
+    return code
+
+
+def main(argv=None):
+    """Parses flags, checks inputs, evaluates. Returns the process exit code."""
+    args = get_parser().parse_args(argv)
+    runtime.init()
+    try:
+        plan = prepare(args)
+        records = evaluate(args, plan)
+    except (UsageError, CheckpointError) as error:
+        return _fail(error, 2)
+    except RestoreError as error:
+        return _fail(error, 1)
+    except tf.errors.OpError as error:
+        return _fail('evaluation failed: %s (%s)'
+                     % (checkpoint_utils.op_error_text(error), type(error).__name__), 1)
+    try:
+        write_outputs(args, records)
+    except (IOError, OSError) as error:
+        return _fail('cannot write the results: %s' % error, 1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Exports a checkpoint's inference network as a frozen GraphDef and/or a SavedModel.
+
+Outputs, in --output_dir:
+
+  frozen_model.pb   a frozen inference GraphDef (variables folded into
+                    constants, tf.graph_util.convert_variables_to_constants):
+                    the TensorFlow format Ascend's ATC tool converts into an
+                    offline .om model.
+  saved_model/      a SavedModel, tag "serve", signature "serving_default":
+                    input `images`, output `embeddings` (and
+                    `embeddings_normalized` with --normalized_output), for
+                    TensorFlow Serving or tf.saved_model.loader.load.
+
+The network (both formats):
+
+  input node  `input_images`: uint8 [N, H, W, 3] RAW pixels in BGR order
+              (OpenCV's order, as the .bin sets decode), 0..255. The graph
+              itself normalises them, (x - 127.5) / 128: do NOT normalise
+              before feeding. N is --batch_size, or dynamic (None) by default.
+  output node `embeddings`: float32 [N, 512], NOT L2-normalised (the
+              verification protocol sums the embeddings of an image and of its
+              mirror, then normalises; cosine similarity needs normalised
+              vectors). With --normalized_output the graph also has
+              `embeddings_normalized` = embeddings / ||embeddings||.
+
+Only the backbone `resnet_v1_<depth>/...` is restored, so a checkpoint of
+train_nets.py (with ArcFace weights, Momentum slots, global_step) and one of
+the original InsightFace_TF both export. Batch norm runs with its moving
+statistics and there is no dropout.
+
+Converting the frozen graph for the Ascend 910 (ATC needs a static shape;
+export with --batch_size or give it here):
+
+    atc --model=frozen_model.pb --framework=3 --output=insightface_r100 \
+        --soc_version=Ascend910 --input_shape="input_images:1,112,112,3"
+    # with --normalized_output add --out_nodes="embeddings_normalized:0"
+    # (or "embeddings:0"), since `embeddings` then feeds another node
+
+Every output is written into a temporary folder inside --output_dir and
+renamed into place at the end; existing outputs are only replaced with
+--overwrite, and other files in --output_dir are never touched.
+
+Typical use:
+    python3 export_model.py --ckpt_file output/ckpt --net_depth 100 \
+        --output_dir output/export --batch_size 1
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+import tensorflow.compat.v1 as tf
+
+import checkpoint_utils
+import face_model
+import runtime
+from checkpoint_utils import CheckpointError, RestoreError
+from nets.L_Resnet_E_IR import UNITS_PER_BLOCK
+
+PROG = 'export_model.py'
+FROZEN_GRAPH = 'frozen_model.pb'
+SAVED_MODEL = 'saved_model'
+INPUT_NODE = face_model.INPUT_NODE      # 'input_images'
+OUTPUT_NODE = face_model.OUTPUT_NODE    # 'embeddings'
+NORMALIZED_NODE = 'embeddings_normalized'
+SIGNATURE_INPUT = 'images'
+SIGNATURE_OUTPUT = 'embeddings'
+FORMATS = ('pb', 'saved_model', 'both')
+
+
+class UsageError(ValueError):
+    """An input that makes the export impossible; one-line message for the user."""
+
+
+def get_parser():
+    """The export flags."""
+    parser = checkpoint_utils.OneLineParser(
+        prog=PROG, description='Export an InsightFace checkpoint as a frozen .pb (for ATC) '
+                               'and/or a SavedModel.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--ckpt_file', type=str, required=True,
+                        help='checkpoint prefix (e.g. output/ckpt/InsightFace_iter_2000.ckpt) '
+                             'or a folder (its latest checkpoint)')
+    parser.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
+                        help='L_Resnet_E_IR depth of the checkpoint')
+    parser.add_argument('--image_size', type=checkpoint_utils.image_size_flag,
+                        default=(112, 112), help='height,width the network was trained at')
+    parser.add_argument('--batch_size', type=checkpoint_utils.positive_int_flag, default=None,
+                        help='static batch dimension of input_images; None: dynamic')
+    parser.add_argument('--output_dir', type=str, required=True,
+                        help='folder for %s and %s/ (created if missing)'
+                             % (FROZEN_GRAPH, SAVED_MODEL))
+    parser.add_argument('--format', type=str, default='both', choices=FORMATS,
+                        help='pb: frozen GraphDef; saved_model: SavedModel; both')
+    parser.add_argument('--normalized_output', action='store_true',
+                        help='also output %s, the L2-normalised embeddings' % NORMALIZED_NODE)
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace outputs that already exist in --output_dir')
+    return parser
+
+
+def output_names(export_format):
+    """The entries of --output_dir an export writes."""
+    return {'pb': [FROZEN_GRAPH], 'saved_model': [SAVED_MODEL],
+            'both': [FROZEN_GRAPH, SAVED_MODEL]}[export_format]
+
+
+def prepare(args):
+    """Checks the checkpoint (by names) and the output folder before any graph is built.
+
+    Nothing is created yet: a refused export leaves no trace.
+
+    Returns:
+      (prefix, {variable name: shape}) of the checkpoint.
+    Raises:
+      UsageError, CheckpointError: one-line messages.
+    """
+    prefix, variables = checkpoint_utils.check_checkpoint_names(args.ckpt_file, args.net_depth)
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
+    existing = [name for name in output_names(args.format)
+                if os.path.lexists(os.path.join(args.output_dir, name))]
+    if existing and not args.overwrite:
+        raise UsageError('--output_dir %s already holds %s; pass --overwrite to replace it'
+                         % (args.output_dir, ' and '.join(existing)))
+    return prefix, variables
+
+
+def build_inference(args):
+    """The inference graph in the default graph; returns (images, {name: output})."""
+    images, embeddings = face_model.inference_graph(args.net_depth, tuple(args.image_size),
+                                                    args.batch_size)
+    outputs = {SIGNATURE_OUTPUT: embeddings}
+    if args.normalized_output:
+        outputs[NORMALIZED_NODE] = tf.nn.l2_normalize(embeddings, axis=1, name=NORMALIZED_NODE)
+    return images, outputs
+
+
+def freeze(sess, outputs):
+    """The GraphDef computing `outputs`, variables folded into constants.
+
+    Attributes holding their default value are removed (as SavedModelBuilder's
+    strip_default_attrs does): TensorFlow 2 adds attributes that TensorFlow
+    1.15 does not know (e.g. FusedBatchNormV3's exponential_avg_factor), and a
+    1.15-era reader (TensorFlow 1.15, ATC) would refuse the graph otherwise.
+    """
+    node_names = sorted(tensor.op.name for tensor in outputs.values())
+    frozen = tf.graph_util.convert_variables_to_constants(
+        sess, sess.graph.as_graph_def(), node_names)
+    with tf.Graph().as_default():
+        return tf.train.export_meta_graph(graph_def=frozen, clear_devices=True,
+                                          strip_default_attrs=True).graph_def
+
+
+def write_frozen_graph(sess, outputs, path):
+    """Writes `freeze(sess, outputs)` as a binary GraphDef."""
+    with open(path, 'wb') as out:
+        out.write(freeze(sess, outputs).SerializeToString())
+
+
+def write_saved_model(sess, images, outputs, path):
+    """A SavedModel with the serving tag and a `serving_default` predict signature."""
+    builder = tf.saved_model.builder.SavedModelBuilder(path)
+    signature = tf.saved_model.signature_def_utils.predict_signature_def(
+        inputs={SIGNATURE_INPUT: images}, outputs=outputs)
+    builder.add_meta_graph_and_variables(
+        sess, [tf.saved_model.tag_constants.SERVING],
+        signature_def_map={
+            tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
+        strip_default_attrs=True)
+    builder.save()
+
+
+def export(args, prefix, variables):
+    """Builds the graph, checks shapes, restores and writes the outputs into place.
+
+    The outputs are written into a temporary folder inside --output_dir
+    (created only once the graph matches the checkpoint) and renamed into
+    place at the end; on failure nothing is left behind.
+
+    Raises:
+      CheckpointError: shapes that do not fit the graph.
+      RestoreError: the checkpoint's data could not be read.
+      tf.errors.OpError: another TensorFlow failure.
+      OSError: the output folder cannot be written.
+    """
+    with tf.Graph().as_default():
+        images, outputs = build_inference(args)
+        backbone = checkpoint_utils.backbone_variables(args.net_depth)
+        checkpoint_utils.check_shapes(prefix, variables, backbone, args.net_depth)
+        saver = tf.train.Saver(var_list=backbone)
+        created = not os.path.isdir(args.output_dir)
+        if created:
+            os.makedirs(args.output_dir)
+        staging = tempfile.mkdtemp(prefix='.export-', dir=args.output_dir)
+        done = False
+        try:
+            # Freezing only reads variables: the CPU does it on any machine.
+            with tf.Session(config=runtime.session_config('cpu')) as sess:
+                checkpoint_utils.restore(sess, saver, prefix)
+                if args.format in ('pb', 'both'):
+                    write_frozen_graph(sess, outputs, os.path.join(staging, FROZEN_GRAPH))
+                if args.format in ('saved_model', 'both'):
+                    write_saved_model(sess, images, outputs, os.path.join(staging, SAVED_MODEL))
+            move_into_place(staging, args.output_dir, output_names(args.format))
+            done = True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created and not done:
+                os.rmdir(args.output_dir)
+
+
+def move_into_place(staging, output_dir, names):
+    """Renames each staged output into output_dir, replacing an old one last."""
+    for name in names:
+        target = os.path.join(output_dir, name)
+        if os.path.lexists(target):
+            os.rename(target, os.path.join(staging, name + '.old'))
+        os.rename(os.path.join(staging, name), target)
+
+
+def atc_command(args):
+    """The ATC command line that converts the exported frozen graph."""
+    batch = args.batch_size or 1
+    command = ('atc --model=%s --framework=3 --output=%s --soc_version=Ascend910 '
+               '--input_shape="%s:%d,%d,%d,3"'
+               % (os.path.join(args.output_dir, FROZEN_GRAPH),
+                  os.path.join(args.output_dir, 'insightface_r%d' % args.net_depth),
+                  INPUT_NODE, batch, args.image_size[0], args.image_size[1]))
+    if args.normalized_output:
+        command += ' --out_nodes="%s:0"' % NORMALIZED_NODE
+    return command
+
+
+def _fail(message, code):
+    sys.stderr.write('%s: error: %s\n' % (PROG, message))
+    return code
+
+
+def main(argv=None):
+    """Parses flags, checks inputs, exports. Returns the process exit code."""
+    args = get_parser().parse_args(argv)
+    runtime.init()
+    try:
+        prefix, variables = prepare(args)
+    except (UsageError, CheckpointError) as error:
+        return _fail(error, 2)
+    try:
+        export(args, prefix, variables)
+    except CheckpointError as error:
+        return _fail(error, 2)
+    except RestoreError as error:
+        return _fail(error, 1)
+    except tf.errors.OpError as error:
+        return _fail('export of %s failed: %s (%s)'
+                     % (prefix, checkpoint_utils.op_error_text(error), type(error).__name__), 1)
+    except (IOError, OSError) as error:
+        return _fail('cannot write to --output_dir %s: %s' % (args.output_dir, error), 1)
+    for name in output_names(args.format):
+        logging.info('wrote %s', os.path.join(args.output_dir, name))
+    logging.info('restored from %s; input %s (uint8 BGR), output %s (float32, not normalised)',
+                 prefix, INPUT_NODE, OUTPUT_NODE)
+    if args.format in ('pb', 'both'):
+        logging.info('for the Ascend 910: %s', atc_command(args))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
