@@ -1,0 +1,468 @@
+"""Writes the synthetic face dataset in insightface's folder layout.
+
+The folder holds what an insightface dataset holds, so every tool that reads a
+real one (data/mx2tfrecords.py, the `.bin` loader, training) reads it too:
+
+    train.rec, train.idx  record 0: header, labels [num_images + 1, end key];
+                          keys 1..num_images: JPEG images, label = identity;
+                          then one record per identity, labels [first key, last key + 1].
+    property              "num_classes,height,width"
+    lfw.bin (or --val_names)  pickle protocol 2 of (list of JPEG bytes, list of bool):
+                          pair k is images 2k, 2k + 1; 10 folds, each its same-identity
+                          pairs then as many different-identity pairs (LFW's order).
+    synthetic.json        the flags, and which held-out identities each pair shows.
+
+Verification identities are held out: drawn from their own seed stream, so they
+never appear in train.rec, but from the same distribution as the training ones.
+
+Output is a pure function of the flags (for given numpy and TensorFlow
+versions): every identity and every image has its own seed (see
+data/synthetic_faces.py), whatever --num_workers, and JPEGs are encoded by
+TensorFlow in a private graph. The folder is written under a temporary name and renamed into
+place at the end, so an interrupted run leaves no half dataset behind.
+
+Usage:
+    python3 data/make_synthetic_dataset.py --output_dir ./datasets/synthetic \
+        --num_identities 500 --images_per_identity 10 --num_val_identities 50 \
+        --num_val_pairs 600 --image_size 112,112 --seed 0
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import pickle
+import re
+import shutil
+import sys
+import time
+
+# Runnable as a script from anywhere: put the project root on the path first.
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _PROJECT_ROOT not in sys.path:
+    sys.path.insert(0, _PROJECT_ROOT)
+
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from data import image_ops, recordio, synthetic_faces  # noqa: E402
+
+# Demo defaults: a few seconds to generate. Held-out verification improves more
+# with the number of identities than with images per identity, hence 500 x 10.
+DEFAULTS = {
+    'num_identities': 500,
+    'images_per_identity': 10,
+    'num_val_identities': 50,
+    'num_val_pairs': 600,
+    'image_size': (112, 112),
+    'seed': 0,
+    'val_names': ('lfw',),
+    'jpeg_quality': 90,
+}
+NUM_FOLDS = 10  # LFW's protocol: the .bin is read as 10 consecutive folds
+_ENCODE_BATCH = 64
+_VAL_NAME = re.compile(r'^[A-Za-z0-9_]+$')
+
+
+class JpegEncoder(object):
+    """Encodes BGR uint8 images to JPEG (or PNG) bytes with TensorFlow.
+
+    A private graph and session, so callers' graphs are untouched and this works
+    whether or not the process runs TF in graph mode. Channels are reversed
+    before encoding, so `data.image_ops.decode_image` gives the BGR image back.
+    """
+
+    def __init__(self, quality=90, batch_size=_ENCODE_BATCH):
+        self._batch_size = batch_size
+        self._graph = tf.Graph()
+        with self._graph.as_default():
+            # A fixed batch of per-image encoders (one session call per batch);
+            # short batches are padded. tf.map_fn would do, but warns on TF 2.
+            self._batch = tf.placeholder(tf.uint8, [batch_size, None, None, 3], name='bgr_batch')
+            self._jpegs = [tf.image.encode_jpeg(rgb, quality=quality)
+                           for rgb in tf.unstack(tf.reverse(self._batch, axis=[-1]))]
+            self._image = tf.placeholder(tf.uint8, [None, None, 3], name='bgr_image')
+            self._png = tf.image.encode_png(tf.reverse(self._image, axis=[-1]))
+        self._session = tf.Session(graph=self._graph)
+
+    def encode(self, images):
+        """Encodes uint8 BGR images [N, H, W, 3] (or a list of [H, W, 3]); returns N bytes."""
+        images = np.asarray(images, np.uint8)
+        jpegs = []
+        for start in range(0, len(images), self._batch_size):
+            batch = images[start:start + self._batch_size]
+            count = len(batch)
+            if count < self._batch_size:
+                pad = np.zeros((self._batch_size - count,) + batch.shape[1:], np.uint8)
+                batch = np.concatenate([batch, pad])
+            jpegs.extend(self._session.run(self._jpegs, {self._batch: batch})[:count])
+        return jpegs
+
+    def encode_png(self, image):
+        """Encodes one uint8 BGR image [H, W, 3] as PNG bytes."""
+        return self._session.run(self._png, {self._image: image})
+
+    def close(self):
+        self._session.close()
+
+
+def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
+                 images_per_identity=DEFAULTS['images_per_identity'],
+                 num_val_identities=DEFAULTS['num_val_identities'],
+                 num_val_pairs=DEFAULTS['num_val_pairs'], image_size=DEFAULTS['image_size'],
+                 seed=DEFAULTS['seed'], val_names=DEFAULTS['val_names'],
+                 jpeg_quality=DEFAULTS['jpeg_quality'], overwrite=False, preview_path=None,
+                 log=None, num_workers=1):
+    """Generates and writes a complete synthetic dataset folder.
+
+    Args:
+      output_dir: folder to create (its parent must be writable).
+      num_identities: training identities (classes), >= 1.
+      images_per_identity: training images per identity, >= 1.
+      num_val_identities: held-out identities per verification set, >= 2.
+      num_val_pairs: pairs per verification set, a positive multiple of 20
+        (10 folds, each half same, half different).
+      image_size: (height, width), each >= 8.
+      seed: int >= 0; the output is a pure function of the arguments.
+      val_names: names of the verification sets; each becomes <name>.bin with its
+        own held-out identities.
+      jpeg_quality: 1..100.
+      overwrite: replace an existing output_dir instead of failing.
+      preview_path: if set, a PNG contact sheet (8 identities x 8 images) is
+        written there.
+      log: callable taking one progress line, or None for silence.
+      num_workers: rendering processes; 1 renders in this process. The output
+        is the same for any value.
+    Returns:
+      dict of what was written: 'output_dir', 'num_images', 'num_classes',
+      'bin_paths', 'seconds', 'images_per_second'.
+    Raises:
+      ValueError: on a bad argument (one-line message naming it), or if
+        output_dir exists and overwrite is False.
+    """
+    config = _check_config(output_dir, num_identities, images_per_identity, num_val_identities,
+                           num_val_pairs, image_size, seed, val_names, jpeg_quality, overwrite,
+                           num_workers)
+    log = log or (lambda line: None)
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    staging = os.path.join(parent, '.%s.tmp-%d' % (os.path.basename(output_dir), os.getpid()))
+    if os.path.exists(staging):
+        shutil.rmtree(staging)
+    os.makedirs(staging)
+    progress = _Progress(log, config['num_identities'] * config['images_per_identity'] +
+                         len(config['val_names']) * 2 * config['num_val_pairs'])
+    renderer = encoder = None
+    try:
+        # Workers are forked before the encoder's session exists.
+        renderer = _Renderer(config['seed'], config['image_size'], config['num_workers'])
+        encoder = JpegEncoder(config['jpeg_quality'])
+        _write_train(staging, config, encoder, renderer, progress)
+        pair_plans = {}
+        for index, name in enumerate(config['val_names']):
+            # Each .bin has its own held-out pool: seed streams 2, 3, ...
+            pair_plans[name] = _write_bin(staging, name, synthetic_faces.VAL_STREAM + index,
+                                          config, encoder, renderer, progress)
+        _write_json(os.path.join(staging, 'synthetic.json'), config, pair_plans)
+        if preview_path:
+            _write_preview(preview_path, config, encoder)
+        _move_into_place(staging, output_dir)
+    finally:
+        for resource in (encoder, renderer):
+            if resource is not None:
+                resource.close()
+        shutil.rmtree(staging, ignore_errors=True)  # gone already unless we failed
+    seconds = progress.elapsed()
+    log('wrote %s: %d images in %.1f s (%.0f images/s)' % (
+        output_dir, progress.total, seconds, progress.total / max(seconds, 1e-9)))
+    return {
+        'output_dir': output_dir,
+        'num_images': config['num_identities'] * config['images_per_identity'],
+        'num_classes': config['num_identities'],
+        'bin_paths': [os.path.join(output_dir, name + '.bin') for name in config['val_names']],
+        'seconds': seconds,
+        'images_per_second': progress.total / max(seconds, 1e-9),
+    }
+
+
+def _check_config(output_dir, num_identities, images_per_identity, num_val_identities,
+                  num_val_pairs, image_size, seed, val_names, jpeg_quality, overwrite,
+                  num_workers):
+    """Validates the arguments of make_dataset; returns them as a dict."""
+    def integer(name, value, minimum):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError('%s=%r: expected an integer >= %d' % (name, value, minimum))
+        return int(value)
+
+    if isinstance(image_size, str):
+        image_size = image_ops.parse_image_size(image_size)
+    image_size = tuple(image_size)
+    if len(image_size) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 8
+                                       for s in image_size):
+        raise ValueError('image_size=%r: expected (height, width), both integers >= 8'
+                         % (image_size,))
+    if isinstance(val_names, str):
+        val_names = [n for n in val_names.split(',') if n]
+    val_names = tuple(val_names)
+    if not val_names or len(set(val_names)) != len(val_names) or not all(
+            _VAL_NAME.match(n) for n in val_names):
+        raise ValueError('val_names=%r: expected distinct names of letters, digits and _, '
+                         'e.g. lfw,cfp_fp' % (','.join(val_names),))
+    num_val_pairs = integer('num_val_pairs', num_val_pairs, 2 * NUM_FOLDS)
+    if num_val_pairs % (2 * NUM_FOLDS):
+        raise ValueError('num_val_pairs=%d: expected a multiple of %d (%d folds, each half '
+                         'same and half different pairs)' % (num_val_pairs, 2 * NUM_FOLDS,
+                                                              NUM_FOLDS))
+    quality = integer('jpeg_quality', jpeg_quality, 1)
+    if quality > 100:
+        raise ValueError('jpeg_quality=%d: expected an integer in 1..100' % quality)
+    if os.path.exists(output_dir) and not overwrite:
+        raise ValueError('output_dir %s already exists; remove it or pass --overwrite'
+                         % output_dir)
+    return {
+        'num_identities': integer('num_identities', num_identities, 1),
+        'images_per_identity': integer('images_per_identity', images_per_identity, 1),
+        'num_val_identities': integer('num_val_identities', num_val_identities, 2),
+        'num_val_pairs': num_val_pairs,
+        'image_size': (int(image_size[0]), int(image_size[1])),
+        'seed': integer('seed', seed, 0),
+        'val_names': val_names,
+        'jpeg_quality': quality,
+        'num_workers': integer('num_workers', num_workers, 1),
+    }
+
+
+class _Progress(object):
+    """Counts rendered images and logs a line every few seconds."""
+
+    def __init__(self, log, total, every=3.0):
+        self._log, self.total, self._every = log, total, every
+        self._done = 0
+        self._start = self._last = time.time()
+
+    def add(self, count, what):
+        self._done += count
+        now = time.time()
+        if now - self._last >= self._every or self._done == self.total:
+            self._last = now
+            self._log('%s: %d/%d images (%.0f images/s)' % (
+                what, self._done, self.total, self._done / max(now - self._start, 1e-9)))
+
+    def elapsed(self):
+        return time.time() - self._start
+
+
+def _write_train(folder, config, encoder, renderer, progress):
+    """train.rec/.idx in insightface's layout, and the property file."""
+    n_ids, per_id = config['num_identities'], config['images_per_identity']
+    num_images = n_ids * per_id
+    size = config['image_size']
+    first_identity_key = num_images + 1
+    # Image key of (identity, j) is 1 + identity * per_id + j, so chunks are
+    # written in key order whatever their size.
+    items = [(identity, j) for identity in range(n_ids) for j in range(per_id)]
+    with recordio.IndexedRecordWriter(os.path.join(folder, 'train.rec'),
+                                      os.path.join(folder, 'train.idx')) as writer:
+        # Record 0 first, as insightface's tools write it: readers find the
+        # header at offset 0.
+        writer.write(0, recordio.pack_insightface_header(first_identity_key,
+                                                         first_identity_key + n_ids))
+        key = 1
+        for chunk, images in renderer(synthetic_faces.TRAIN_STREAM, items):
+            for (identity, _), jpeg in zip(chunk, encoder.encode(images)):
+                writer.write(key, recordio.pack(recordio.IRHeader(0, float(identity), key, 0),
+                                                jpeg))
+                key += 1
+            progress.add(len(chunk), 'train')
+        for identity in range(n_ids):
+            first_key = 1 + identity * per_id
+            writer.write(first_identity_key + identity, recordio.pack(
+                recordio.IRHeader(0, [first_key, first_key + per_id], 0, 0), b''))
+    with open(os.path.join(folder, 'property'), 'w') as prop:
+        prop.write('%d,%d,%d\n' % (n_ids, size[0], size[1]))
+
+
+def plan_pairs(num_identities, num_pairs, rng):
+    """Chooses the identities of LFW-style verification pairs.
+
+    Args:
+      num_identities: size of the held-out identity pool, >= 2.
+      num_pairs: multiple of 20.
+      rng: numpy.random.Generator.
+    Returns:
+      (pairs, issame): pairs is an int array [num_pairs, 2] of identity indices;
+      issame a list of bool. Fold f is pairs [f * n, (f + 1) * n) with
+      n = num_pairs / 10: its first n / 2 pairs are same-identity, the rest different.
+    """
+    per_fold = num_pairs // NUM_FOLDS
+    pairs, issame = [], []
+    for _ in range(NUM_FOLDS):
+        for _ in range(per_fold // 2):
+            identity = int(rng.integers(num_identities))
+            pairs.append((identity, identity))
+            issame.append(True)
+        for _ in range(per_fold // 2):
+            a, b = rng.choice(num_identities, 2, replace=False)
+            pairs.append((int(a), int(b)))
+            issame.append(False)
+    return np.array(pairs, dtype=np.int64), issame
+
+
+def _write_bin(folder, name, stream, config, encoder, renderer, progress):
+    """<name>.bin from held-out identities of seed `stream`; returns the pair plan."""
+    # Five seed words: never the zero-padded form of an identity or image seed.
+    pairs, issame = plan_pairs(config['num_val_identities'], config['num_val_pairs'],
+                               np.random.default_rng([config['seed'], stream, 0, 0, 1]))
+    # Image 2k + slot shows identity pairs[k, slot]; using 2k + slot as its image
+    # index makes every image distinct, so the two images of a same pair differ.
+    items = [(int(identity), index) for index, identity in enumerate(pairs.reshape(-1))]
+    bins = []
+    for chunk, images in renderer(stream, items):
+        bins.extend(encoder.encode(images))
+        progress.add(len(chunk), name)
+    with open(os.path.join(folder, name + '.bin'), 'wb') as out:
+        # Protocol 2 and plain bytes/bool lists, as insightface's lfw.bin.
+        pickle.dump((bins, issame), out, protocol=2)
+    return {'stream': stream, 'pair_identities': pairs.tolist()}
+
+
+class _Renderer(object):
+    """Renders item lists in chunks, in this process or in worker processes.
+
+    Calling it with (stream, items) yields (chunk, uint8 [n, H, W, 3] BGR) in
+    order. Every image has its own seed, so the output does not depend on the
+    number of workers.
+    """
+
+    def __init__(self, seed, image_size, num_workers):
+        self._seed, self._size = seed, image_size
+        self._pool = None
+        if num_workers > 1:
+            # fork: workers only run numpy (synthetic_faces); they never touch TF.
+            context = multiprocessing.get_context('fork')
+            self._pool = context.Pool(num_workers)
+
+    def __call__(self, stream, items):
+        chunks = [items[i:i + _ENCODE_BATCH] for i in range(0, len(items), _ENCODE_BATCH)]
+        tasks = [(self._seed, stream, chunk, self._size) for chunk in chunks]
+        if self._pool is None:
+            results = (synthetic_faces.render_images(*task) for task in tasks)
+        else:
+            results = self._pool.imap(_render_task, tasks)
+        for chunk, images in zip(chunks, results):
+            yield chunk, images
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+
+def _render_task(task):
+    return synthetic_faces.render_images(*task)
+
+
+def _write_json(path, config, pair_plans):
+    record = dict(config)
+    del record['num_workers']  # does not change the output
+    record['image_size'] = list(config['image_size'])
+    record['val_names'] = list(config['val_names'])
+    record['val_sets'] = pair_plans
+    record['generator'] = 'data/make_synthetic_dataset.py'
+    with open(path, 'w') as out:
+        json.dump(record, out, indent=1, sort_keys=True)
+        out.write('\n')
+
+
+def _write_preview(path, config, encoder):
+    """Contact sheet: one row per training identity (at most 8), 8 images each."""
+    items = [(identity, j) for identity in range(min(8, config['num_identities']))
+             for j in range(8)]
+    images = synthetic_faces.render_images(config['seed'], synthetic_faces.TRAIN_STREAM, items,
+                                           config['image_size'])
+    with open(path, 'wb') as out:
+        out.write(encoder.encode_png(synthetic_faces.contact_sheet(images, columns=8)))
+
+
+def _move_into_place(staging, output_dir):
+    """Renames the finished folder to output_dir, replacing an old one last."""
+    if os.path.exists(output_dir):
+        trash = staging + '.old'
+        os.rename(output_dir, trash)
+        os.rename(staging, output_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, output_dir)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports flag errors as one line (no usage dump) and exits with status 2."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s\n' % (self.prog, message))
+
+
+def parse_args(argv=None):
+    """Parses command-line flags (argv without the program name)."""
+    parser = _OneLineParser(description=__doc__.split('\n')[0])
+    # Dataset size #
+    parser.add_argument('--output_dir', type=str, required=True,
+                        help='folder to create (must not exist unless --overwrite)')
+    parser.add_argument('--num_identities', type=int, default=DEFAULTS['num_identities'],
+                        help='training identities (classes); default %(default)s')
+    parser.add_argument('--images_per_identity', type=int,
+                        default=DEFAULTS['images_per_identity'],
+                        help='training images per identity; default %(default)s')
+    parser.add_argument('--num_val_identities', type=int, default=DEFAULTS['num_val_identities'],
+                        help='held-out identities per .bin, never in train; >= 2; '
+                             'default %(default)s')
+    parser.add_argument('--num_val_pairs', type=int, default=DEFAULTS['num_val_pairs'],
+                        help='pairs per .bin, a multiple of 20 (10 folds, half same); '
+                             'default %(default)s')
+    parser.add_argument('--val_names', type=str, default=','.join(DEFAULTS['val_names']),
+                        help='comma-separated .bin names, each with its own held-out '
+                             'identities; default %(default)s')
+    # Images #
+    parser.add_argument('--image_size', type=str, default='%d,%d' % DEFAULTS['image_size'],
+                        help='height,width in pixels; default %(default)s')
+    parser.add_argument('--jpeg_quality', type=int, default=DEFAULTS['jpeg_quality'],
+                        help='JPEG quality 1..100; default %(default)s')
+    parser.add_argument('--seed', type=int, default=DEFAULTS['seed'],
+                        help='dataset seed (>= 0); same flags and seed give the same bytes; '
+                             'default %(default)s')
+    # Output #
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --output_dir')
+    parser.add_argument('--preview_png', type=str, default=None,
+                        help='also write a PNG contact sheet here; off if not given')
+    parser.add_argument('--num_workers', type=int, default=0,
+                        help='rendering processes; 0 = one per CPU core; the output is '
+                             'the same for any value; default %(default)s')
+    parser.add_argument('--quiet', action='store_true', help='no progress lines')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Entry point; returns the process exit status (0 ok, 2 bad flags)."""
+    args = parse_args(argv)
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    try:
+        image_size = image_ops.parse_image_size(args.image_size)
+        if args.num_workers < 0:
+            raise ValueError('--num_workers=%d: expected an integer >= 0 (0 = one per CPU core)'
+                             % args.num_workers)
+        num_workers = args.num_workers or os.cpu_count() or 1
+        make_dataset(args.output_dir, args.num_identities, args.images_per_identity,
+                     args.num_val_identities, args.num_val_pairs, image_size, args.seed,
+                     args.val_names, args.jpeg_quality, args.overwrite, args.preview_png, log,
+                     num_workers)
+    except ValueError as error:
+        print('%s: error: %s' % (os.path.basename(sys.argv[0] or 'make_synthetic_dataset.py'),
+                                 error), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

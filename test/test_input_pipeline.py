@@ -1,0 +1,195 @@
+"""Tests for data/input_pipeline.py on a tiny synthetic set converted to TFRecords."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from data import image_ops, input_pipeline, make_synthetic_dataset, mx2tfrecords, recordio
+
+SIZE = (32, 32)
+NUM_IDS, PER_ID = 5, 6  # 30 images in 3 shards of 10
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """Shard paths, manifest folder, and the reference decode of every image in key order."""
+    root = tmp_path_factory.mktemp('pipeline')
+    source = str(root / 'synthetic')
+    make_synthetic_dataset.make_dataset(source, num_identities=NUM_IDS,
+                                        images_per_identity=PER_ID, num_val_identities=2,
+                                        num_val_pairs=20, image_size=SIZE, seed=1)
+    tfrecords = str(root / 'tfrecords')
+    manifest = mx2tfrecords.convert(os.path.join(source, 'train.rec'),
+                                    os.path.join(source, 'train.idx'), tfrecords,
+                                    num_shards=3, progress=False)
+    with recordio.IndexedRecordReader(os.path.join(source, 'train.rec'),
+                                      os.path.join(source, 'train.idx')) as reader:
+        records = [recordio.unpack(r.data) for r in reader.iter_images()]
+    with tf.Graph().as_default():
+        encoded = tf.placeholder(tf.string, [])
+        decoded = image_ops.decode_image(encoded)
+        with tf.Session() as session:
+            images = np.stack([session.run(decoded, {encoded: payload})
+                               for _, payload in records])
+    return {
+        'files': [os.path.join(tfrecords, s['file']) for s in manifest['shards']],
+        'dir': tfrecords,
+        'images': image_ops.normalize(images),
+        'labels': np.array([int(header.label) for header, _ in records]),
+    }
+
+
+def _run_all(dataset, limit=100):
+    """Every batch of a finite dataset (at most `limit`), as two numpy arrays."""
+    batch = tf.data.make_one_shot_iterator(dataset).get_next()
+    images, labels = [], []
+    with tf.Session() as session:
+        for _ in range(limit):
+            try:
+                image, label = session.run(batch)
+            except tf.errors.OutOfRangeError:
+                break
+            images.append(image)
+            labels.append(label)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _in_order(data, **kwargs):
+    """One unshuffled pass, file by file, so element i is image key i + 1."""
+    options = dict(batch_size=1, image_size=SIZE, shuffle=False, repeat=False, cycle_length=1,
+                   seed=0)
+    options.update(kwargs)
+    with tf.Graph().as_default():
+        return _run_all(input_pipeline.build_dataset(data['files'], **options))
+
+
+def test_batches_have_static_shapes_and_range(data):
+    with tf.Graph().as_default():
+        images, labels = input_pipeline.make_input(data['files'], 8, SIZE, seed=0,
+                                                   buffer_size=30)
+        assert images.shape.as_list() == [8, 32, 32, 3]
+        assert labels.shape.as_list() == [8]
+        assert images.dtype == tf.float32 and labels.dtype == tf.int64
+        with tf.Session() as session:
+            for _ in range(5):  # past one epoch: repeats
+                image, label = session.run([images, labels])
+                assert -1.0 <= image.min() and image.max() <= 1.0
+                assert set(label) <= set(range(NUM_IDS))
+
+
+def test_images_and_labels_match_the_source(data):
+    images, labels = _in_order(data, flip=False)
+    np.testing.assert_array_equal(labels, data['labels'])
+    np.testing.assert_array_equal(images, data['images'])
+
+
+def test_flip_mirrors_some_images_exactly(data):
+    images, labels = _in_order(data, flip=True)
+    np.testing.assert_array_equal(labels, data['labels'])
+    flipped = [np.array_equal(a, b[:, ::-1]) for a, b in zip(images, data['images'])]
+    kept = [np.array_equal(a, b) for a, b in zip(images, data['images'])]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 0 < sum(flipped) < len(flipped)
+
+
+def test_drop_remainder_gives_full_batches_only(data):
+    with tf.Graph().as_default():
+        images, labels = _run_all(input_pipeline.build_dataset(
+            data['files'], 8, SIZE, repeat=False, seed=0, buffer_size=30))
+    assert images.shape == (24, 32, 32, 3)  # 30 images -> 3 batches of 8
+    assert labels.shape == (24,)
+
+
+@pytest.mark.parametrize('num_shards', [2, 3])  # by record (3 files, 2 ranks), by file
+def test_rank_shards_are_disjoint_and_cover_the_data(data, num_shards):
+    seen = []
+    for rank in range(num_shards):
+        with tf.Graph().as_default():
+            # seed=None: each rank shuffles on its own, as real workers would.
+            images, labels = _run_all(input_pipeline.build_dataset(
+                data['files'], 1, SIZE, repeat=False, flip=False, buffer_size=30,
+                num_shards=num_shards, shard_index=rank))
+        seen.extend(next(i for i, ref in enumerate(data['images']) if np.array_equal(ref, image))
+                    for image in images)
+    assert sorted(seen) == list(range(NUM_IDS * PER_ID))
+
+
+def test_same_seed_same_batches(data):
+    def first_batches(seed):
+        with tf.Graph().as_default():
+            return _run_all(input_pipeline.build_dataset(
+                data['files'], 4, SIZE, seed=seed, buffer_size=30, num_parallel_calls=4,
+                max_translation=2), limit=3)
+    first, again, other = first_batches(7), first_batches(7), first_batches(8)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_augmentation_keeps_shape_and_range(data):
+    plain, labels = _in_order(data, flip=False)
+    augmented, aug_labels = _in_order(data, flip=False, max_translation=3, crop_scale=(0.8, 1.0),
+                                      brightness_delta=0.1, contrast_range=(0.8, 1.2))
+    np.testing.assert_array_equal(labels, aug_labels)
+    assert augmented.shape == plain.shape and augmented.dtype == np.float32
+    # Jitter is not clipped: (255 - mean) * 1.2 + mean + 25.5 stays under 1.5.
+    assert np.all(np.abs(augmented) < 1.5)
+    assert not np.array_equal(plain, augmented)
+
+
+def _whole_pixel_shift(before, after, limit):
+    """(dy, dx) with after[y, x] == before[y + dy, x + dx] wherever both exist, or None.
+
+    Equality is up to float rounding in crop_and_resize's box arithmetic.
+    """
+    height, width = before.shape[:2]
+    for dy in range(-limit, limit + 1):
+        for dx in range(-limit, limit + 1):
+            rows = slice(max(0, -dy), height - max(0, dy))
+            cols = slice(max(0, -dx), width - max(0, dx))
+            moved = np.roll(before, (-dy, -dx), axis=(0, 1))
+            if np.allclose(moved[rows, cols], after[rows, cols], atol=1e-3):
+                return dy, dx
+    return None
+
+
+def test_translation_is_a_whole_pixel_shift(data):
+    plain, _ = _in_order(data, flip=False)
+    shifted, _ = _in_order(data, flip=False, max_translation=2)
+    shifts = [_whole_pixel_shift(before, after, 2) for before, after in zip(plain, shifted)]
+    assert None not in shifts
+    assert len(set(shifts)) > 1
+    black = image_ops.normalize(np.zeros(3, np.uint8))
+    assert np.any(np.all(np.isclose(shifted, black, atol=1e-3), axis=-1))  # black edges
+
+
+def test_wrong_image_size_fails_naming_both_sizes(data):
+    with tf.Graph().as_default():
+        images, _ = input_pipeline.make_input(data['files'], 2, (24, 24), seed=0)
+        with tf.Session() as session:
+            with pytest.raises(tf.errors.InvalidArgumentError) as error:
+                session.run(images)
+    message = error.value.message
+    assert 'decoded image has (height, width) =' in message
+    assert '[32 32]' in message and '[24 24]' in message
+
+
+def test_bad_arguments_raise_value_errors(data):
+    with pytest.raises(ValueError, match='shard_index=2'):
+        input_pipeline.build_dataset(data['files'], 8, SIZE, num_shards=2, shard_index=2)
+    with pytest.raises(ValueError, match='batch_size=0'):
+        input_pipeline.build_dataset(data['files'], 0, SIZE)
+    with pytest.raises(ValueError, match='filenames'):
+        input_pipeline.build_dataset([], 8, SIZE)
+    with pytest.raises(ValueError, match='crop_scale'):
+        input_pipeline.build_dataset(data['files'], 8, SIZE, crop_scale=(0.5, 1.5))
+
+
+def test_input_from_manifest_checks_the_image_size(data):
+    with tf.Graph().as_default():
+        images, labels, manifest = input_pipeline.input_from_manifest(data['dir'], 4, seed=0)
+        assert images.shape.as_list() == [4, 32, 32, 3]
+        assert manifest['num_classes'] == NUM_IDS
+    with pytest.raises(ValueError, match=r'image_size \[112, 112\].*\[32, 32\]'):
+        input_pipeline.input_from_manifest(data['dir'], 4, image_size=(112, 112))
