@@ -1,5 +1,12 @@
-# The README's two commands: `make demo` and `make test`.
-.PHONY: test demo
+# The README's two commands are `make demo` and `make test`.
+.PHONY: test demo train-orl
 
 test:
 	tools/run_tests.sh
+
+demo:
+	tools/demo.sh
+
+# Real faces: ../shared/data/orl_faces, about 20 minutes on 2 CPU cores.
+train-orl:
+	tools/train_orl.sh

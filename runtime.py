@@ -2,24 +2,55 @@
 the differences between TensorFlow 1.15 and 2.x.
 
 Entry points call `init()` once, then ask this module for the device, the
-session config and the dropout op; nothing else in the project branches on
-the platform or the framework version. `npu_bridge` (Huawei CANN's TF 1.15
-adapter) is imported here only, and only when it is installed.
+session config, the dropout op, the optimizer wrappers (loss scaling,
+Huawei's distributed optimizer), the overflow flag and the HCCL rank; nothing
+else in the project branches on the platform or the framework version.
+`npu_bridge` (Huawei CANN's TF 1.15 adapter) is imported here only, and only
+when the NPU is used. Everything NPU-specific follows Huawei's documented
+sess.run usage; it was checked against a stand-in (test/npu_standin), never on
+an Ascend 910.
 
 Typical use:
     tf = runtime.init()
     device = runtime.select_device('auto')
+    scaling = runtime.loss_scaling(device, 'allow_mix_precision')
+    optimizer = runtime.wrap_optimizer(tf.train.MomentumOptimizer(lr, 0.9), device, scaling)
+    ... train_op = optimizer.minimize(loss) ...
+    overflow = runtime.overflow_indicator(device, scaling)  # bool tensor or None
     sess = tf.Session(config=runtime.session_config(device))
 """
+import collections
+import json
 import logging
 import os
 
-import tensorflow.compat.v1 as tf
-from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+# TensorFlow reads this once, when it is imported: set it before the import below.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tensorflow.compat.v1 as tf  # noqa: E402
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa: E402
+
+from nets.L_Resnet_E_IR import default_dropout  # noqa: E402
 
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
 PRECISION_MODES = ('allow_mix_precision', 'allow_fp32_to_fp16', 'force_fp16',
                    'must_keep_origin_dtype', 'force_fp32')
+# The NPU precision modes that compute in float16 and so need loss scaling.
+FP16_PRECISION_MODES = ('allow_mix_precision', 'allow_fp32_to_fp16', 'force_fp16')
+MIXED_PRECISION = ('auto', 'on', 'off')
+NPU_INIT_LOSS_SCALE = 2.0 ** 32  # Huawei's ModelZoo value for ExponentialUpdateLossScaleManager
+GPU_INIT_LOSS_SCALE = 2.0 ** 15  # TensorFlow's DynamicLossScale default
+# Huawei's NPULossScaleOptimizer names its "all gradients finite" flag so
+# (True: no overflow); ModelZoo scripts fetch it by this name.
+NPU_FINITE_TENSOR = 'overflow_status_reduce_all'
+GPU_FINITE_TENSOR = 'gradients_all_finite'  # named by _FiniteGradientsRecorder below
+
+LossScaling = collections.namedtuple('LossScaling', [
+    'fixed',                    # a constant loss scale, or None for dynamic scaling
+    'init_loss_scale',          # dynamic: the starting scale
+    'incr_every_n_steps',       # dynamic: raise the scale after this many finite steps
+    'decr_every_n_nan_or_inf',  # dynamic, NPU only: lower it after this many overflows
+    'decr_ratio',               # dynamic: factor applied when lowering (GPU: 1/multiplier)
+])
 
 
 def init(log_level=logging.INFO):
@@ -28,7 +59,6 @@ def init(log_level=logging.INFO):
     Returns:
       The `tensorflow.compat.v1` module, for the caller's convenience.
     """
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     tf.disable_v2_behavior()
     tf.get_logger().setLevel(logging.ERROR)
     logging.basicConfig(level=log_level, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
@@ -69,6 +99,12 @@ def select_device(requested='auto'):
     return requested
 
 
+def _check_precision_mode(precision_mode):
+    if precision_mode not in PRECISION_MODES:
+        raise ValueError('--precision_mode %r: expected one of %s'
+                         % (precision_mode, ', '.join(PRECISION_MODES)))
+
+
 def session_config(device, precision_mode='allow_mix_precision', iterations_per_loop=1,
                    graph_memory_max_size=None, variable_memory_max_size=None,
                    log_device_placement=False, num_threads=None):
@@ -78,6 +114,11 @@ def session_config(device, precision_mode='allow_mix_precision', iterations_per_
     the NpuOptimizer custom graph optimizer, offline execution, the precision
     mode, and grappler's remapping and memory optimisation switched off
     (memory_optimization takes NO_MEM_OPT: its OFF value means MANUAL).
+    With iterations_per_loop > 1 it also sets enable_data_pre_proc (GetNext
+    sunk to the device), which Huawei requires for loop sinking; the caller
+    must then wrap its train op with npu_bridge's util.set_iteration_per_loop
+    using the same count. trainer.py does not (it logs, validates and
+    checkpoints between single steps), so train_nets.py refuses values > 1.
 
     Args:
       device: 'npu', 'gpu' or 'cpu' (resolved by select_device).
@@ -95,18 +136,19 @@ def session_config(device, precision_mode='allow_mix_precision', iterations_per_
     if num_threads:
         config.intra_op_parallelism_threads = num_threads
         config.inter_op_parallelism_threads = num_threads
-    if device == 'gpu':
+    if device == 'cpu':
+        config.device_count['GPU'] = 0  # --device cpu means CPU even where a GPU exists
+    elif device == 'gpu':
         config.gpu_options.allow_growth = True
     elif device == 'npu':
-        if precision_mode not in PRECISION_MODES:
-            raise ValueError('--precision_mode %r: expected one of %s'
-                             % (precision_mode, ', '.join(PRECISION_MODES)))
+        _check_precision_mode(precision_mode)
         custom_op = config.graph_options.rewrite_options.custom_optimizers.add()
         custom_op.name = 'NpuOptimizer'
         custom_op.parameter_map['use_off_line'].b = True
         custom_op.parameter_map['precision_mode'].s = tf.compat.as_bytes(precision_mode)
         custom_op.parameter_map['mix_compile_mode'].b = False
         if iterations_per_loop > 1:
+            custom_op.parameter_map['enable_data_pre_proc'].b = True
             custom_op.parameter_map['iterations_per_loop'].i = iterations_per_loop
         if graph_memory_max_size:
             custom_op.parameter_map['graph_memory_max_size'].s = tf.compat.as_bytes(
@@ -119,9 +161,298 @@ def session_config(device, precision_mode='allow_mix_precision', iterations_per_
     return config
 
 
+def npu_run_config(model_dir, save_checkpoints_steps, precision_mode='allow_mix_precision',
+                   iterations_per_loop=1, graph_memory_max_size=None,
+                   variable_memory_max_size=None):
+    """An NPURunConfig for NPUEstimator users (trainer.py uses sess.run instead).
+
+    NPUEstimator adds the NpuOptimizer itself from these arguments, so the
+    session config handed to it carries none.
+
+    Returns:
+      npu_bridge.estimator.npu.npu_config.NPURunConfig.
+    """
+    from npu_bridge.estimator.npu.npu_config import NPURunConfig
+    _check_precision_mode(precision_mode)
+    memory = {}
+    if graph_memory_max_size:
+        memory['graph_memory_max_size'] = str(graph_memory_max_size)
+    if variable_memory_max_size:
+        memory['variable_memory_max_size'] = str(variable_memory_max_size)
+    return NPURunConfig(model_dir=model_dir, save_checkpoints_steps=save_checkpoints_steps,
+                        session_config=tf.ConfigProto(allow_soft_placement=True),
+                        precision_mode=precision_mode, iterations_per_loop=iterations_per_loop,
+                        **memory)
+
+
 def dropout_fn(device):
     """fn(inputs, keep_prob): npu_ops.dropout on the NPU, tf.nn.dropout elsewhere."""
     if device == 'npu':
         from npu_bridge.estimator import npu_ops
         return lambda inputs, keep_prob: npu_ops.dropout(inputs, keep_prob)
-    return lambda inputs, keep_prob: tf.nn.dropout(inputs, rate=1.0 - keep_prob)
+    return default_dropout
+
+
+def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='auto',
+                 loss_scale='dynamic', init_loss_scale=None, incr_every_n_steps=1000,
+                 decr_every_n_nan_or_inf=2, decr_ratio=0.5):
+    """Decides whether and how the loss is scaled (float16 gradients underflow otherwise).
+
+    NPU: on when the precision mode computes in float16 (FP16_PRECISION_MODES)
+    unless --mixed_precision off; force_fp32 and must_keep_origin_dtype keep
+    float32 gradients and need none. GPU: 'auto' keeps float32 (the original's
+    numerics, and checkpoints without loss-scale variables resume); 'on'
+    enables TensorFlow's mixed-precision graph rewrite. CPU: float32 only.
+
+    Args:
+      device: 'npu', 'gpu' or 'cpu'.
+      precision_mode: one of PRECISION_MODES (NPU).
+      mixed_precision: one of MIXED_PRECISION.
+      loss_scale: 'dynamic', or a number for a fixed scale.
+      init_loss_scale: the dynamic scale's start; None: NPU_INIT_LOSS_SCALE on
+        the NPU, GPU_INIT_LOSS_SCALE on the GPU.
+      incr_every_n_steps, decr_every_n_nan_or_inf, decr_ratio: see LossScaling.
+    Returns:
+      LossScaling, or None when gradients stay float32.
+    Raises:
+      ValueError: contradictory settings, e.g. mixed precision on a CPU.
+    """
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError('--mixed_precision %r: expected one of %s'
+                         % (mixed_precision, ', '.join(MIXED_PRECISION)))
+    if device == 'npu':
+        _check_precision_mode(precision_mode)
+        fp16 = precision_mode in FP16_PRECISION_MODES
+        if mixed_precision == 'on' and not fp16:
+            raise ValueError('--mixed_precision on contradicts --precision_mode %s, which keeps '
+                             'float32; use one of %s' % (precision_mode,
+                                                         ', '.join(FP16_PRECISION_MODES)))
+        enabled = fp16 and mixed_precision != 'off'
+        default_init = NPU_INIT_LOSS_SCALE
+    elif device == 'gpu':
+        enabled = mixed_precision == 'on'
+        default_init = GPU_INIT_LOSS_SCALE
+    else:
+        if mixed_precision == 'on':
+            raise ValueError('--mixed_precision on needs a GPU or an NPU; on the %s training '
+                             'stays float32' % device)
+        enabled = False
+    if not enabled:
+        return None
+    fixed = None if loss_scale == 'dynamic' else float(loss_scale)
+    return LossScaling(fixed, float(init_loss_scale or default_init), incr_every_n_steps,
+                       decr_every_n_nan_or_inf, decr_ratio)
+
+
+def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
+    """Wraps the optimizer for the device, as Huawei and TensorFlow document it.
+
+    NPU: NPUDistributedOptimizer (HCCL all-reduce of the gradients) when
+    distributed, then NPULossScaleOptimizer outermost with is_distributed
+    set alike, so an overflow on any device skips the step on all of them.
+    GPU: TensorFlow's mixed-precision graph rewrite with its loss-scale
+    optimizer. Other devices' multi-worker all-reduce is parallel.py's job.
+    Call it outside any control-dependency block: the loss-scale manager
+    creates its variables here.
+
+    Args:
+      optimizer: a tf.train.Optimizer.
+      device: 'npu', 'gpu' or 'cpu'.
+      loss_scale: LossScaling from loss_scaling(), or None.
+      distributed: True when several NPU processes train together (HCCL).
+    Returns:
+      A tf.train.Optimizer.
+    """
+    if device == 'npu':
+        if distributed:
+            from npu_bridge.estimator.npu.npu_optimizer import NPUDistributedOptimizer
+            optimizer = NPUDistributedOptimizer(optimizer)
+        if loss_scale is None:
+            return optimizer
+        from npu_bridge.estimator.npu import npu_loss_scale_manager
+        from npu_bridge.estimator.npu.npu_loss_scale_optimizer import NPULossScaleOptimizer
+        if loss_scale.fixed is not None:
+            manager = npu_loss_scale_manager.FixedLossScaleManager(loss_scale=loss_scale.fixed)
+        else:
+            manager = npu_loss_scale_manager.ExponentialUpdateLossScaleManager(
+                init_loss_scale=loss_scale.init_loss_scale,
+                incr_every_n_steps=loss_scale.incr_every_n_steps,
+                decr_every_n_nan_or_inf=loss_scale.decr_every_n_nan_or_inf,
+                decr_ratio=loss_scale.decr_ratio)
+        return NPULossScaleOptimizer(optimizer, manager, is_distributed=distributed)
+    if loss_scale is None:
+        return optimizer
+    if device != 'gpu':
+        raise ValueError('loss scaling on the %s: expected the NPU or a GPU' % device)
+    if loss_scale.fixed is not None:
+        scale = loss_scale.fixed
+    else:
+        # TensorFlow lowers the scale at every overflow and raises it by the
+        # same factor, so decr_every_n_nan_or_inf has no GPU equivalent.
+        scale = tf.train.experimental.DynamicLossScale(
+            initial_loss_scale=loss_scale.init_loss_scale,
+            increment_period=loss_scale.incr_every_n_steps,
+            multiplier=1.0 / loss_scale.decr_ratio)
+    # Same spelling in TF 1.15 and in 2.x's compat.v1 (checked on 2.21).
+    mixed = tf.train.experimental.enable_mixed_precision_graph_rewrite(optimizer, loss_scale=scale)
+    return _FiniteGradientsRecorder(mixed)
+
+
+class _FiniteGradientsRecorder(tf.train.Optimizer):
+    """Delegates to TensorFlow's loss-scale optimizer and names GPU_FINITE_TENSOR.
+
+    That optimizer skips the update when a gradient is not finite but does
+    not expose the decision; this recomputes it from the same (unscaled)
+    gradients so the training loop can count skipped steps.
+    """
+
+    def __init__(self, optimizer):
+        super(_FiniteGradientsRecorder, self).__init__(False, optimizer.get_name())
+        self._optimizer = optimizer
+
+    def compute_gradients(self, *args, **kwargs):
+        return self._optimizer.compute_gradients(*args, **kwargs)
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        grads_and_vars = list(grads_and_vars)
+        finite = []
+        for grad, _ in grads_and_vars:
+            if isinstance(grad, tf.IndexedSlices):
+                grad = grad.values
+            if grad is not None:
+                finite.append(tf.reduce_all(tf.math.is_finite(grad)))
+        tf.reduce_all(tf.stack(finite), name=GPU_FINITE_TENSOR)
+        return self._optimizer.apply_gradients(grads_and_vars, global_step, name)
+
+    def get_slot(self, var, name):
+        return self._optimizer.get_slot(var, name)
+
+    def get_slot_names(self):
+        return self._optimizer.get_slot_names()
+
+    def variables(self):
+        return self._optimizer.variables()
+
+
+def overflow_indicator(device, loss_scale, graph=None):
+    """A bool scalar: True when the step's gradients overflowed and its update was skipped.
+
+    Call it after the train op is built. On the NPU it reads Huawei's
+    NPU_FINITE_TENSOR, on the GPU the recorder's GPU_FINITE_TENSOR (both True
+    when finite; several train ops are and-ed).
+
+    Returns:
+      A bool tensor, or None without loss scaling.
+    Raises:
+      RuntimeError: loss scaling is on but the train op has not been built.
+    """
+    if loss_scale is None:
+        return None
+    graph = graph or tf.get_default_graph()
+    name = NPU_FINITE_TENSOR if device == 'npu' else GPU_FINITE_TENSOR
+    finite = [op.outputs[0] for op in graph.get_operations()
+              if op.name == name or op.name.endswith('/' + name)]
+    if not finite:
+        raise RuntimeError('no %r tensor in the graph: build the train op with the optimizer '
+                           'from wrap_optimizer() first' % name)
+    with graph.as_default():
+        return tf.logical_not(tf.reduce_all(tf.stack(finite)), name='overflow')
+
+
+def hccl_ranks(environ=None):
+    """(rank, world_size) of a process launched one per Ascend device with HCCL's variables.
+
+    Reads RANK_SIZE; above 1 it also needs RANK_ID, ASCEND_DEVICE_ID (or the
+    older DEVICE_ID), JOB_ID and RANK_TABLE_FILE, a rank table in Huawei's
+    format 1.0 (`server_list[].device[]` with `device_id`, `device_ip`,
+    `rank_id`; test/rank_table_8p.json is an example). No HCCL call is made
+    here, so npu_ops.initialize_system is not needed.
+
+    Args:
+      environ: the environment mapping; None: os.environ.
+    Returns:
+      (rank, world_size); (0, 1) when RANK_SIZE is unset or 1.
+    Raises:
+      ValueError: one line naming the missing or inconsistent variable.
+    """
+    env = os.environ if environ is None else environ
+    size = _env_int(env, 'RANK_SIZE', '1')
+    if size < 1:
+        raise ValueError('RANK_SIZE=%d: expected a positive integer' % size)
+    if size == 1:
+        return 0, 1
+    if 'RANK_ID' not in env:
+        raise ValueError('RANK_SIZE=%d but RANK_ID is not set: export the rank of this '
+                         'process, 0..%d' % (size, size - 1))
+    rank = _env_int(env, 'RANK_ID')
+    if not 0 <= rank < size:
+        raise ValueError('RANK_ID=%d is out of range for RANK_SIZE=%d: expected 0..%d'
+                         % (rank, size, size - 1))
+    device_var = 'ASCEND_DEVICE_ID' if 'ASCEND_DEVICE_ID' in env else 'DEVICE_ID'
+    if device_var not in env:
+        raise ValueError('RANK_SIZE=%d but neither ASCEND_DEVICE_ID nor DEVICE_ID is set: '
+                         'export the Ascend device of this process' % size)
+    device_id = _env_int(env, device_var)
+    if not env.get('JOB_ID'):
+        raise ValueError('RANK_SIZE=%d but JOB_ID is not set: export the same JOB_ID in every '
+                         'process of the job' % size)
+    table = env.get('RANK_TABLE_FILE')
+    if not table:
+        raise ValueError('RANK_SIZE=%d but RANK_TABLE_FILE is not set: export the path of the '
+                         'rank table JSON (example: test/rank_table_8p.json)' % size)
+    devices = _rank_table_devices(table)
+    if len(devices) != size:
+        raise ValueError('RANK_TABLE_FILE=%s lists %d devices but RANK_SIZE=%d'
+                         % (table, len(devices), size))
+    if rank not in devices:
+        raise ValueError('RANK_TABLE_FILE=%s has no rank_id %d' % (table, rank))
+    if devices[rank] != device_id:
+        raise ValueError('RANK_TABLE_FILE=%s puts RANK_ID=%d on device_id %d, but %s=%d'
+                         % (table, rank, devices[rank], device_var, device_id))
+    return rank, size
+
+
+def _env_int(env, name, default=None):
+    text = env.get(name, default)
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ValueError('%s=%r: expected an integer' % (name, text))
+
+
+def _rank_table_devices(path):
+    """{rank_id: device_id} of a rank table file (format 1.0)."""
+    if not os.path.isfile(path):
+        raise ValueError('RANK_TABLE_FILE=%s: no such file' % path)
+    try:
+        with open(path) as table:
+            servers = json.load(table)['server_list']
+        return {int(device['rank_id']): int(device['device_id'])
+                for server in servers for device in server['device']}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError('RANK_TABLE_FILE=%s is not a rank table (%s: %s); expected Huawei\'s '
+                         'format 1.0 with server_list[].device[] holding device_id and rank_id'
+                         % (path, type(error).__name__, error))
+
+
+def broadcast_variables_op(device, variables=None):
+    """One op that copies every variable from rank 0 to this process (HCCL broadcast).
+
+    Run it on every rank right after initialisation or restore, so all
+    devices start from rank 0's weights, optimizer slots, batch-norm moving
+    statistics, loss scale and global step (ModelZoo's pattern).
+
+    Args:
+      device: must be 'npu' (other platforms synchronise in parallel.py).
+      variables: default tf.global_variables().
+    Returns:
+      A grouped op.
+    """
+    if device != 'npu':
+        raise ValueError('broadcast_variables_op: HCCL broadcast needs the NPU, not %r' % device)
+    from npu_bridge.hccl import hccl_ops
+    assigns = []
+    for var in tf.global_variables() if variables is None else variables:
+        outputs = hccl_ops.broadcast(tensor=[var], root_rank=0)
+        assigns.append(tf.assign(var, outputs[0]))
+    return tf.group(assigns, name='broadcast_from_rank_0')

@@ -58,9 +58,24 @@ def image_size(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
+def loss_scale(text):
+    """argparse type: 'dynamic' or a positive number."""
+    if text == 'dynamic':
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError("expected 'dynamic' or a positive number, got %r"
+                                         % (text,))
+    return value
+
+
 def get_parser():
     """The training flags, grouped as in the original (defaults are the original's)."""
     parser = argparse.ArgumentParser(
+        prog='train_nets.py',
         description='Train L_Resnet_E_IR + ArcFace (InsightFace_TF) on TFRecords.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group('data')
@@ -138,9 +153,53 @@ def get_parser():
     device.add_argument('--device', default='auto', choices=runtime.DEVICES,
                         help='auto: NPU if npu_bridge imports, else GPU, else CPU')
     device.add_argument('--precision_mode', default='allow_mix_precision',
-                        choices=runtime.PRECISION_MODES, help='NPU precision mode')
+                        choices=runtime.PRECISION_MODES,
+                        help='NPU precision mode; %s compute in float16 and turn on loss '
+                             'scaling' % ', '.join(runtime.FP16_PRECISION_MODES))
+    device.add_argument('--iterations_per_loop', type=int, default=1,
+                        help='NPU steps per sess.run; only 1: this loop logs, validates and '
+                             'checkpoints between steps (loop sinking needs NPUEstimator, see '
+                             'runtime.npu_run_config)')
+    device.add_argument('--graph_memory_max_size', type=int, default=None,
+                        help='NPU graph memory in bytes; None: CANN decides')
+    device.add_argument('--variable_memory_max_size', type=int, default=None,
+                        help='NPU variable memory in bytes; None: CANN decides')
     device.add_argument('--num_threads', type=int, default=None,
                         help='CPU threads per op pool; None: TensorFlow decides')
+
+    scaling = parser.add_argument_group('mixed precision and loss scaling')
+    scaling.add_argument('--mixed_precision', default='auto', choices=runtime.MIXED_PRECISION,
+                         help='auto: loss scaling on the NPU when --precision_mode computes in '
+                              'float16, float32 on GPU and CPU; on: the same on the NPU, '
+                              'TensorFlow\'s float16 graph rewrite with loss scaling on a GPU; '
+                              'off: no loss scaling')
+    scaling.add_argument('--loss_scale', type=loss_scale, default='dynamic',
+                         help='dynamic (ExponentialUpdateLossScaleManager on the NPU, '
+                              'DynamicLossScale on a GPU) or a fixed number')
+    scaling.add_argument('--init_loss_scale', type=float, default=None,
+                         help='first dynamic loss scale; None: 2**32 on the NPU (Huawei), '
+                              '2**15 on a GPU (TensorFlow)')
+    scaling.add_argument('--incr_every_n_steps', type=int, default=1000,
+                         help='double the dynamic scale after this many finite steps')
+    scaling.add_argument('--decr_every_n_nan_or_inf', type=int, default=2,
+                         help='lower the dynamic scale after this many overflows (NPU; a GPU '
+                              'lowers it at every overflow)')
+    scaling.add_argument('--decr_ratio', type=float, default=0.5,
+                         help='factor lowering the dynamic scale (a GPU raises it by 1/ratio)')
+    scaling.add_argument('--max_consecutive_overflows', type=int, default=100,
+                         help='stop (exit 1) after this many overflowed steps in a row; the '
+                              'scale falls from 2**32 into float16 range in about 34')
+
+    # ---- Cluster: several worker processes, TensorFlow's gRPC runtime (distributed.py) ----
+    cluster = parser.add_argument_group(
+        'cluster', 'several machines on GPUs/CPUs; also read from TF_CONFIG when these are '
+                   'absent; --batch_size is then per worker')
+    cluster.add_argument('--worker_hosts', default=None,
+                         help='comma-separated host:port of every worker, the same list on '
+                              'each; None: a single process (or TF_CONFIG)')
+    cluster.add_argument('--task_index', type=int, default=None,
+                         help='this worker\'s index in --worker_hosts; 0 is the chief, which '
+                              'writes checkpoints, summaries and validation logs')
     return parser
 
 
@@ -151,7 +210,11 @@ def check_args(args):
                  'validate_interval', 'show_info_interval', 'buffer_size'):
         if getattr(args, name) < 1:
             problems.append('--%s %r: expected a positive integer' % (name, getattr(args, name)))
-    for name in ('max_steps', 'num_output', 'eval_batch_size', 'num_threads'):
+    for name in ('incr_every_n_steps', 'decr_every_n_nan_or_inf', 'max_consecutive_overflows'):
+        if getattr(args, name) < 1:
+            problems.append('--%s %r: expected a positive integer' % (name, getattr(args, name)))
+    for name in ('max_steps', 'num_output', 'eval_batch_size', 'num_threads',
+                 'graph_memory_max_size', 'variable_memory_max_size'):
         value = getattr(args, name)
         if value is not None and value < 1:
             problems.append('--%s %r: expected a positive integer' % (name, value))
@@ -164,25 +227,41 @@ def check_args(args):
         problems.append('--lr_steps %s: expected increasing positive integers' % (args.lr_steps,))
     if len(args.combine_margins) != 3:
         problems.append('--combine_margins %s: expected m1,m2,m3' % (args.combine_margins,))
+    if args.iterations_per_loop != 1:
+        problems.append('--iterations_per_loop %d: only 1 is supported; this sess.run loop logs, '
+                        'validates and checkpoints between steps, and loop sinking would also '
+                        'need enable_data_pre_proc and util.set_iteration_per_loop (use '
+                        'NPUEstimator with runtime.npu_run_config for that)'
+                        % args.iterations_per_loop)
+    if not 0.0 < args.decr_ratio < 1.0:
+        problems.append('--decr_ratio %r: expected a factor in (0, 1)' % args.decr_ratio)
+    if args.init_loss_scale is not None and not args.init_loss_scale > 0.0:
+        problems.append('--init_loss_scale %r: expected a positive number' % args.init_loss_scale)
     if args.warmup_steps < 0:
         problems.append('--warmup_steps %r: expected 0 or more' % args.warmup_steps)
     return problems
 
 
-def main(argv=None):
-    """Parses flags, checks inputs, trains. Returns the process exit code."""
-    args = get_parser().parse_args(argv)
+def main(argv=None, parser=None):
+    """Parses flags, checks inputs, trains. Returns the process exit code.
+
+    Args:
+      argv: command-line arguments; None: sys.argv[1:].
+      parser: None for get_parser(); train_nets_mgpu.py passes its extension.
+    """
+    parser = parser or get_parser()
+    args = parser.parse_args(argv)
     problems = check_args(args)
     if problems:
         for problem in problems:
-            sys.stderr.write('train_nets.py: %s\n' % problem)
+            sys.stderr.write('%s: %s\n' % (parser.prog, problem))
         return 2
     runtime.init()
     import trainer  # after runtime.init(): builds graphs in graph mode
     try:
         plan = trainer.prepare(args)
     except trainer.SetupError as error:
-        sys.stderr.write('train_nets.py: %s\n' % error)
+        sys.stderr.write('%s: %s\n' % (parser.prog, error))
         return 2
     return trainer.train(args, plan)
 

@@ -22,7 +22,9 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import distributed
 import face_model
+import parallel
 import runtime
 import verification
 from data import eval_data_reader, input_pipeline
@@ -39,6 +41,11 @@ Plan = collections.namedtuple('Plan', [
     'last_step',        # the global step training stops at
     'eval_sets',        # [(name, images uint8 [N,H,W,3], issame bool [N/2])]
     'device',
+    'rank',             # this process's rank among world_size data-parallel workers
+    'world_size',
+    'loss_scaling',     # runtime.LossScaling, or None when gradients stay float32
+    'towers',           # in-graph tower devices (train_nets_mgpu.py); [] for one device
+    'cluster',          # distributed.Cluster of TensorFlow gRPC workers, or None
 ])
 
 
@@ -68,7 +75,18 @@ def prepare(args):
     if num_classes < manifest['num_classes']:
         raise SetupError('--num_output %d is smaller than the %d identities of %s'
                          % (num_classes, manifest['num_classes'], args.tfrecords_file_path))
-    steps_per_epoch = manifest['num_images'] // args.batch_size
+    try:
+        device = runtime.select_device(args.device)
+        scaling = runtime.loss_scaling(
+            device, args.precision_mode, args.mixed_precision, args.loss_scale,
+            args.init_loss_scale, args.incr_every_n_steps, args.decr_every_n_nan_or_inf,
+            args.decr_ratio)
+    except ValueError as error:
+        raise SetupError(str(error))
+    towers = _towers(args, device)
+    cluster = _tf_cluster(args, device)
+    rank, world_size = (cluster.rank, len(cluster.hosts)) if cluster else _hccl_ranks(device)
+    steps_per_epoch = manifest['num_images'] // (args.batch_size * world_size)
     if steps_per_epoch < 1:
         raise SetupError('--batch_size %d is larger than the %d images of %s'
                          % (args.batch_size, manifest['num_images'], args.tfrecords_file_path))
@@ -86,11 +104,47 @@ def prepare(args):
         except ValueError as error:
             raise SetupError(str(error))
         eval_sets.append((name, images, np.asarray(issame, bool)))
+    return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
+                world_size, scaling, towers, cluster)
+
+
+def _hccl_ranks(device):
+    """(rank, world_size) of an NPU process started per device with HCCL's env; else (0, 1)."""
+    if device != 'npu':
+        return 0, 1
     try:
-        device = runtime.select_device(args.device)
+        return runtime.hccl_ranks()
     except ValueError as error:
         raise SetupError(str(error))
-    return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device)
+
+
+def _towers(args, device):
+    """The tower devices of train_nets_mgpu.py's --num_gpus/--devices ([] for train_nets.py)."""
+    try:
+        towers = parallel.resolve_devices(getattr(args, 'num_gpus', None),
+                                          getattr(args, 'devices', None))
+    except ValueError as error:
+        raise SetupError(str(error))
+    if towers and device == 'npu':
+        raise SetupError('in-graph towers run on GPUs or CPUs; on Ascend NPUs start one '
+                         'process per device with HCCL (RANK_SIZE, RANK_ID, ...; see README)')
+    if towers and args.batch_size % len(towers):
+        raise SetupError('--batch_size %d is not divisible by the %d tower devices (%s)'
+                         % (args.batch_size, len(towers), ','.join(towers)))
+    return towers
+
+
+def _tf_cluster(args, device):
+    """The TensorFlow gRPC cluster of --worker_hosts/--task_index or TF_CONFIG, or None."""
+    try:
+        cluster = distributed.parse_cluster(args.worker_hosts, args.task_index)
+    except ValueError as error:
+        raise SetupError(str(error))
+    if cluster is not None and device == 'npu':
+        raise SetupError('--worker_hosts/TF_CONFIG: TensorFlow\'s gRPC collectives do not run '
+                         'on the NPU; start one process per device with HCCL (RANK_SIZE, '
+                         'RANK_ID, ...; see README)')
+    return cluster
 
 
 def learning_rate(global_step, args):
@@ -132,15 +186,31 @@ def _record_run(args, log_dir, plan):
 
 
 class _StopRequest(object):
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step.
 
-    def __init__(self):
-        self.signum = None
+    With TensorFlow gRPC workers (graph['stop_feed']), a signal travels with
+    the next step and `signum` is set on every worker from its result, so
+    all of them stop after the same step (see distributed.shared_stop).
+    """
+
+    def __init__(self, graph):
+        self.signum = None      # the loop stops when set
+        self.received = None    # a signal to this process
+        self._feed = graph.get('stop_feed')
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, unused_frame):
-        self.signum = signum
+        self.received = signum
+        if self._feed is None:
+            self.signum = signum
+
+    def feed_dict(self):
+        return None if self._feed is None else {self._feed: float(self.received or 0)}
+
+    def agree(self, values):
+        if self.signum is None and values.get('stop_signal', 0) > 0:
+            self.signum = int(values['stop_signal'])
 
 
 def margin_args(args):
@@ -170,32 +240,56 @@ def build_graph(args, plan):
     global_step = tf.train.get_or_create_global_step()
     images, labels = input_pipeline.make_input(
         plan.manifest['shard_paths'], args.batch_size, tuple(args.image_size),
-        buffer_size=args.buffer_size, seed=args.seed, **augmentation(args))
-    losses = face_model.training_losses(
-        images, labels, args.net_depth, plan.num_classes, args.loss_type, margin_args(args),
-        args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device))
+        buffer_size=args.buffer_size, seed=args.seed, num_shards=plan.world_size,
+        shard_index=plan.rank, **augmentation(args))
+
+    def loss_fn(batch_images, batch_labels):
+        return face_model.training_losses(
+            batch_images, batch_labels, args.net_depth, plan.num_classes, args.loss_type,
+            margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device))
+
     lr = learning_rate(global_step, args)
     optimizer = tf.train.MomentumOptimizer(lr, args.momentum)
-    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.minimize(losses.total, global_step=global_step)
+    optimizer = runtime.wrap_optimizer(optimizer, plan.device, plan.loss_scaling,
+                                       distributed=plan.world_size > 1)
+    collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
+    losses, train_op = parallel.build_train_op(
+        images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
+        combine_fn=collectives.all_reduce_mean if collectives else None)
     eval_batch = args.eval_batch_size or args.batch_size
     eval_images, eval_embedding = face_model.inference_graph(
         args.net_depth, tuple(args.image_size), eval_batch, reuse=True)
     fetches = {'train': train_op, 'step': global_step, 'lr': lr, 'total_loss': losses.total,
                'inference_loss': losses.inference, 'wd_loss': losses.weight_decay,
                'accuracy': losses.accuracy}
+    overflow = runtime.overflow_indicator(plan.device, plan.loss_scaling)
+    if overflow is not None:  # the step's update was skipped (loss scaling)
+        fetches['overflow'] = overflow
+    stop_feed = None
+    if collectives is not None:  # a signal to any worker stops all after the same step
+        stop_feed, fetches['stop_signal'] = distributed.shared_stop(collectives)
+    broadcast = None
+    if plan.device == 'npu' and plan.world_size > 1:  # every variable, so built last
+        broadcast = runtime.broadcast_variables_op(plan.device)
+    elif collectives is not None:  # TensorFlow gRPC workers
+        broadcast = collectives.broadcast_variables()
     return {'fetches': fetches, 'global_step': global_step, 'eval_images': eval_images,
-            'eval_embedding': eval_embedding, 'eval_batch': eval_batch}
+            'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
+            'barrier': collectives.barrier() if collectives else None, 'stop_feed': stop_feed}
 
 
 class _Checkpoints(object):
-    """Periodic checkpoints, the best-accuracy checkpoint, and resume."""
+    """Periodic checkpoints, the best-accuracy checkpoint, and resume.
 
-    def __init__(self, ckpt_dir, max_to_keep):
+    Every worker restores; only the chief (rank 0) writes.
+    """
+
+    def __init__(self, ckpt_dir, max_to_keep, chief=True):
         self.dir = ckpt_dir
         self.best_dir = os.path.join(ckpt_dir, BEST_SUBDIR)
+        self.chief = chief
         for path in (self.dir, self.best_dir):
-            if not os.path.isdir(path):
+            if chief and not os.path.isdir(path):
                 os.makedirs(path)
         self.saver = tf.train.Saver(max_to_keep=max_to_keep)
         self.best_saver = tf.train.Saver(max_to_keep=1)
@@ -218,13 +312,15 @@ class _Checkpoints(object):
         return latest
 
     def save(self, sess, step):
+        if not self.chief:
+            return None
         path = self.saver.save(sess, os.path.join(self.dir, CKPT_PREFIX % step),
                                write_meta_graph=False)
         logging.info('checkpoint %s', path)
         return path
 
     def offer_best(self, sess, step, accuracy, dataset):
-        if accuracy <= self.best['accuracy']:
+        if not self.chief or accuracy <= self.best['accuracy']:
             return
         path = self.best_saver.save(sess, os.path.join(self.best_dir, CKPT_PREFIX % step),
                                     write_meta_graph=False)
@@ -237,12 +333,16 @@ class _Checkpoints(object):
 
 
 def _summary(writer, step, values):
+    if writer is None:  # not the chief
+        return
     writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=float(v))
                                          for k, v in sorted(values.items())]), step)
 
 
 def _validate(sess, graph, plan, step, writer, checkpoints):
     accuracies = []
+    if plan.rank != 0:
+        return accuracies
     for name, images, issame in plan.eval_sets:
         result = verification.run_verification(sess, graph['eval_images'], graph['eval_embedding'],
                                                images, issame, graph['eval_batch'])
@@ -259,24 +359,39 @@ def _validate(sess, graph, plan, step, writer, checkpoints):
 
 def train(args, plan):
     """Builds the graph and trains until plan.last_step. Returns the exit code."""
-    log_path = _setup_logging(args.log_file_path)
-    _record_run(args, args.log_file_path, plan)
+    chief = plan.rank == 0
+    log_path = None
+    if chief:
+        log_path = _setup_logging(args.log_file_path)
+        _record_run(args, args.log_file_path, plan)
     logging.info('device %s, %d images of %d identities, %d steps per epoch, stopping at step %d',
                  plan.device, plan.manifest['num_images'], plan.num_classes, plan.steps_per_epoch,
                  plan.last_step)
-    with tf.Graph().as_default():
+    with tf.Graph().as_default(), distributed.device_scope(plan.cluster):
         graph = build_graph(args, plan)
-        checkpoints = _Checkpoints(args.ckpt_path, args.saver_maxkeep)
-        writer = tf.summary.FileWriter(args.summary_path)
+        checkpoints = _Checkpoints(args.ckpt_path, args.saver_maxkeep, chief)
+        writer = tf.summary.FileWriter(args.summary_path) if chief else None
         config = runtime.session_config(plan.device, args.precision_mode,
+                                        graph_memory_max_size=args.graph_memory_max_size,
+                                        variable_memory_max_size=args.variable_memory_max_size,
                                         log_device_placement=args.log_device_mapping,
                                         num_threads=args.num_threads)
-        stop = _StopRequest()
-        with tf.Session(config=config) as sess:
-            if not checkpoints.restore_or_init(sess):
+        parallel.configure_session(config, plan.towers)
+        server = distributed.start_server(plan.cluster, config)  # None for one process
+        stop = _StopRequest(graph)
+        with tf.Session(server.target if server else '', config=config) as sess:
+            if not checkpoints.restore_or_init(sess) and writer is not None:
                 writer.add_graph(sess.graph)
+            if graph['broadcast'] is not None:
+                sess.run(graph['broadcast'])
+                logging.info('rank %d of %d: all variables broadcast from rank 0', plan.rank,
+                             plan.world_size)
             code = _loop(args, plan, sess, graph, checkpoints, writer, stop)
-        writer.close()
+            if graph['barrier'] is not None:
+                distributed.leave(sess, graph['barrier'])
+    if not chief:
+        return code
+    writer.close()
     logging.info('checkpoints: %s', os.path.abspath(args.ckpt_path))
     logging.info('logs: %s', os.path.abspath(log_path))
     logging.info('TensorBoard: tensorboard --logdir %s', os.path.abspath(args.summary_path))
@@ -292,9 +407,28 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop):
     last_saved = step
     window_start, window_step = time.time(), step
     values = {}
+    scaled = 'overflow' in graph['fetches']
+    overflows = consecutive = 0
     while step < plan.last_step and stop.signum is None:
-        values = sess.run(graph['fetches'])
+        values = sess.run(graph['fetches'], stop.feed_dict())
         step = int(values['step'])
+        stop.agree(values)
+        if scaled and values['overflow']:
+            # The loss-scale optimizer skipped this update (global_step did
+            # not advance) and lowers the scale; a non-finite loss here is an
+            # overflow too. Only a long run of them means a broken model.
+            overflows += 1
+            consecutive += 1
+            logging.info('gradient overflow after step %d: update skipped (%d overflowed steps '
+                         'skipped so far)', step, overflows)
+            if consecutive >= args.max_consecutive_overflows:
+                logging.error('%d consecutive gradient overflows (loss %s) after step %d: '
+                              'stopping; no checkpoint written (the last good one is %s)',
+                              consecutive, values['total_loss'], step,
+                              tf.train.latest_checkpoint(args.ckpt_path))
+                return 1
+            continue
+        consecutive = 0
         if not np.isfinite(values['total_loss']):
             logging.error('non-finite loss (%s) at step %d: stopping; no checkpoint written '
                           '(the last good one is %s)', values['total_loss'], step,
@@ -306,13 +440,17 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop):
             window_start, window_step = now, step
             values['images_per_sec'] = speed
             logging.info('epoch %d, step %d, total loss %.3f, inference loss %.3f, weight decay '
-                         'loss %.3f, training accuracy %.4f, lr %g, %.1f images/s',
+                         'loss %.3f, training accuracy %.4f, lr %g, %.1f images/s%s',
                          step // plan.steps_per_epoch, step, values['total_loss'],
                          values['inference_loss'], values['wd_loss'], values['accuracy'],
-                         values['lr'], speed)
+                         values['lr'], speed,
+                         ', %d overflowed steps skipped' % overflows if scaled else '')
         if step % args.summary_interval == 0:
-            _summary(writer, step, {k: values[k] for k in ('total_loss', 'inference_loss',
-                                                           'wd_loss', 'accuracy', 'lr')})
+            scalars = {k: values[k] for k in ('total_loss', 'inference_loss', 'wd_loss',
+                                              'accuracy', 'lr')}
+            if scaled:
+                scalars['overflow_steps'] = overflows
+            _summary(writer, step, scalars)
         if step % args.ckpt_interval == 0:
             checkpoints.save(sess, step)
             last_saved = step
@@ -322,6 +460,7 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop):
     if last_saved != step:
         checkpoints.save(sess, step)
     if stop.signum is not None:
-        logging.info('stopped by signal %d at step %d after saving a checkpoint', stop.signum, step)
+        logging.info('stopped by signal %d at step %d%s', stop.signum, step,
+                     ' after saving a checkpoint' if checkpoints.chief else '')
         return 128 + stop.signum
     return 0

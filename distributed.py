@@ -1,0 +1,330 @@
+"""Several machines on GPUs or CPUs: TensorFlow's own gRPC runtime and collective ops.
+
+Every worker process runs the same graph on its own shard of the data, with
+its own tf.train.Server and a session on that server's target. The cluster
+comes from `--worker_hosts host:port,... --task_index i`, or from the
+TF_CONFIG environment variable that tf.distribute uses:
+
+    TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+                "task": {"type": "worker", "index": 0}}'
+
+Worker i is rank i; rank 0 (the chief) writes checkpoints, summaries and
+validation logs. Synchronous data parallelism, with no parameter server:
+  * the gradients (and the reported losses) are averaged by a collective
+    all-reduce (`collective_ops.all_reduce`, a ring over gRPC), so every worker
+    applies the same update to its own copy of the variables;
+  * after initialisation or restore, rank 0's variables (weights, optimizer
+    slots, batch-norm statistics, global step) are broadcast to the others,
+    so all workers start identical even without a shared file system;
+  * batch-norm moving averages stay per worker (each from its own batches,
+    like tower 0 of parallel.py); the checkpoint holds rank 0's.
+
+The collective ops run on each worker's CPU: the gRPC ring moves host memory
+anyway, and one device type keeps every worker in one collective group.
+`tensorflow.python.ops.collective_ops` is private API; the calls used here
+(`all_reduce(t, group_size, group_key, instance_key, merge_op, final_op)`,
+`broadcast_send(t, shape, dtype, group_size, group_key, instance_key)`,
+`broadcast_recv(shape, dtype, group_size, group_key, instance_key)`) have these
+signatures in TF 1.15.5 and 2.21 (checked), and the worker's collective
+leader must be in the *server's* config (ConfigProto.experimental.
+collective_group_leader), or the first collective waits forever.
+
+Typical use (trainer.py does this):
+    cluster = parse_cluster(args.worker_hosts, args.task_index)
+    with device_scope(cluster):
+        collectives = Collectives(cluster)
+        ... parallel.build_train_op(..., combine_fn=collectives.all_reduce_mean)
+        broadcast = collectives.broadcast_variables()
+        barrier = collectives.barrier()
+        server = start_server(cluster, config)
+        with tf.Session(server.target, config=config) as sess:
+            ... restore or initialise; sess.run(broadcast); train ...
+            leave(sess, barrier)
+"""
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+
+import tensorflow.compat.v1 as tf
+from tensorflow.python.ops import collective_ops
+
+JOB = 'worker'
+TF_CONFIG = 'TF_CONFIG'
+GROUP_KEY = 1             # one collective group: the CPUs of all workers
+PEER_WAIT_SECONDS = 600   # how long a worker waits for the others to start
+FINAL_BARRIER_MS = 30000  # the last barrier's deadline (a peer may already be gone)
+
+Cluster = collections.namedtuple('Cluster', [
+    'hosts',  # ['host:port', ...], one per worker; the index is the rank
+    'rank',   # this worker's index in hosts
+])
+
+
+def parse_cluster(worker_hosts=None, task_index=None, environ=None):
+    """The cluster from --worker_hosts/--task_index, else from TF_CONFIG.
+
+    Args:
+      worker_hosts: None, or a comma-separated 'host:port,host:port' string
+        or a list of 'host:port'.
+      task_index: this worker's index in worker_hosts.
+      environ: mapping holding TF_CONFIG; None: os.environ.
+    Returns:
+      Cluster, or None for a single process (no flags, no TF_CONFIG, or a
+      cluster of one worker).
+    Raises:
+      ValueError: a one-line message naming the flag or variable at fault.
+    """
+    env = os.environ if environ is None else environ
+    if worker_hosts:
+        hosts = _host_list(worker_hosts, '--worker_hosts')
+        if task_index is None:
+            raise ValueError('--worker_hosts lists %d workers but --task_index is missing: '
+                             'give this worker\'s index, 0..%d' % (len(hosts), len(hosts) - 1))
+        where = '--task_index'
+    elif task_index is not None:
+        raise ValueError('--task_index %d needs --worker_hosts host:port,host:port,...'
+                         % task_index)
+    elif env.get(TF_CONFIG):
+        hosts, task_index = _from_tf_config(env[TF_CONFIG])
+        where = 'TF_CONFIG task.index'
+    else:
+        return None
+    if not 0 <= task_index < len(hosts):
+        raise ValueError('%s %d is out of range for %d workers: expected 0..%d'
+                         % (where, task_index, len(hosts), len(hosts) - 1))
+    if len(hosts) == 1:
+        return None
+    return Cluster(hosts, task_index)
+
+
+def _host_list(hosts, where):
+    if isinstance(hosts, str):
+        hosts = hosts.split(',')
+    hosts = [h.strip() for h in hosts]
+    for host in hosts:
+        name, _, port = host.rpartition(':')
+        if not name or not port.isdigit():
+            raise ValueError('%s: %r is not host:port' % (where, host))
+    if len(set(hosts)) != len(hosts):
+        raise ValueError('%s lists a worker twice: %s' % (where, ','.join(hosts)))
+    return hosts
+
+
+def _from_tf_config(text):
+    try:
+        spec = json.loads(text)
+        cluster, task = spec['cluster'], spec['task']
+        jobs = sorted(cluster)
+        task_type, index = task['type'], int(task['index'])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError('TF_CONFIG is not {"cluster": {"worker": [...]}, "task": {"type": '
+                         '"worker", "index": i}} (%s: %s)' % (type(error).__name__, error))
+    if jobs != [JOB] or task_type != JOB:
+        raise ValueError('TF_CONFIG has jobs %s and task type %r; only a "worker" job is '
+                         'supported (every worker trains; worker 0 is the chief)'
+                         % (jobs, task_type))
+    return _host_list(cluster[JOB], 'TF_CONFIG cluster.worker'), index
+
+
+def worker_device(cluster):
+    """'/job:worker/replica:0/task:<rank>', or None without a cluster."""
+    if cluster is None:
+        return None
+    return '/job:%s/replica:0/task:%d' % (JOB, cluster.rank)
+
+
+def device_scope(cluster):
+    """Pins the ops built inside to this worker's task (no-op without a cluster)."""
+    if cluster is None:
+        return contextlib.nullcontext()  # tf.device(None) would clear the caller's device
+    return tf.device(worker_device(cluster))
+
+
+def collective_config(config, cluster):
+    """Adds the collective group leader (rank 0) and this worker's device filter.
+
+    The same ConfigProto must start the server (start_server) and the session.
+
+    Args:
+      config: tf.ConfigProto, changed in place.
+      cluster: Cluster, or None (config returned unchanged).
+    Returns:
+      config.
+    """
+    if cluster is None:
+        return config
+    config.experimental.collective_group_leader = '/job:%s/replica:0/task:0' % JOB
+    del config.device_filters[:]
+    config.device_filters.append('/job:%s/task:%d' % (JOB, cluster.rank))
+    return config
+
+
+def start_server(cluster, config, wait_seconds=PEER_WAIT_SECONDS):
+    """Starts this worker's gRPC server and waits until every peer's port answers.
+
+    Args:
+      cluster: Cluster, or None (nothing to start).
+      config: the session's tf.ConfigProto, device counts included; gains the
+        collective settings (collective_config) and starts the server too.
+      wait_seconds: give up waiting for the peers after this long.
+    Returns:
+      the tf.train.Server, whose `target` is the session target (keep a
+      reference while the session runs); None without a cluster.
+    Raises:
+      RuntimeError: a peer did not start in time.
+    """
+    if cluster is None:
+        return None
+    collective_config(config, cluster)
+    spec = tf.train.ClusterSpec({JOB: list(cluster.hosts)})
+    server = tf.distribute.Server(spec, job_name=JOB, task_index=cluster.rank, config=config,
+                                  start=True)
+    logging.info('worker %d of %d: server %s', cluster.rank, len(cluster.hosts), server.target)
+    wait_for_workers([h for i, h in enumerate(cluster.hosts) if i != cluster.rank],
+                     wait_seconds)
+    return server
+
+
+def wait_for_workers(hosts, wait_seconds=PEER_WAIT_SECONDS):
+    """Returns once a TCP connection to every 'host:port' succeeds.
+
+    TensorFlow retries on its own, but loudly; this keeps start-up logs quiet
+    and bounded.
+    """
+    deadline = time.time() + wait_seconds
+    for host in hosts:
+        name, _, port = host.rpartition(':')
+        logged = False
+        while True:
+            try:
+                socket.create_connection((name.strip('[]'), int(port)), timeout=1.0).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError('worker %s did not start within %d s' % (host,
+                                                                                 wait_seconds))
+                if not logged:
+                    logging.info('waiting for worker %s', host)
+                    logged = True
+                time.sleep(0.2)
+
+
+class Collectives(object):
+    """Collective ops among all workers, with instance keys that agree across them.
+
+    Every worker builds the same graph in the same order, so numbering the
+    collective instances in creation order gives matching keys everywhere.
+    Build it (and its ops) inside device_scope(cluster).
+    """
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.size = len(cluster.hosts)
+        self.device = worker_device(cluster) + '/device:CPU:0'
+        self._next_key = 1
+
+    def _instance_key(self):
+        key = self._next_key
+        self._next_key += 1
+        return key
+
+    def all_reduce_mean(self, tensors):
+        """The element-wise mean of each tensor over all workers (parallel.py's combine_fn).
+
+        Tensors of one dtype travel as one flat all-reduce.
+
+        Args:
+          tensors: list of Tensors with static shapes.
+        Returns:
+          list of Tensors, same order, shapes and dtypes.
+        """
+        results = [None] * len(tensors)
+        by_dtype = collections.OrderedDict()
+        for index, tensor in enumerate(tensors):
+            by_dtype.setdefault(tensor.dtype.base_dtype, []).append(index)
+        with tf.name_scope('all_reduce_mean'), tf.device(self.device):
+            for dtype, indices in by_dtype.items():
+                shapes = [tensors[i].get_shape() for i in indices]
+                for i, shape in zip(indices, shapes):
+                    assert shape.is_fully_defined(), 'all-reduce of %s: shape %s is not static' % (
+                        tensors[i].name, shape)
+                flat = tf.concat([tf.reshape(tensors[i], [-1]) for i in indices], axis=0)
+                mean = collective_ops.all_reduce(flat, self.size, GROUP_KEY,
+                                                 self._instance_key(), 'Add', 'Div')
+                parts = tf.split(mean, [shape.num_elements() for shape in shapes])
+                for i, shape, part in zip(indices, shapes, parts):
+                    results[i] = tf.reshape(part, shape)
+        return results
+
+    def broadcast_variables(self, variables=None):
+        """One op that sets every variable to rank 0's value.
+
+        Run it after initialisation or restore, before the first step.
+
+        Args:
+          variables: default tf.global_variables().
+        Returns:
+          a grouped op.
+        """
+        variables = tf.global_variables() if variables is None else variables
+        assigns = []
+        with tf.name_scope('broadcast_from_rank_0'), tf.device(self.device):
+            for var in variables:
+                dtype, shape, key = var.dtype.base_dtype, var.get_shape(), self._instance_key()
+                if self.cluster.rank == 0:
+                    assigns.append(collective_ops.broadcast_send(
+                        tf.identity(var), shape, dtype, self.size, GROUP_KEY, key))
+                else:
+                    assigns.append(tf.assign(var, collective_ops.broadcast_recv(
+                        shape, dtype, self.size, GROUP_KEY, key)))
+        return tf.group(assigns, name='broadcast_from_rank_0')
+
+    def barrier(self):
+        """An op that completes once every worker has run it (a scalar all-reduce)."""
+        with tf.name_scope('barrier'), tf.device(self.device):
+            return collective_ops.all_reduce(tf.constant(0.0), self.size, GROUP_KEY,
+                                             self._instance_key(), 'Add', 'Id').op
+
+
+def shared_stop(collectives, signals=(signal.SIGINT, signal.SIGTERM)):
+    """A stop request that reaches every worker at the same step.
+
+    A signal reaches the workers of a job at slightly different steps (or
+    only one of them); a worker that stopped alone would leave the others
+    waiting in the next all-reduce. Instead each step carries this worker's
+    request, and every worker reads the same answer. (TF 1.15's collective
+    reduce only adds or multiplies, so the requests travel as a one-hot
+    vector over `signals`.)
+
+    Returns:
+      (feed, agreed): feed this worker's signal number (0: none) to the
+      float32 scalar placeholder `feed` with each training step, and fetch
+      `agreed`: the largest signal number any worker received, else 0.
+    """
+    feed = tf.placeholder_with_default(tf.constant(0.0), [], name='stop_signal')
+    numbers = tf.constant([float(s) for s in signals])
+    requested = tf.cast(tf.equal(feed, numbers), tf.float32)
+    counts = collectives.all_reduce_mean([requested])[0]
+    agreed = tf.reduce_max(tf.where(counts > 0.0, numbers, tf.zeros_like(numbers)))
+    return feed, agreed
+
+
+def leave(sess, barrier):
+    """Waits, after the last step, until every worker has finished it.
+
+    Collective transfers are pulled by the receiver, so a worker that exits
+    right after its last step can strand a peer still fetching from it. After
+    this barrier every worker has finished all its training steps. A peer may
+    exit before this worker's own barrier completes, which is then harmless:
+    the error or deadline is logged and ignored.
+    """
+    try:
+        sess.run(barrier, options=tf.RunOptions(timeout_in_ms=FINAL_BARRIER_MS))
+    except tf.errors.OpError as error:
+        logging.info('final barrier: %s (a peer had already left; training was complete)',
+                     type(error).__name__)
