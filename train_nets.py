@@ -14,8 +14,8 @@ import logging
 import os
 import sys
 
+import checkpoint_utils
 import runtime
-from data import image_ops
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
 
@@ -50,14 +50,6 @@ def float_list(text):
         raise argparse.ArgumentTypeError('expected comma-separated numbers, got %r' % (text,))
 
 
-def image_size(text):
-    """argparse type: '112,112' -> (112, 112)."""
-    try:
-        return image_ops.parse_image_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
-
-
 def loss_scale(text):
     """argparse type: 'dynamic' or a positive number."""
     if text == 'dynamic':
@@ -82,7 +74,7 @@ def get_parser():
     data.add_argument('--tfrecords_file_path', default='./datasets/tfrecords_webface',
                       help='folder of TFRecord shards + manifest.json written by '
                            'data/mx2tfrecords.py')
-    data.add_argument('--image_size', type=image_size, default=(112, 112),
+    data.add_argument('--image_size', type=checkpoint_utils.image_size_flag, default=(112, 112),
                       help='height,width of the training images; must match the data')
     data.add_argument('--buffer_size', type=int, default=10000,
                       help='shuffle buffer, in images')
