@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`.
-.PHONY: test demo train-orl
+.PHONY: test demo train-orl bench bench-quick
 
 test:
 	tools/run_tests.sh
@@ -10,3 +10,10 @@ demo:
 # Real faces: ../shared/data/orl_faces, about 20 minutes on 2 CPU cores.
 train-orl:
 	tools/train_orl.sh
+
+# Performance on this machine, both environments: output/bench/ (JSON + Markdown).
+bench:
+	tools/bench.sh
+
+bench-quick:
+	tools/bench.sh --quick

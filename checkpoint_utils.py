@@ -21,14 +21,12 @@ Typical use:
     check_shapes(prefix, list_checkpoint(prefix), variables, 50)
     restore(sess, tf.train.Saver(var_list=variables), prefix)
 """
-import argparse
 import glob
 import os
 import re
 
 import tensorflow.compat.v1 as tf
 
-from data import image_ops
 from nets.L_Resnet_E_IR import BLOCK_CHANNELS, UNITS_PER_BLOCK, scope_name
 
 _SCOPE = re.compile(r'^resnet_v1_(\d+)/')
@@ -233,31 +231,3 @@ def check_checkpoint_names(path, net_depth):
     variables = list_checkpoint(prefix)
     check_depth_by_names(prefix, variables, net_depth)
     return prefix, variables
-
-
-# Command-line helpers of the two checkpoint CLIs.
-
-class OneLineParser(argparse.ArgumentParser):
-    """Reports flag errors as one line (no usage dump) and exits with status 2."""
-
-    def error(self, message):
-        self.exit(2, '%s: error: %s\n' % (self.prog, message))
-
-
-def image_size_flag(text):
-    """argparse type: '112,112' -> (112, 112)."""
-    try:
-        return image_ops.parse_image_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
-
-
-def positive_int_flag(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError('expected a positive integer, got %r' % (text,))
-    return value

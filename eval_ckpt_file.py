@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import checkpoint_utils
+import cli_flags
 import face_model
 import roc_plot  # imports matplotlib only when drawing
 import runtime
@@ -71,7 +72,7 @@ class UsageError(ValueError):
 
 def get_parser():
     """The evaluation flags."""
-    parser = checkpoint_utils.OneLineParser(
+    parser = cli_flags.OneLineParser(
         prog=PROG, description='Evaluate InsightFace checkpoints on verification .bin sets.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ckpt = parser.add_argument_group('checkpoints')
@@ -86,7 +87,7 @@ def get_parser():
     model = parser.add_argument_group('model')
     model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
                        help='L_Resnet_E_IR depth of the checkpoints')
-    model.add_argument('--image_size', type=checkpoint_utils.image_size_flag,
+    model.add_argument('--image_size', type=cli_flags.image_size,
                        default=(112, 112),
                        help='height,width the network was trained at and the .bin images have')
     data = parser.add_argument_group('data')
@@ -95,7 +96,7 @@ def get_parser():
     data.add_argument('--eval_datasets', type=str, nargs='+', default=['lfw'],
                       help='names of .bin files in --eval_db_path, without .bin '
                            '(e.g. lfw cfp_fp agedb_30)')
-    data.add_argument('--batch_size', type=checkpoint_utils.positive_int_flag, default=32,
+    data.add_argument('--batch_size', type=cli_flags.positive_int, default=32,
                       help='images per forward pass (the static batch dimension)')
     output = parser.add_argument_group('output')
     output.add_argument('--output_json', type=str, default=None,
@@ -305,10 +306,6 @@ def write_outputs(args, records):
             logging.info('ROC: %s', os.path.abspath(path))
 
 
-def _fail(message, code):
-    sys.stderr.write('%s: error: %s\n' % (PROG, message))
-    return code
-
 
 def main(argv=None):
     """Parses flags, checks inputs, evaluates. Returns the process exit code."""
@@ -318,16 +315,16 @@ def main(argv=None):
         plan = prepare(args)
         records = evaluate(args, plan)
     except (UsageError, CheckpointError) as error:
-        return _fail(error, 2)
+        return cli_flags.fail(PROG, error, 2)
     except RestoreError as error:
-        return _fail(error, 1)
+        return cli_flags.fail(PROG, error, 1)
     except tf.errors.OpError as error:
-        return _fail('evaluation failed: %s (%s)'
+        return cli_flags.fail(PROG, 'evaluation failed: %s (%s)'
                      % (checkpoint_utils.op_error_text(error), type(error).__name__), 1)
     try:
         write_outputs(args, records)
     except (IOError, OSError) as error:
-        return _fail('cannot write the results: %s' % error, 1)
+        return cli_flags.fail(PROG, 'cannot write the results: %s' % error, 1)
     return 0
 
 

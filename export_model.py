@@ -54,6 +54,7 @@ import tempfile
 import tensorflow.compat.v1 as tf
 
 import checkpoint_utils
+import cli_flags
 import face_model
 import runtime
 from checkpoint_utils import CheckpointError, RestoreError
@@ -76,7 +77,7 @@ class UsageError(ValueError):
 
 def get_parser():
     """The export flags."""
-    parser = checkpoint_utils.OneLineParser(
+    parser = cli_flags.OneLineParser(
         prog=PROG, description='Export an InsightFace checkpoint as a frozen .pb (for ATC) '
                                'and/or a SavedModel.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -85,9 +86,9 @@ def get_parser():
                              'or a folder (its latest checkpoint)')
     parser.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
                         help='L_Resnet_E_IR depth of the checkpoint')
-    parser.add_argument('--image_size', type=checkpoint_utils.image_size_flag,
+    parser.add_argument('--image_size', type=cli_flags.image_size,
                         default=(112, 112), help='height,width the network was trained at')
-    parser.add_argument('--batch_size', type=checkpoint_utils.positive_int_flag, default=None,
+    parser.add_argument('--batch_size', type=cli_flags.positive_int, default=None,
                         help='static batch dimension of input_images; None: dynamic')
     parser.add_argument('--output_dir', type=str, required=True,
                         help='folder for %s and %s/ (created if missing)'
@@ -234,10 +235,6 @@ def atc_command(args):
     return command
 
 
-def _fail(message, code):
-    sys.stderr.write('%s: error: %s\n' % (PROG, message))
-    return code
-
 
 def main(argv=None):
     """Parses flags, checks inputs, exports. Returns the process exit code."""
@@ -246,18 +243,18 @@ def main(argv=None):
     try:
         prefix, variables = prepare(args)
     except (UsageError, CheckpointError) as error:
-        return _fail(error, 2)
+        return cli_flags.fail(PROG, error, 2)
     try:
         export(args, prefix, variables)
     except CheckpointError as error:
-        return _fail(error, 2)
+        return cli_flags.fail(PROG, error, 2)
     except RestoreError as error:
-        return _fail(error, 1)
+        return cli_flags.fail(PROG, error, 1)
     except tf.errors.OpError as error:
-        return _fail('export of %s failed: %s (%s)'
+        return cli_flags.fail(PROG, 'export of %s failed: %s (%s)'
                      % (prefix, checkpoint_utils.op_error_text(error), type(error).__name__), 1)
     except (IOError, OSError) as error:
-        return _fail('cannot write to --output_dir %s: %s' % (args.output_dir, error), 1)
+        return cli_flags.fail(PROG, 'cannot write to --output_dir %s: %s' % (args.output_dir, error), 1)
     for name in output_names(args.format):
         logging.info('wrote %s', os.path.join(args.output_dir, name))
     logging.info('restored from %s; input %s (uint8 BGR), output %s (float32, not normalised)',

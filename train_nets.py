@@ -11,10 +11,9 @@ Typical use (the README's demo does all of it on a synthetic dataset):
 """
 import argparse
 import logging
-import os
 import sys
 
-import checkpoint_utils
+import cli_flags
 import runtime
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
@@ -22,46 +21,6 @@ from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
 DEFAULT_LR_STEPS = '40000,60000,80000'
 DEFAULT_LR_VALUES = '0.004,0.002,0.0012,0.0004'
 LR_STEPS_REFERENCE_BATCH = 512.0  # the original scales its boundaries by 512 / batch_size
-
-
-def str2bool(text):
-    """argparse type for True/False flags ('True', 'false', '1', 'no', ...)."""
-    value = str(text).strip().lower()
-    if value in ('true', '1', 'yes', 'y'):
-        return True
-    if value in ('false', '0', 'no', 'n'):
-        return False
-    raise argparse.ArgumentTypeError('expected True or False, got %r' % (text,))
-
-
-def int_list(text):
-    """argparse type: '40000,60000' -> [40000, 60000] (empty string -> [])."""
-    try:
-        return [int(v) for v in str(text).split(',') if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError('expected comma-separated integers, got %r' % (text,))
-
-
-def float_list(text):
-    """argparse type: '0.1,0.01' -> [0.1, 0.01]."""
-    try:
-        return [float(v) for v in str(text).split(',') if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError('expected comma-separated numbers, got %r' % (text,))
-
-
-def loss_scale(text):
-    """argparse type: 'dynamic' or a positive number."""
-    if text == 'dynamic':
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError("expected 'dynamic' or a positive number, got %r"
-                                         % (text,))
-    return value
 
 
 def get_parser():
@@ -74,14 +33,14 @@ def get_parser():
     data.add_argument('--tfrecords_file_path', default='./datasets/tfrecords_webface',
                       help='folder of TFRecord shards + manifest.json written by '
                            'data/mx2tfrecords.py')
-    data.add_argument('--image_size', type=checkpoint_utils.image_size_flag, default=(112, 112),
+    data.add_argument('--image_size', type=cli_flags.image_size, default=(112, 112),
                       help='height,width of the training images; must match the data')
     data.add_argument('--buffer_size', type=int, default=10000,
                       help='shuffle buffer, in images')
     data.add_argument('--num_output', type=int, default=None,
                       help='number of identities of the margin head; default: from the '
                            'dataset manifest')
-    data.add_argument('--augment', type=str2bool, default=False,
+    data.add_argument('--augment', type=cli_flags.str2bool, default=False,
                       help='random translation and brightness/contrast jitter on top of the '
                            'random flip (the original only flips); for small datasets')
     data.add_argument('--seed', type=int, default=None,
@@ -98,7 +57,7 @@ def get_parser():
                        help='logit scale s; default 64 (arcface, combine) or 30 (cosineface)')
     model.add_argument('--margin_m', type=float, default=None,
                        help='margin m; default 0.5 (arcface) or 0.4 (cosineface)')
-    model.add_argument('--combine_margins', type=float_list, default=[1.0, 0.3, 0.2],
+    model.add_argument('--combine_margins', type=cli_flags.float_list, default=[1.0, 0.3, 0.2],
                        help='m1,m2,m3 of the combine head: s*(cos(m1*theta+m2)-m3)')
 
     optim = parser.add_argument_group('optimization')
@@ -110,10 +69,10 @@ def get_parser():
     optim.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
     optim.add_argument('--weight_deacy', '--weight_decay', dest='weight_decay', type=float,
                        default=5e-4, help='L2 weight decay (the original spelling is kept)')
-    optim.add_argument('--lr_steps', type=int_list, default=int_list(DEFAULT_LR_STEPS),
+    optim.add_argument('--lr_steps', type=cli_flags.int_list, default=cli_flags.int_list(DEFAULT_LR_STEPS),
                        help='learning-rate boundaries in iterations for batch 512, scaled '
                             'by 512/batch_size as in the original (see README)')
-    optim.add_argument('--lr_values', type=float_list, default=float_list(DEFAULT_LR_VALUES),
+    optim.add_argument('--lr_values', type=cli_flags.float_list, default=cli_flags.float_list(DEFAULT_LR_VALUES),
                        help='learning rates, one more than --lr_steps')
     optim.add_argument('--warmup_steps', type=int, default=0,
                        help='linear learning-rate warm-up over this many iterations; 0: off')
@@ -130,7 +89,7 @@ def get_parser():
                       help='steps between validations')
     ckpt.add_argument('--show_info_interval', type=int, default=20,
                       help='steps between log lines')
-    ckpt.add_argument('--log_device_mapping', type=str2bool, default=False,
+    ckpt.add_argument('--log_device_mapping', type=cli_flags.str2bool, default=False,
                       help='log the device of every op')
 
     evals = parser.add_argument_group('validation')
@@ -165,7 +124,7 @@ def get_parser():
                               'float16, float32 on GPU and CPU; on: the same on the NPU, '
                               'TensorFlow\'s float16 graph rewrite with loss scaling on a GPU; '
                               'off: no loss scaling')
-    scaling.add_argument('--loss_scale', type=loss_scale, default='dynamic',
+    scaling.add_argument('--loss_scale', type=cli_flags.loss_scale, default='dynamic',
                          help='dynamic (ExponentialUpdateLossScaleManager on the NPU, '
                               'DynamicLossScale on a GPU) or a fixed number')
     scaling.add_argument('--init_loss_scale', type=float, default=None,

@@ -26,7 +26,6 @@ Usage:
         --num_identities 500 --images_per_identity 10 --num_val_identities 50 \
         --num_val_pairs 600 --image_size 112,112 --seed 0
 """
-import argparse
 import json
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ if _PROJECT_ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+import cli_flags  # noqa: E402
 from data import image_ops, recordio, synthetic_faces  # noqa: E402
 
 # Demo defaults: a few seconds to generate. Held-out verification improves more
@@ -396,16 +396,9 @@ def _move_into_place(staging, output_dir):
         os.rename(staging, output_dir)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports flag errors as one line (no usage dump) and exits with status 2."""
-
-    def error(self, message):
-        self.exit(2, '%s: error: %s\n' % (self.prog, message))
-
-
 def parse_args(argv=None):
     """Parses command-line flags (argv without the program name)."""
-    parser = _OneLineParser(description=__doc__.split('\n')[0])
+    parser = cli_flags.OneLineParser(description=__doc__.split('\n')[0])
     # Dataset size #
     parser.add_argument('--output_dir', type=str, required=True,
                         help='folder to create (must not exist unless --overwrite)')

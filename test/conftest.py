@@ -1,4 +1,4 @@
-"""Test setup: graph mode once per process, and the read-only shared data."""
+"""Test setup: graph mode once per process, the read-only shared data, a tiny dataset."""
 import os
 
 import pytest
@@ -17,3 +17,22 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.fail('shared test data not found at %s' % SHARED_DATA)
     return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory):
+    """8 identities x 6 images of 32x32 in 2 TFRecord shards, and a 20-pair lfw.bin.
+
+    Returns {'raw': the insightface-layout folder, 'records': the TFRecords folder};
+    read-only for the tests that share it.
+    """
+    from data import mx2tfrecords
+    from data.make_synthetic_dataset import make_dataset
+    root = str(tmp_path_factory.mktemp('tiny'))
+    raw = os.path.join(root, 'raw')
+    make_dataset(raw, num_identities=8, images_per_identity=6, num_val_identities=4,
+                 num_val_pairs=20, image_size=(32, 32), seed=3)
+    records = os.path.join(root, 'tfrecords')
+    mx2tfrecords.convert(os.path.join(raw, 'train.rec'), os.path.join(raw, 'train.idx'),
+                         records, num_shards=2, progress=False)
+    return {'raw': raw, 'records': records}

@@ -176,21 +176,6 @@ def load_worker(path):
     return run
 
 
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    """8 identities x 6 images of 32x32 in 2 TFRecord shards, and a 20-pair lfw.bin."""
-    from data import mx2tfrecords
-    from data.make_synthetic_dataset import make_dataset
-    root = str(tmp_path_factory.mktemp('tiny'))
-    raw = os.path.join(root, 'raw')
-    make_dataset(raw, num_identities=8, images_per_identity=6, num_val_identities=4,
-                 num_val_pairs=20, image_size=(32, 32), seed=3)
-    records = os.path.join(root, 'tfrecords')
-    mx2tfrecords.convert(os.path.join(raw, 'train.rec'), os.path.join(raw, 'train.idx'),
-                         records, num_shards=2, progress=False)
-    return {'raw': raw, 'records': records}
-
-
 def worker_flags(data, out, *extra):
     """Each worker gets its own output folders: no shared file system."""
     return ['--tfrecords_file_path', data['records'], '--eval_db_path', data['raw'],

@@ -19,8 +19,6 @@ import tensorflow.compat.v1 as tf
 import face_model
 import parallel
 import train_nets_mgpu
-from data import mx2tfrecords
-from data.make_synthetic_dataset import make_dataset
 from nets import layers
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,19 +261,6 @@ def test_device_names_are_normalised():
 
 
 # ---- train_nets_mgpu.py end to end ----
-
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    """8 identities x 6 images of 32x32, a 20-pair lfw.bin, converted to TFRecords."""
-    root = str(tmp_path_factory.mktemp('tiny'))
-    raw = os.path.join(root, 'raw')
-    make_dataset(raw, num_identities=8, images_per_identity=6, num_val_identities=4,
-                 num_val_pairs=20, image_size=IMAGE_SIZE, seed=3)
-    records = os.path.join(root, 'tfrecords')
-    mx2tfrecords.convert(os.path.join(raw, 'train.rec'), os.path.join(raw, 'train.idx'),
-                         records, num_shards=2, progress=False)
-    return {'raw': raw, 'records': records}
-
 
 def flags(data, out, *extra):
     return ['--tfrecords_file_path', data['records'], '--eval_db_path', data['raw'],

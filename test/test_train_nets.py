@@ -12,24 +12,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import train_nets
-from data import mx2tfrecords
-from data.make_synthetic_dataset import make_dataset
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (32, 32)
-
-
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    """8 identities x 6 images of 32x32, a 20-pair lfw.bin, converted to TFRecords."""
-    root = str(tmp_path_factory.mktemp('tiny'))
-    raw = os.path.join(root, 'raw')
-    make_dataset(raw, num_identities=8, images_per_identity=6, num_val_identities=4,
-                 num_val_pairs=20, image_size=IMAGE_SIZE, seed=3)
-    records = os.path.join(root, 'tfrecords')
-    mx2tfrecords.convert(os.path.join(raw, 'train.rec'), os.path.join(raw, 'train.idx'),
-                         records, num_shards=2, progress=False)
-    return {'raw': raw, 'records': records}
 
 
 def flags(data, out, *extra):

@@ -1,0 +1,173 @@
+"""Times the training step under alternative graph and runtime options.
+
+The record behind the README's optimisation table: each variant is the same
+model mathematics (forward pass, ArcFace loss, weight decay, momentum update,
+BN moving averages) built or run differently, timed in its own process on
+constant in-graph inputs so only the step is measured. Variants:
+
+  current         what train_nets.py builds and runs (fused BN, NHWC)
+  unfused_bn      batch norm as tf.nn.moments + tf.nn.batch_normalization
+                  (the "straightforward" graph of TensorLayer's BatchNormLayer)
+  prelu_minmax    PReLU as max(x, 0) + alpha * min(x, 0) (same values)
+  inter_op_1      one inter-op thread (intra-op: all cores)
+  threads_2x2     inter- and intra-op threads set to the core count
+  xla_jit         grappler + XLA auto-clustering (global_jit_level ON_1)
+  no_onednn       TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow 2.x's Eigen kernels)
+
+    python test/benchmark/bench_step_options.py --depth 50 --batch_size 32 \\
+        --output output/bench/step_options.json
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(os.path.dirname(_HERE))
+for _path in (_ROOT, _HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+VARIANTS = ('current', 'unfused_bn', 'prelu_minmax', 'inter_op_1', 'threads_2x2', 'xla_jit',
+            'no_onednn')
+ENVIRONMENT = {'no_onednn': {'TF_ENABLE_ONEDNN_OPTS': '0'}}
+
+
+def _unfused_batch_norm(tf, layers):
+    original = layers.batch_norm
+
+    def batch_norm(inputs, is_training, scope, gamma_trainable=True, defaults=layers.DEFAULTS):
+        if inputs.get_shape().ndims != 4:
+            return original(inputs, is_training, scope, gamma_trainable, defaults)
+        with tf.variable_scope(scope):
+            channels = inputs.get_shape().as_list()[-1]
+            beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer())
+            gamma = tf.get_variable('gamma', [channels], tf.float32,
+                                    tf.random_normal_initializer(1.0, defaults.gamma_stddev),
+                                    trainable=gamma_trainable)
+            moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
+                                          tf.zeros_initializer(), trainable=False)
+            moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
+                                              tf.ones_initializer(), trainable=False)
+        if gamma_trainable:
+            tf.add_to_collection(layers.WEIGHT_DECAY, gamma)
+        if is_training:
+            mean, variance = tf.nn.moments(inputs, [0, 1, 2])
+            decay = 1.0 - defaults.bn_decay
+            tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
+                                 tf.assign_sub(moving_mean, (moving_mean - mean) * decay))
+            tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
+                                 tf.assign_sub(moving_variance, (moving_variance - variance)
+                                               * decay))
+        else:
+            mean, variance = moving_mean, moving_variance
+        return tf.nn.batch_normalization(inputs, mean, variance, beta, gamma,
+                                         defaults.bn_epsilon)
+    layers.batch_norm = batch_norm
+
+
+def _prelu_minmax(tf, layers):
+    def prelu(inputs, scope):
+        channels = inputs.get_shape().as_list()[-1]
+        with tf.variable_scope(scope):
+            alphas = tf.get_variable('alphas', [channels], tf.float32, tf.zeros_initializer())
+        tf.add_to_collection(layers.WEIGHT_DECAY, alphas)
+        return tf.maximum(inputs, 0.0) + alphas * tf.minimum(inputs, 0.0)
+    layers.prelu = prelu
+
+
+def time_variant(variant, depth, batch_size, steps, warmup):
+    """Seconds per training step of one variant, in this process."""
+    import tensorflow.compat.v1 as tf
+    tf.disable_v2_behavior()
+    import face_model
+    import flops
+    from nets import layers
+    if variant == 'unfused_bn':
+        _unfused_batch_norm(tf, layers)
+    elif variant == 'prelu_minmax':
+        _prelu_minmax(tf, layers)
+    config = tf.ConfigProto()
+    cores = os.cpu_count() or 1
+    if variant == 'inter_op_1':
+        config.inter_op_parallelism_threads = 1
+    elif variant == 'threads_2x2':
+        config.inter_op_parallelism_threads = cores
+        config.intra_op_parallelism_threads = cores
+    elif variant == 'xla_jit':
+        config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+    with tf.Graph().as_default() as graph:
+        tf.set_random_seed(0)
+        images = tf.Variable(tf.random_uniform([batch_size, 112, 112, 3], -1.0, 1.0),
+                             trainable=False)
+        labels = tf.Variable(tf.random_uniform([batch_size], 0, 1000, tf.int32), trainable=False)
+        global_step = tf.train.get_or_create_global_step()
+        losses = face_model.training_losses(images, labels, depth, 1000)
+        forward = flops.forward_flops(graph, 'resnet_v1_%d/' % depth)
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(losses.total, global_step)
+        with tf.Session(config=config) as sess:
+            sess.run(tf.global_variables_initializer())
+            for _ in range(warmup):
+                sess.run(train)
+            start = time.time()
+            for _ in range(steps):
+                sess.run(train)
+            step_s = (time.time() - start) / steps
+    return {'variant': variant, 'tensorflow': tf.__version__, 'depth': depth,
+            'batch_size': batch_size, 'step_s': step_s, 'images_per_s': batch_size / step_s,
+            'achieved_gflops': flops.TRAINING_TO_FORWARD * forward / step_s / 1e9,
+            'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--variants', default=','.join(VARIANTS),
+                        help='comma-separated subset of: ' + ', '.join(VARIANTS))
+    parser.add_argument('--depth', type=int, default=50)
+    parser.add_argument('--batch_size', type=int, default=32)
+    parser.add_argument('--steps', type=int, default=6, help='timed steps per variant')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='run every variant this many times, interleaved (the best is '
+                             'reported: other load only ever slows a run)')
+    parser.add_argument('--output', default=None, help='JSON file for the results')
+    parser.add_argument('--one', default=None, help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(time_variant(args.one, args.depth, args.batch_size, args.steps,
+                                      args.warmup)))
+        return 0
+    import machine
+    best = {}
+    for _ in range(args.rounds):
+        for variant in args.variants.split(','):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **ENVIRONMENT.get(variant, {}))
+            output = subprocess.check_output(
+                [sys.executable, os.path.abspath(__file__), '--one', variant,
+                 '--depth', str(args.depth), '--batch_size', str(args.batch_size),
+                 '--steps', str(args.steps), '--warmup', str(args.warmup)],
+                env=env, universal_newlines=True)
+            result = json.loads(output.strip().splitlines()[-1])
+            print('%-14s %.3f s/step  %.2f images/s  %.0f GFLOP/s  peak RSS %.0f MB' % (
+                variant, result['step_s'], result['images_per_s'], result['achieved_gflops'],
+                result['peak_rss_mb']), flush=True)
+            if variant not in best or result['step_s'] < best[variant]['step_s']:
+                best[variant] = result
+    peak = machine.matmul_peak((2048, 4096), 2.0)['gflops']
+    print('matmul peak %.0f GFLOP/s; best of %d round(s):' % (peak, args.rounds))
+    for variant, result in best.items():
+        result['fraction_of_peak'] = result['achieved_gflops'] / peak
+        print('%-14s %.3f s/step  %.0f%% of peak' % (variant, result['step_s'],
+                                                     100 * result['fraction_of_peak']))
+    if args.output:
+        with open(args.output, 'w') as out:
+            json.dump({'matmul_peak_gflops': peak, 'results': best}, out, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The benchmark suite's own arithmetic: FLOP counting and the report table."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow.compat.v1 as tf
+
+from nets import L_Resnet_E_IR
+
+BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'benchmark')
+sys.path.insert(0, BENCH_DIR)
+
+import bench  # noqa: E402  (test/benchmark is not a package)
+import flops  # noqa: E402
+
+
+def analytic_forward_flops(depth, batch, size):
+    """Conv + dense FLOPs of L_Resnet_E_IR written out by hand from the paper's layout."""
+    total = 2 * size * size * L_Resnet_E_IR.STEM_CHANNELS * 3 * 3 * 3
+    channels = L_Resnet_E_IR.STEM_CHANNELS
+    for units, width in zip(L_Resnet_E_IR.UNITS_PER_BLOCK[depth], L_Resnet_E_IR.BLOCK_CHANNELS):
+        for unit in range(units):
+            out_size = size // 2 if unit == 0 else size
+            total += 2 * size * size * width * 9 * channels       # conv1, stride 1
+            total += 2 * out_size * out_size * width * 9 * width  # conv2, stride 1 or 2
+            if channels != width:
+                total += 2 * out_size * out_size * width * channels  # 1x1 shortcut
+            channels, size = width, out_size
+    total += 2 * size * size * channels * L_Resnet_E_IR.EMBEDDING_SIZE
+    return batch * total
+
+
+@pytest.mark.parametrize('depth,size', [(18, 112), (50, 32)])
+def test_forward_flops_match_the_hand_count(depth, size):
+    with tf.Graph().as_default() as graph:
+        images = tf.zeros([2, size, size, 3])
+        L_Resnet_E_IR.get_resnet(images, depth, is_training=True)
+        L_Resnet_E_IR.get_resnet(images, depth, is_training=False, reuse=True)
+        counted = flops.forward_flops(graph, 'resnet_v1_%d/' % depth)
+    assert counted == analytic_forward_flops(depth, 2, size)
+
+
+def test_matmul_flops_honour_transpose():
+    with tf.Graph().as_default():
+        a = tf.zeros([7, 5])
+        b = tf.zeros([7, 3])
+        product = tf.matmul(a, b, transpose_a=True)  # [5, 3], inner dimension 7
+        assert flops.op_flops(product.op) == 2 * 5 * 3 * 7
+
+
+def test_dynamic_batch_is_refused():
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [None, 8, 8, 3])
+        out = tf.nn.conv2d(images, tf.zeros([3, 3, 3, 4]), [1, 1, 1, 1], 'SAME')
+        with pytest.raises(ValueError, match='static shape'):
+            flops.op_flops(out.op)
+
+
+def _run(tf_version, d50_seconds):
+    machine = {'tensorflow': tf_version, 'python': '3.x', 'cpu': 'cpu', 'logical_cpus': 2,
+               'usable_cpus': 2, 'memory_gib': 1.0, 'os': 'Linux',
+               'TF_ENABLE_ONEDNN_OPTS': 'unset'}
+    return {'mode': 'quick', 'results': {
+        'data': {'machine': machine, 'matmul': {'gflops': 200.0}},
+        'train_d50': {'achieved_gflops': 120.0, 'images_per_s': 32 / d50_seconds}}}
+
+
+def test_report_puts_runs_side_by_side_and_marks_missing_figures(tmp_path):
+    paths = []
+    for name, run in (('a.json', _run('2.21.0', 4.0)), ('b.json', _run('1.15.5', 8.0))):
+        path = tmp_path / name
+        path.write_text(json.dumps(run))
+        paths.append(str(path))
+    output = subprocess.check_output(
+        [sys.executable, os.path.join(BENCH_DIR, 'bench.py'), '--report'] + paths,
+        universal_newlines=True)
+    lines = output.splitlines()
+    assert 'TF 2.21.0' in lines[0] and 'TF 1.15.5' in lines[0]
+    row = [line for line in lines if line.startswith('| Train d50 b32 (images/s')][0]
+    assert row.split('|')[2].strip() == '8.00' and row.split('|')[3].strip() == '4.00'
+    fraction = [line for line in lines if 'd50 b32 (fraction' in line][0]
+    assert fraction.split('|')[2].strip() == '60%'
+    missing = [line for line in lines if line.startswith('| Inference d18')][0]
+    assert missing.split('|')[2].strip() == '-'
+
+
+def test_every_mode_runs_each_section_once():
+    for mode, runs in bench.MODES.items():
+        labels = [label for label, _, _ in runs]
+        assert len(labels) == len(set(labels)), mode
+        assert {'data', 'train_d50', 'train_d18', 'eval_memory'} <= set(labels), mode
