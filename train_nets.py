@@ -43,6 +43,9 @@ def get_parser():
     data.add_argument('--augment', type=cli_flags.str2bool, default=False,
                       help='random translation and brightness/contrast jitter on top of the '
                            'random flip (the original only flips); for small datasets')
+    data.add_argument('--augment_strength', type=float, default=1.0,
+                      help='scales every --augment range (1: shifts up to 1/14 of the width, '
+                           'crops of 90-100%% of the side, brightness +-0.1, contrast x0.8-1.2)')
     data.add_argument('--seed', type=int, default=None,
                       help='graph-level random seed; None: not reproducible')
 
@@ -169,6 +172,9 @@ def check_args(args):
         value = getattr(args, name)
         if value is not None and value < 1:
             problems.append('--%s %r: expected a positive integer' % (name, value))
+    if not args.augment_strength > 0.0:
+        problems.append('--augment_strength %r: expected a positive number'
+                        % args.augment_strength)
     if not 0.0 < args.keep_prob <= 1.0:
         problems.append('--keep_prob %r: expected a probability in (0, 1]' % args.keep_prob)
     if len(args.lr_values) != len(args.lr_steps) + 1:

@@ -15,11 +15,13 @@ DATA=${ORL_DATA:-../shared/data/orl_faces}
 VAL_DB=${ORL_VAL_DB:-$DATA}
 VAL=${ORL_VAL:-orl_val}
 OUT=${ORL_OUT:-output/orl}
-STEPS=${ORL_STEPS:-350}
-VALIDATE=${ORL_VALIDATE_INTERVAL:-50}
-# Decay the learning rate tenfold after 3/4 of the steps (--lr_steps counts batch-512
-# iterations: batch 32 scales it by 16).
-LR_STEP=$((STEPS * 3 / 64)); [ "$LR_STEP" -ge 1 ] || LR_STEP=1
+STEPS=${ORL_STEPS:-280}
+VALIDATE=${ORL_VALIDATE_INTERVAL:-70}
+# Learning rate 0.1, then tenfold lower after about half and three quarters of the steps.
+# --lr_steps counts batch-512 iterations (batch 32 multiplies them by 16), so the
+# boundaries are rounded to multiples of 16 steps.
+LR_STEP1=$(( (STEPS + 16) / 32 )); [ "$LR_STEP1" -ge 1 ] || LR_STEP1=1
+LR_STEP2=$(( (STEPS * 3 + 32) / 64 )); [ "$LR_STEP2" -gt "$LR_STEP1" ] || LR_STEP2=$((LR_STEP1 + 1))
 for f in "$DATA/train.rec" "$DATA/train.idx" "$VAL_DB/$VAL.bin"; do
   [ -f "$f" ] || { echo "train_orl: $f not found (set ORL_DATA / ORL_VAL_DB)" >&2; exit 2; }
 done
@@ -30,7 +32,7 @@ $PY data/mx2tfrecords.py --bin_path "$DATA/train.rec" --idx_path "$DATA/train.id
 echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDATE steps"
 rm -rf "$OUT/ckpt" "$OUT/summary" "$OUT/logs"
 $PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" --net_depth 18 --batch_size 32 \
-  --max_steps "$STEPS" --augment True --lr_values 0.1,0.01 --lr_steps "$LR_STEP" \
+  --max_steps "$STEPS" --augment True --lr_values 0.1,0.01,0.001 --lr_steps "$LR_STEP1,$LR_STEP2" \
   --warmup_steps 30 --margin_s 32 --margin_m 0.3 --buffer_size 300 --seed 0 \
   --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
   --show_info_interval 10 --summary_interval 10 --ckpt_interval "$VALIDATE" \

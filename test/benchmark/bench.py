@@ -26,6 +26,7 @@ MODES = {
     'quick': [
         ('data', 'data', ['--num_identities', '50', '--images_per_identity', '8',
                           '--eval_pairs', '160', '--pipeline_batches', '30', '--warmup', '5',
+                          '--conversion_images', '20000',
                           '--repeats', '3', '--matmul_sizes', '1024,2048',
                           '--matmul_seconds', '1']),
         ('train_d50', 'train', ['--depth', '50', '--warmup', '0', '--steps', '2',
@@ -37,6 +38,7 @@ MODES = {
     'full': [
         ('data', 'data', ['--num_identities', '500', '--images_per_identity', '8',
                           '--eval_pairs', '6000', '--pipeline_batches', '200',
+                          '--conversion_images', '100000',
                           '--warmup', '20', '--repeats', '7', '--matmul_sizes', '1024,2048,4096',
                           '--matmul_seconds', '3']),
         ('train_d50', 'train', ['--depth', '50', '--warmup', '3', '--steps', '20',

@@ -11,7 +11,7 @@ constant in-graph inputs so only the step is measured. Variants:
   prelu_minmax    PReLU as max(x, 0) + alpha * min(x, 0) (same values)
   inter_op_1      one inter-op thread (intra-op: all cores)
   threads_2x2     inter- and intra-op threads set to the core count
-  xla_jit         grappler + XLA auto-clustering (global_jit_level ON_1)
+  xla_jit         XLA auto-clustering (global_jit_level ON_1, --tf_xla_cpu_global_jit)
   no_onednn       TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow 2.x's Eigen kernels)
 
     python test/benchmark/bench_step_options.py --depth 50 --batch_size 32 \\
@@ -33,7 +33,9 @@ for _path in (_ROOT, _HERE):
 
 VARIANTS = ('current', 'unfused_bn', 'prelu_minmax', 'inter_op_1', 'threads_2x2', 'xla_jit',
             'no_onednn')
-ENVIRONMENT = {'no_onednn': {'TF_ENABLE_ONEDNN_OPTS': '0'}}
+# XLA auto-clustering on CPU needs this flag besides the session's global_jit_level.
+ENVIRONMENT = {'no_onednn': {'TF_ENABLE_ONEDNN_OPTS': '0'},
+               'xla_jit': {'TF_XLA_FLAGS': '--tf_xla_cpu_global_jit'}}
 
 
 def _unfused_batch_norm(tf, layers):
@@ -79,7 +81,7 @@ def _prelu_minmax(tf, layers):
     layers.prelu = prelu
 
 
-def time_variant(variant, depth, batch_size, steps, warmup):
+def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
     """Seconds per training step of one variant, in this process."""
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
@@ -101,7 +103,7 @@ def time_variant(variant, depth, batch_size, steps, warmup):
         config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
     with tf.Graph().as_default() as graph:
         tf.set_random_seed(0)
-        images = tf.Variable(tf.random_uniform([batch_size, 112, 112, 3], -1.0, 1.0),
+        images = tf.Variable(tf.random_uniform([batch_size, image_size, image_size, 3], -1.0, 1.0),
                              trainable=False)
         labels = tf.Variable(tf.random_uniform([batch_size], 0, 1000, tf.int32), trainable=False)
         global_step = tf.train.get_or_create_global_step()
@@ -118,6 +120,7 @@ def time_variant(variant, depth, batch_size, steps, warmup):
                 sess.run(train)
             step_s = (time.time() - start) / steps
     return {'variant': variant, 'tensorflow': tf.__version__, 'depth': depth,
+            'image_size': image_size,
             'batch_size': batch_size, 'step_s': step_s, 'images_per_s': batch_size / step_s,
             'achieved_gflops': flops.TRAINING_TO_FORWARD * forward / step_s / 1e9,
             'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
@@ -129,6 +132,7 @@ def main(argv=None):
                         help='comma-separated subset of: ' + ', '.join(VARIANTS))
     parser.add_argument('--depth', type=int, default=50)
     parser.add_argument('--batch_size', type=int, default=32)
+    parser.add_argument('--image_size', type=int, default=112, help='square side in pixels')
     parser.add_argument('--steps', type=int, default=6, help='timed steps per variant')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--rounds', type=int, default=1,
@@ -139,7 +143,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(time_variant(args.one, args.depth, args.batch_size, args.steps,
-                                      args.warmup)))
+                                      args.warmup, args.image_size)))
         return 0
     import machine
     best = {}
@@ -149,7 +153,8 @@ def main(argv=None):
             output = subprocess.check_output(
                 [sys.executable, os.path.abspath(__file__), '--one', variant,
                  '--depth', str(args.depth), '--batch_size', str(args.batch_size),
-                 '--steps', str(args.steps), '--warmup', str(args.warmup)],
+                 '--steps', str(args.steps), '--warmup', str(args.warmup),
+                 '--image_size', str(args.image_size)],
                 env=env, universal_newlines=True)
             result = json.loads(output.strip().splitlines()[-1])
             print('%-14s %.3f s/step  %.2f images/s  %.0f GFLOP/s  peak RSS %.0f MB' % (

@@ -66,16 +66,25 @@ def _read_all(rec_path, idx_path):
         return sum(len(record.data) for record in reader.iter_images())
 
 
-def bench_conversion(source, records):
-    """mx2tfrecords.convert (one worker) next to merely reading the .rec."""
+def bench_conversion(source, work_dir, num_images):
+    """mx2tfrecords.convert (one worker) next to merely reading the .rec.
+
+    The .rec is the synthetic one cycled to `num_images` records (bench_data's
+    way), so the timing is long enough to mean something at any dataset size.
+    """
+    import bench_data
     from data import mx2tfrecords
-    rec, idx = os.path.join(source, 'train.rec'), os.path.join(source, 'train.idx')
+    rec, idx = os.path.join(work_dir, 'big.rec'), os.path.join(work_dir, 'big.idx')
+    bench_data._repeat(os.path.join(source, 'train.rec'),  # pylint: disable=protected-access
+                       os.path.join(source, 'train.idx'), num_images, rec, idx)
+    records = os.path.join(work_dir, 'big_tfrecords')
     _read_all(rec, idx)  # page cache warm for both timings
     read_s, _ = _timed(_read_all, rec, idx)
-    if os.path.exists(records):
-        shutil.rmtree(records)
     convert_s, manifest = _timed(mx2tfrecords.convert, rec, idx, records, num_workers=1,
                                  progress=False)
+    for path in (rec, idx):
+        os.remove(path)
+    shutil.rmtree(records)
     images = manifest['num_images']
     return {'images': images, 'read_s': read_s, 'read_images_per_s': images / read_s,
             'convert_s': convert_s, 'convert_images_per_s': images / convert_s,
@@ -121,7 +130,12 @@ def section_data(args):
     result = {'machine': machine.describe(),
               'generate': {'images': args.num_identities * args.images_per_identity
                            + 2 * args.eval_pairs, 'seconds': gen_s}}
-    result['conversion'] = bench_conversion(paths['source'], paths['records'])
+    result['conversion'] = bench_conversion(paths['source'], args.work_dir,
+                                            args.conversion_images)
+    from data import mx2tfrecords
+    mx2tfrecords.convert(os.path.join(paths['source'], 'train.rec'),
+                         os.path.join(paths['source'], 'train.idx'), paths['records'],
+                         num_workers=1, progress=False)
     result['pipeline'] = bench_pipeline(paths['records'], args.batch_size, args.warmup,
                                         args.pipeline_batches)
     result['verification'] = bench_verification(6000, args.repeats)
@@ -228,6 +242,8 @@ def parse_args(argv=None):
     parser.add_argument('--images_per_identity', type=int, default=8)
     parser.add_argument('--eval_pairs', type=int, default=200,
                         help='pairs of the generated lfw.bin (a multiple of 20)')
+    parser.add_argument('--conversion_images', type=int, default=20000,
+                        help='records in the .rec that mx2tfrecords converts')
     parser.add_argument('--batch_size', type=int, default=32)
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps/batches')
     parser.add_argument('--steps', type=int, default=5, help='timed training steps')
