@@ -159,6 +159,7 @@ def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
 @pytest.mark.parametrize('extra,expected', [
     (['--batch_size', '0'], '--batch_size 0'),
     (['--lr_values', '0.1'], '--lr_values'),
+    (['--augment', 'True', '--augment_strength', '0'], '--augment_strength 0'),
 ])
 def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
     assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
@@ -193,3 +194,17 @@ def test_help_documents_every_flag():
     typed = train_nets.get_parser().parse_args(['--weight_decay', '1e-3', '--batch_size', '64',
                                                 '--log_device_mapping', 'True'])
     assert typed.weight_decay == 1e-3 and typed.batch_size == 64 and typed.log_device_mapping
+
+
+def test_augment_strength_scales_every_range():
+    import trainer
+    parser = train_nets.get_parser()
+    base = ['--tfrecords_file_path', 'x', '--augment', 'True']
+    plain = trainer.augmentation(parser.parse_args(base))
+    double = trainer.augmentation(parser.parse_args(base + ['--augment_strength', '2']))
+    assert plain == {'max_translation': 8, 'crop_scale': (0.9, 1.0), 'brightness_delta': 0.1,
+                     'contrast_range': (0.8, 1.2)}
+    assert double['max_translation'] == 16 and double['crop_scale'] == (0.8, 1.0)
+    assert double['brightness_delta'] == pytest.approx(0.2)
+    assert double['contrast_range'] == pytest.approx((0.6, 1.4))
+    assert trainer.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}

@@ -215,6 +215,7 @@ def section_eval_memory(args):
             sess.run(tf.global_variables_initializer())
             sess.run(embedding, {images_ph: np.zeros(images_ph.get_shape().as_list(), np.uint8)})
             baseline = current_rss_mb()
+            peak_before = peak_rss_mb()  # graph building and the first run may peak higher
             load_s, (images, issame) = _timed(eval_data_reader.load_bin, bin_path, IMAGE_SIZE)
             after_load = current_rss_mb()
             run_s, result = _timed(verification.run_verification, sess, images_ph, embedding,
@@ -226,6 +227,7 @@ def section_eval_memory(args):
             # insightface's loader kept float64 NCHW copies of the images and their flips
             'original_float64_mb': 2 * images.size * 8 / MB,
             'baseline_rss_mb': baseline, 'after_load_rss_mb': after_load,
+            'peak_before_load_rss_mb': peak_before,
             'peak_rss_mb': peak_rss_mb(), 'load_s': load_s, 'embed_and_evaluate_s': run_s,
             'images_per_s': 2 * count / run_s, 'accuracy_untrained': result.accuracy}
 
