@@ -60,12 +60,6 @@ def _timed(function, *args, **kwargs):
     return time.time() - start, result
 
 
-def _read_all(rec_path, idx_path):
-    from data import recordio
-    with recordio.IndexedRecordReader(rec_path, idx_path) as reader:
-        return sum(len(record.data) for record in reader.iter_images())
-
-
 def bench_conversion(source, work_dir, num_images):
     """mx2tfrecords.convert (one worker) next to merely reading the .rec.
 
@@ -78,8 +72,8 @@ def bench_conversion(source, work_dir, num_images):
     bench_data._repeat(os.path.join(source, 'train.rec'),  # pylint: disable=protected-access
                        os.path.join(source, 'train.idx'), num_images, rec, idx)
     records = os.path.join(work_dir, 'big_tfrecords')
-    _read_all(rec, idx)  # page cache warm for both timings
-    read_s, _ = _timed(_read_all, rec, idx)
+    bench_data._read_images(rec, idx)  # page cache warm for both timings
+    read_s, _ = _timed(bench_data._read_images, rec, idx)
     convert_s, manifest = _timed(mx2tfrecords.convert, rec, idx, records, num_workers=1,
                                  progress=False)
     for path in (rec, idx):
