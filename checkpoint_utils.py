@@ -178,10 +178,11 @@ def _dense_hint(shape):
     cells = shape[0] // BLOCK_CHANNELS[-1] if len(shape) == 2 else 0
     side = int(round(cells ** 0.5))
     hint = ('; E_DenseLayer/W has (H/16)*(W/16)*%d rows, so the checkpoint was trained at '
-            'another --image_size' % BLOCK_CHANNELS[-1])
+            'another network input size (--image_size, or --net_input_size if it was set)'
+            % BLOCK_CHANNELS[-1])
     if cells and side * side == cells:
-        hint += ' (%d rows: a %dx%d final map, e.g. --image_size %d,%d)' % (
-            shape[0], side, side, side * 16, side * 16)
+        hint += (' (%d rows: a %dx%d final map, e.g. --image_size %d,%d or --net_input_size '
+                 '%d,%d)' % ((shape[0], side, side) + (side * 16,) * 4))
     return hint
 
 

@@ -89,7 +89,9 @@ def get_parser():
                        help='L_Resnet_E_IR depth of the checkpoints')
     model.add_argument('--image_size', type=cli_flags.image_size,
                        default=(112, 112),
-                       help='height,width the network was trained at and the .bin images have')
+                       help='height,width of the .bin images (the network\'s too, unless '
+                            '--net_input_size)')
+    cli_flags.add_net_input_size(model)
     data = parser.add_argument_group('data')
     data.add_argument('--eval_db_path', type=str, default='./datasets/faces_ms1m_112x112',
                       help='folder holding the .bin verification sets')
@@ -139,6 +141,9 @@ def prepare(args):
     Raises:
       UsageError, CheckpointError: one-line messages.
     """
+    size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
+    if size_problem:
+        raise UsageError(size_problem)
     try:
         device = runtime.select_device(args.device)
     except ValueError as error:
@@ -264,7 +269,8 @@ def evaluate(args, plan):
     logger = logging.getLogger()
     with tf.Graph().as_default():
         images_ph, embeddings = face_model.inference_graph(
-            args.net_depth, tuple(args.image_size), args.batch_size)
+            args.net_depth, tuple(args.image_size), args.batch_size,
+            net_input_size=args.net_input_size)
         variables = checkpoint_utils.backbone_variables(args.net_depth)
         for prefix, names in plan.checkpoints:
             checkpoint_utils.check_shapes(prefix, names, variables, args.net_depth)
@@ -290,6 +296,7 @@ def write_outputs(args, records):
     """The JSON file and the ROC plots, if asked for."""
     if args.output_json:
         payload = {'net_depth': args.net_depth, 'image_size': list(args.image_size),
+                   'net_input_size': list(args.net_input_size or args.image_size),
                    'batch_size': args.batch_size, 'eval_db_path': args.eval_db_path,
                    'tensorflow': tf.__version__,
                    'roc_thresholds': verification.ACCURACY_THRESHOLDS.tolist(),

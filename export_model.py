@@ -87,7 +87,10 @@ def get_parser():
     parser.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
                         help='L_Resnet_E_IR depth of the checkpoint')
     parser.add_argument('--image_size', type=cli_flags.image_size,
-                        default=(112, 112), help='height,width the network was trained at')
+                        default=(112, 112),
+                        help='height,width of the images the exported graph takes (the '
+                             'network\'s too, unless --net_input_size)')
+    cli_flags.add_net_input_size(parser)
     parser.add_argument('--batch_size', type=cli_flags.positive_int, default=None,
                         help='static batch dimension of input_images; None: dynamic')
     parser.add_argument('--output_dir', type=str, required=True,
@@ -118,6 +121,9 @@ def prepare(args):
     Raises:
       UsageError, CheckpointError: one-line messages.
     """
+    size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
+    if size_problem:
+        raise UsageError(size_problem)
     prefix, variables = checkpoint_utils.check_checkpoint_names(args.ckpt_file, args.net_depth)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
@@ -132,7 +138,8 @@ def prepare(args):
 def build_inference(args):
     """The inference graph in the default graph; returns (images, {name: output})."""
     images, embeddings = face_model.inference_graph(args.net_depth, tuple(args.image_size),
-                                                    args.batch_size)
+                                                    args.batch_size,
+                                                    net_input_size=args.net_input_size)
     outputs = {SIGNATURE_OUTPUT: embeddings}
     if args.normalized_output:
         outputs[NORMALIZED_NODE] = tf.nn.l2_normalize(embeddings, axis=1, name=NORMALIZED_NODE)

@@ -29,22 +29,24 @@ TrainingLosses = collections.namedtuple('TrainingLosses', [
 ])
 
 
-def inference_graph(net_depth, image_size, batch_size=None, reuse=None):
+def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_input_size=None):
     """Raw images in, embeddings out, with inference-mode batch norm.
 
     Args:
       net_depth: backbone depth.
-      image_size: (height, width).
+      image_size: (height, width) of the images fed.
       batch_size: static batch size (the NPU needs static shapes), or None.
       reuse: True to share the variables of a training graph built before.
+      net_input_size: (height, width) the network was trained at, if smaller
+        than image_size (see image_ops.resize_for_network); None: image_size.
     Returns:
       (images uint8 placeholder [batch, H, W, 3] BGR named INPUT_NODE,
        embedding float32 [batch, 512] named OUTPUT_NODE, not normalised).
     """
     images = tf.placeholder(tf.uint8, [batch_size, image_size[0], image_size[1], 3],
                             name=INPUT_NODE)
-    embedding, _ = get_resnet(image_ops.normalize(images), net_depth, is_training=False,
-                              reuse=reuse)
+    net_input = image_ops.resize_for_network(image_ops.normalize(images), net_input_size)
+    embedding, _ = get_resnet(net_input, net_depth, is_training=False, reuse=reuse)
     return images, tf.identity(embedding, name=OUTPUT_NODE)
 
 

@@ -52,6 +52,7 @@ def get_parser():
     model = parser.add_argument_group('model')
     model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
                        help='L_Resnet_E_IR depth')
+    cli_flags.add_net_input_size(model)
     model.add_argument('--keep_prob', type=float, default=DEFAULT_KEEP_PROB,
                        help='dropout keep probability before the embedding layer')
     model.add_argument('--loss_type', default='arcface', choices=face_losses.LOSS_TYPES,
@@ -175,6 +176,9 @@ def check_args(args):
     if not args.augment_strength > 0.0:
         problems.append('--augment_strength %r: expected a positive number'
                         % args.augment_strength)
+    size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
+    if size_problem:
+        problems.append(size_problem)
     if not 0.0 < args.keep_prob <= 1.0:
         problems.append('--keep_prob %r: expected a probability in (0, 1]' % args.keep_prob)
     if len(args.lr_values) != len(args.lr_steps) + 1:

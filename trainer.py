@@ -27,7 +27,7 @@ import face_model
 import parallel
 import runtime
 import verification
-from data import eval_data_reader, input_pipeline
+from data import eval_data_reader, image_ops, input_pipeline
 from data.manifest import ManifestError, load_manifest
 
 CKPT_PREFIX = 'InsightFace_iter_%d.ckpt'  # the original's checkpoint names
@@ -250,6 +250,7 @@ def build_graph(args, plan):
         plan.manifest['shard_paths'], args.batch_size, tuple(args.image_size),
         buffer_size=args.buffer_size, seed=args.seed, num_shards=plan.world_size,
         shard_index=plan.rank, **augmentation(args))
+    images = image_ops.resize_for_network(images, args.net_input_size)
 
     def loss_fn(batch_images, batch_labels):
         return face_model.training_losses(
@@ -266,7 +267,8 @@ def build_graph(args, plan):
         combine_fn=collectives.all_reduce_mean if collectives else None)
     eval_batch = args.eval_batch_size or args.batch_size
     eval_images, eval_embedding = face_model.inference_graph(
-        args.net_depth, tuple(args.image_size), eval_batch, reuse=True)
+        args.net_depth, tuple(args.image_size), eval_batch, reuse=True,
+        net_input_size=args.net_input_size)
     fetches = {'train': train_op, 'step': global_step, 'lr': lr, 'total_loss': losses.total,
                'inference_loss': losses.inference, 'wd_loss': losses.weight_decay,
                'accuracy': losses.accuracy}

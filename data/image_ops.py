@@ -39,6 +39,32 @@ def normalize(images):
     return (images.astype('float32') - PIXEL_MEAN) * PIXEL_SCALE
 
 
+def resize_for_network(images, net_input_size):
+    """Shrinks a batch of normalised images to the network's input size, by area.
+
+    Training batches and verification sets both pass through here (see
+    --net_input_size), so a model sees the same reduction at every stage.
+
+    Args:
+      images: float tensor [N, H, W, C] with static H and W.
+      net_input_size: (height, width), or None for no change.
+    Returns:
+      float tensor [N, height, width, C]; `images` itself when the sizes agree.
+    """
+    if net_input_size is None:
+        return images
+    height, width = images.get_shape().as_list()[1:3]
+    new_height, new_width = net_input_size
+    if (height, width) == (new_height, new_width):
+        return images
+    if height % new_height == 0 and width % new_width == 0:
+        # Whole factors: the area average is an average pool, which every
+        # backend (Ascend's included) runs natively.
+        window = [1, height // new_height, width // new_width, 1]
+        return tf.nn.avg_pool(images, window, window, 'VALID')
+    return tf.image.resize_area(images, [new_height, new_width])
+
+
 def parse_image_size(text):
     """Parses '112,112' (height,width) into a tuple of two positive ints.
 

@@ -76,6 +76,22 @@ def conv2d(inputs, filters, kernel_size, stride, scope, padding='SAME'):
     return tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), [1, stride, stride, 1], padding)
 
 
+def batch_norm_variables(channels, gamma_trainable=True, defaults=DEFAULTS):
+    """beta, gamma, moving_mean, moving_variance of one BN, in the current scope.
+
+    The original's names and initial values; gamma is weight-decayed when trainable.
+    """
+    beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer())
+    gamma = _decayed_variable('gamma', [channels],
+                              tf.random_normal_initializer(1.0, defaults.gamma_stddev),
+                              trainable=gamma_trainable)
+    moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
+                                  tf.zeros_initializer(), trainable=False)
+    moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
+                                      tf.ones_initializer(), trainable=False)
+    return beta, gamma, moving_mean, moving_variance
+
+
 def batch_norm(inputs, is_training, scope, gamma_trainable=True, defaults=DEFAULTS):
     """Batch normalisation over all axes but the last.
 
@@ -93,16 +109,9 @@ def batch_norm(inputs, is_training, scope, gamma_trainable=True, defaults=DEFAUL
     Returns:
       Tensor like `inputs`.
     """
-    channels = inputs.get_shape().as_list()[-1]
     with tf.variable_scope(scope):
-        beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer())
-        gamma = _decayed_variable('gamma', [channels],
-                                  tf.random_normal_initializer(1.0, defaults.gamma_stddev),
-                                  trainable=gamma_trainable)
-        moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
-                                      tf.zeros_initializer(), trainable=False)
-        moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
-                                          tf.ones_initializer(), trainable=False)
+        beta, gamma, moving_mean, moving_variance = batch_norm_variables(
+            inputs.get_shape().as_list()[-1], gamma_trainable, defaults)
     x = inputs
     if x.dtype != tf.float32:
         x = tf.cast(x, tf.float32)

@@ -338,6 +338,7 @@ def test_wrong_image_size(data, capsys):
     assert data['prefixes'][1] in err
     assert 'resnet_v1_18/E_DenseLayer/W has shape [2048, 512]' in err
     assert 'expects [8192, 512]' in err and '--image_size 32,32' in err
+    assert '--net_input_size 32,32' in err
 
 
 def test_missing_bin(data, capsys):

@@ -193,3 +193,26 @@ def test_input_from_manifest_checks_the_image_size(data):
         assert manifest['num_classes'] == NUM_IDS
     with pytest.raises(ValueError, match=r'image_size \[112, 112\].*\[32, 32\]'):
         input_pipeline.input_from_manifest(data['dir'], 4, image_size=(112, 112))
+
+
+@pytest.mark.parametrize('net_size', [(16, 16), (24, 20)])
+def test_resize_for_network_is_the_area_average(net_size):
+    # Whole factors take the average-pool path, others resize_area; both must be
+    # the area average, computed here in numpy for the whole-factor case.
+    images = np.random.RandomState(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        shrunk = image_ops.resize_for_network(tf.constant(images), net_size)
+        assert shrunk.get_shape().as_list() == [2, net_size[0], net_size[1], 3]
+        reference = tf.image.resize_area(tf.constant(images), list(net_size))
+        got, want = sess.run([shrunk, reference])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    if net_size == (16, 16):
+        blocks = images.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4))
+        np.testing.assert_allclose(got, blocks, atol=1e-5)
+
+
+def test_resize_for_network_keeps_same_size_and_none():
+    with tf.Graph().as_default():
+        images = tf.zeros([1, 32, 32, 3])
+        assert image_ops.resize_for_network(images, None) is images
+        assert image_ops.resize_for_network(images, (32, 32)) is images

@@ -56,8 +56,9 @@ def test_orl_recipe_on_the_real_faces(shared_data, tmp_path):
     assert (manifest['num_images'], manifest['num_classes']) == (300, 30)
     assert '[orl_small][2]Accuracy-Flip:' in result.stdout
     for name in ('eval_final.json', 'eval_best.json'):
-        results = json.loads((out / name).read_text())['results']
-        assert [(r['dataset'], r['nrof_pairs']) for r in results] == [('orl_small', 20)]
+        payload = json.loads((out / name).read_text())
+        assert [(r['dataset'], r['nrof_pairs']) for r in payload['results']] == [('orl_small', 20)]
+        assert payload['net_input_size'] == [56, 56]  # evaluated as trained
     assert (out / 'ckpt' / 'InsightFace_iter_2.ckpt.index').exists()
 
 

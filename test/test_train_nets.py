@@ -1,5 +1,6 @@
 """train_nets.py end to end on a tiny synthetic dataset: outputs, resume, kill, failures."""
 import glob
+import json
 import os
 import re
 import signal
@@ -11,6 +12,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import eval_ckpt_file
+import export_model
+import face_model
 import train_nets
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,6 +164,7 @@ def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
     (['--batch_size', '0'], '--batch_size 0'),
     (['--lr_values', '0.1'], '--lr_values'),
     (['--augment', 'True', '--augment_strength', '0'], '--augment_strength 0'),
+    (['--net_input_size', '64,32'], '--net_input_size 64,32: expected at most --image_size'),
 ])
 def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
     assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
@@ -208,3 +213,41 @@ def test_augment_strength_scales_every_range():
     assert double['brightness_delta'] == pytest.approx(0.2)
     assert double['contrast_range'] == pytest.approx((0.6, 1.4))
     assert trainer.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}
+
+
+def test_net_input_size_trains_validates_evaluates_and_exports_at_the_smaller_size(
+        tiny_data, tmp_path, capsys):
+    out = str(tmp_path)
+    result = run_training(flags(tiny_data, out, '--max_steps', '2', '--validate_interval', '2',
+                                '--net_input_size', '16,16'))
+    assert result.returncode == 0, result.stdout
+    # 16x16 leaves a 1x1 final map: the dense layer has 512 rows, not 2x2x512.
+    latest = tf.train.latest_checkpoint(os.path.join(out, 'ckpt'))
+    assert tf.train.load_variable(latest, 'resnet_v1_18/E_DenseLayer/W').shape == (512, 512)
+    trained = re.search(r'\[lfw\]\[2\]Accuracy-Flip: (\d\.\d{5})', result.stdout).group(1)
+
+    evaluate = ['--ckpt_file', latest, '--net_depth', '18', '--image_size', '32,32',
+                '--eval_db_path', tiny_data['raw'], '--eval_datasets', 'lfw',
+                '--batch_size', '8', '--device', 'cpu']
+    out_json = os.path.join(out, 'eval.json')
+    assert eval_ckpt_file.main(evaluate + ['--net_input_size', '16,16',
+                                           '--output_json', out_json]) == 0
+    with open(out_json) as json_file:
+        payload = json.load(json_file)
+    # The same resize in validation and evaluation: the same embeddings and accuracy.
+    assert '%.5f' % payload['results'][0]['accuracy'] == trained
+    assert payload['net_input_size'] == [16, 16]
+    capsys.readouterr()
+    assert eval_ckpt_file.main(evaluate) == 2
+    assert 'E_DenseLayer/W' in capsys.readouterr().err
+
+    export = ['--ckpt_file', latest, '--net_depth', '18', '--image_size', '32,32',
+              '--format', 'pb', '--output_dir', os.path.join(out, 'export')]
+    assert export_model.main(export) == 2
+    assert 'net_input_size' in capsys.readouterr().err
+    assert export_model.main(export + ['--net_input_size', '16,16']) == 0
+    graph_def = tf.GraphDef()
+    with open(os.path.join(out, 'export', export_model.FROZEN_GRAPH), 'rb') as f:
+        graph_def.ParseFromString(f.read())
+    placeholder = [n for n in graph_def.node if n.name == face_model.INPUT_NODE][0]
+    assert [d.size for d in placeholder.attr['shape'].shape.dim][1:] == [32, 32, 3]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make train-orl`: trains on real faces. Converts ../shared/data/orl_faces/train.rec (30
-# identities of the AT&T/ORL database) to TFRecords, trains L_Resnet_E_IR-18 + ArcFace at
-# 112x112 on 2 CPU cores for about 20 minutes, validating on orl_val.bin (5 other
-# identities, 450 pairs), and evaluates the final and the best checkpoint.
+# identities of the AT&T/ORL database) to TFRecords, trains L_Resnet_E_IR-18 + ArcFace on
+# 2 CPU cores, validating on orl_val.bin (5 other identities, 450 pairs), and evaluates the
+# final and the best checkpoint. The 112x112 images are shrunk to 56x56 before the network
+# (--net_input_size): four times faster per step than 112x112, and as accurate on ORL.
 # Checkpoints: output/orl/ckpt/. Environment overrides (used by the tests):
 #   ORL_DATA (folder with train.rec/train.idx/property), ORL_VAL_DB + ORL_VAL (the .bin),
 #   ORL_STEPS, ORL_VALIDATE_INTERVAL, ORL_OUT, PYTHON.
@@ -16,7 +17,7 @@ VAL_DB=${ORL_VAL_DB:-$DATA}
 VAL=${ORL_VAL:-orl_val}
 OUT=${ORL_OUT:-output/orl}
 STEPS=${ORL_STEPS:-280}
-VALIDATE=${ORL_VALIDATE_INTERVAL:-70}
+VALIDATE=${ORL_VALIDATE_INTERVAL:-20}
 # Learning rate 0.1, then tenfold lower after about half and three quarters of the steps.
 # --lr_steps counts batch-512 iterations (batch 32 multiplies them by 16), so the
 # boundaries are rounded to multiples of 16 steps.
@@ -32,14 +33,18 @@ $PY data/mx2tfrecords.py --bin_path "$DATA/train.rec" --idx_path "$DATA/train.id
 echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDATE steps"
 rm -rf "$OUT/ckpt" "$OUT/summary" "$OUT/logs"
 $PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" --net_depth 18 --batch_size 32 \
+  --net_input_size 56,56 \
   --max_steps "$STEPS" --augment True --lr_values 0.1,0.01,0.001 --lr_steps "$LR_STEP1,$LR_STEP2" \
-  --warmup_steps 30 --margin_s 32 --margin_m 0.3 --buffer_size 300 --seed 0 \
+  --warmup_steps 30 --margin_s 32 --margin_m 0.3 --weight_decay 5e-3 --buffer_size 300 \
+  --seed 0 --saver_maxkeep 3 \
   --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
   --show_info_interval 10 --summary_interval 10 --ckpt_interval "$VALIDATE" \
   --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs"
 echo "== 3/3 evaluate the final and the best checkpoint"
-$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" --net_depth 18 --eval_db_path "$VAL_DB" \
+$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" --net_depth 18 --net_input_size 56,56 \
+  --eval_db_path "$VAL_DB" \
   --eval_datasets "$VAL" --output_json "$OUT/eval_final.json" --plot_dir "$OUT/roc"
-$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt/best" --net_depth 18 --eval_db_path "$VAL_DB" \
+$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt/best" --net_depth 18 --net_input_size 56,56 \
+  --eval_db_path "$VAL_DB" \
   --eval_datasets "$VAL" --output_json "$OUT/eval_best.json"
 echo "accuracy curve: grep Accuracy-Flip $OUT/logs/train_*.log"

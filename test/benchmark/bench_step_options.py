@@ -45,17 +45,8 @@ def _unfused_batch_norm(tf, layers):
         if inputs.get_shape().ndims != 4:
             return original(inputs, is_training, scope, gamma_trainable, defaults)
         with tf.variable_scope(scope):
-            channels = inputs.get_shape().as_list()[-1]
-            beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer())
-            gamma = tf.get_variable('gamma', [channels], tf.float32,
-                                    tf.random_normal_initializer(1.0, defaults.gamma_stddev),
-                                    trainable=gamma_trainable)
-            moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
-                                          tf.zeros_initializer(), trainable=False)
-            moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
-                                              tf.ones_initializer(), trainable=False)
-        if gamma_trainable:
-            tf.add_to_collection(layers.WEIGHT_DECAY, gamma)
+            beta, gamma, moving_mean, moving_variance = layers.batch_norm_variables(
+                inputs.get_shape().as_list()[-1], gamma_trainable, defaults)
         if is_training:
             mean, variance = tf.nn.moments(inputs, [0, 1, 2])
             decay = 1.0 - defaults.bn_decay
