@@ -58,8 +58,8 @@ def resize_for_network(images, net_input_size):
     if (height, width) == (new_height, new_width):
         return images
     if height % new_height == 0 and width % new_width == 0:
-        # Whole factors: the area average is an average pool, which every
-        # backend (Ascend's included) runs natively.
+        # Whole factors: the area average is an average pool, a standard
+        # operator on every backend (Ascend's AvgPool included).
         window = [1, height // new_height, width // new_width, 1]
         return tf.nn.avg_pool(images, window, window, 'VALID')
     return tf.image.resize_area(images, [new_height, new_width])
