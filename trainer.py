@@ -234,7 +234,7 @@ def augmentation(args):
     """
     if not args.augment:
         return {}
-    strength = getattr(args, 'augment_strength', 1.0)
+    strength = args.augment_strength
     return {'max_translation': max(1, int(round(args.image_size[1] / 14.0 * strength))),
             'crop_scale': (max(0.5, 1.0 - 0.1 * strength), 1.0),
             'brightness_delta': 0.1 * strength,

@@ -23,6 +23,8 @@ VALIDATE=${ORL_VALIDATE_INTERVAL:-20}
 # boundaries are rounded to multiples of 16 steps.
 LR_STEP1=$(( (STEPS + 16) / 32 )); [ "$LR_STEP1" -ge 1 ] || LR_STEP1=1
 LR_STEP2=$(( (STEPS * 3 + 32) / 64 )); [ "$LR_STEP2" -gt "$LR_STEP1" ] || LR_STEP2=$((LR_STEP1 + 1))
+# The network as trained; evaluation must rebuild the same one.
+NET=(--net_depth 18 --net_input_size 56,56)
 for f in "$DATA/train.rec" "$DATA/train.idx" "$VAL_DB/$VAL.bin"; do
   [ -f "$f" ] || { echo "train_orl: $f not found (set ORL_DATA / ORL_VAL_DB)" >&2; exit 2; }
 done
@@ -32,8 +34,7 @@ $PY data/mx2tfrecords.py --bin_path "$DATA/train.rec" --idx_path "$DATA/train.id
   --tfrecords_file_path "$OUT/tfrecords" --overwrite --no_progress
 echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDATE steps"
 rm -rf "$OUT/ckpt" "$OUT/summary" "$OUT/logs"
-$PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" --net_depth 18 --batch_size 32 \
-  --net_input_size 56,56 \
+$PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" "${NET[@]}" --batch_size 32 \
   --max_steps "$STEPS" --augment True --lr_values 0.1,0.01,0.001 --lr_steps "$LR_STEP1,$LR_STEP2" \
   --warmup_steps 30 --margin_s 32 --margin_m 0.3 --weight_decay 5e-3 --buffer_size 300 \
   --seed 0 --saver_maxkeep 3 \
@@ -41,10 +42,8 @@ $PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" --net_depth 18 --batch_
   --show_info_interval 10 --summary_interval 10 --ckpt_interval "$VALIDATE" \
   --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs"
 echo "== 3/3 evaluate the final and the best checkpoint"
-$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" --net_depth 18 --net_input_size 56,56 \
-  --eval_db_path "$VAL_DB" \
+$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" "${NET[@]}" --eval_db_path "$VAL_DB" \
   --eval_datasets "$VAL" --output_json "$OUT/eval_final.json" --plot_dir "$OUT/roc"
-$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt/best" --net_depth 18 --net_input_size 56,56 \
-  --eval_db_path "$VAL_DB" \
+$PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt/best" "${NET[@]}" --eval_db_path "$VAL_DB" \
   --eval_datasets "$VAL" --output_json "$OUT/eval_best.json"
 echo "accuracy curve: grep Accuracy-Flip $OUT/logs/train_*.log"

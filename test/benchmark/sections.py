@@ -89,10 +89,13 @@ def bench_pipeline(records, batch_size, warmup, batches):
     """Input pipeline alone: TFRecords to normalised, flipped batches; and with --augment."""
     import bench_input_pipeline
     from data.manifest import load_manifest
+    import train_nets
     import trainer
     files = load_manifest(records)['shard_paths']
-    settings = {'flip': {}, 'flip+augment': trainer.augmentation(argparse.Namespace(
-        augment=True, image_size=IMAGE_SIZE))}
+    # train_nets.py's own --augment defaults, through its parser.
+    augment_args = train_nets.get_parser().parse_args(
+        ['--augment', 'True', '--image_size', '%d,%d' % IMAGE_SIZE])
+    settings = {'flip': {}, 'flip+augment': trainer.augmentation(augment_args)}
     options = argparse.Namespace(batch_size=batch_size, image_size='%d,%d' % IMAGE_SIZE,
                                  buffer_size=10000, warmup_batches=warmup, batches=batches)
     return {name: bench_input_pipeline.time_setting(files, options, setting)
