@@ -20,8 +20,9 @@ pairs, XNorm the mean norm of the raw embeddings),
 
 the original's `[lfw][2000]XNorm: ...` / `[lfw][2000]Accuracy-Flip: ...` log
 lines on stderr (step = the number in the checkpoint's name, else 0), and
-optionally the same numbers plus the ROC as JSON (--output_json) and one ROC
-plot per dataset (--plot_dir).
+optionally the same numbers plus the ROC as JSON (--output_json), one ROC
+plot per dataset (--plot_dir), and which identities the wrong pairs belong to
+(--error_report, see pair_errors.py).
 
 Every input is checked before the long part starts (checkpoints, their depth
 and shapes, the .bin files); a problem ends the run with a one-line message
@@ -47,6 +48,7 @@ import tensorflow.compat.v1 as tf
 import checkpoint_utils
 import cli_flags
 import face_model
+import pair_errors
 import roc_plot  # imports matplotlib only when drawing
 import runtime
 import verification
@@ -107,6 +109,9 @@ def get_parser():
     output.add_argument('--plot_dir', type=str, default=None,
                         help='write roc_<dataset>.png here, one curve per checkpoint; '
                              'None: off')
+    output.add_argument('--error_report', type=cli_flags.str2bool, default=False,
+                        help='after each row, which identities the wrong pairs belong to '
+                             '(identities are rebuilt from the same pairs; see pair_errors.py)')
     device = parser.add_argument_group('device')
     device.add_argument('--device', type=str, default='auto', choices=runtime.DEVICES,
                         help='auto: NPU if npu_bridge imports, else GPU, else CPU')
@@ -210,6 +215,11 @@ class Table(object):
         self.out.write(text.rstrip() + '\n')
         self.out.flush()
 
+    def lines(self, texts):
+        for text in texts:
+            self.out.write(text + '\n')
+        self.out.flush()
+
     def row(self, label, dataset, result):
         if not self.started:
             self._line(('checkpoint', 'dataset') + TABLE_COLUMNS)
@@ -284,9 +294,15 @@ def evaluate(args, plan):
                 checkpoint_utils.restore(sess, saver, prefix)
                 step = checkpoint_utils.checkpoint_step(prefix)
                 for name, bin_path, images, issame in sets:
-                    result = verification.run_verification(
-                        sess, images_ph, embeddings, images, issame, args.batch_size)
+                    embedded = verification.embed_images(sess, images_ph, embeddings, images,
+                                                         args.batch_size)
+                    result = verification.evaluate_flip(embedded[0], embedded[1], issame)
                     table.row(label, name, result)
+                    if args.error_report:
+                        report = pair_errors.breakdown(embedded[0], embedded[1], issame,
+                                                       result.threshold,
+                                                       pair_errors.image_keys(images))
+                        table.lines(pair_errors.format_report(name, report))
                     verification.log_result(name, step, result, logger)
                     records.append((label, result_record(prefix, name, bin_path, result)))
     return records

@@ -46,6 +46,10 @@ def get_parser():
     data.add_argument('--augment_strength', type=float, default=1.0,
                       help='scales every --augment range (1: shifts up to 1/14 of the width, '
                            'crops of 90-100%% of the side, brightness +-0.1, contrast x0.8-1.2)')
+    data.add_argument('--random_erase', type=float, default=0.0,
+                      help='random erasing: blank one rectangle per training image (mean '
+                           'colour), each side up to this fraction of the image and at least '
+                           'a fifth of it; 0: off. With or without --augment; for small datasets')
     data.add_argument('--seed', type=int, default=None,
                       help='graph-level random seed; None: not reproducible')
 
@@ -176,6 +180,9 @@ def check_args(args):
     if not args.augment_strength > 0.0:
         problems.append('--augment_strength %r: expected a positive number'
                         % args.augment_strength)
+    if not 0.0 <= args.random_erase <= 1.0:
+        problems.append('--random_erase %r: expected a fraction in [0, 1] (0: off)'
+                        % args.random_erase)
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
         problems.append(size_problem)

@@ -226,19 +226,24 @@ def margin_args(args):
 
 
 def augmentation(args):
-    """input_pipeline arguments of --augment: shifts, crops and photometric jitter.
+    """input_pipeline arguments of --augment and --random_erase.
 
     At --augment_strength 1: shifts up to 1/14 of the width (8 pixels at 112),
     crops of 90-100% of the side, brightness +-0.1, contrast x0.8-1.2; the
     strength scales every range (crops and contrast bounded so images stay images).
+    --random_erase works with or without --augment.
     """
-    if not args.augment:
-        return {}
-    strength = args.augment_strength
-    return {'max_translation': max(1, int(round(args.image_size[1] / 14.0 * strength))),
+    result = {}
+    if args.augment:
+        strength = args.augment_strength
+        result.update({
+            'max_translation': max(1, int(round(args.image_size[1] / 14.0 * strength))),
             'crop_scale': (max(0.5, 1.0 - 0.1 * strength), 1.0),
             'brightness_delta': 0.1 * strength,
-            'contrast_range': (max(0.2, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength)}
+            'contrast_range': (max(0.2, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength)})
+    if args.random_erase:
+        result['erase_max_side'] = args.random_erase
+    return result
 
 
 def build_graph(args, plan):

@@ -8,7 +8,8 @@ graph; no numpy or feed_dict round trip.
       -> [rank shard of records] -> [shuffle] -> [repeat]
       -> parallel map per image: parse, decode (BGR), size check, [flip]
       -> batch(drop_remainder=True)
-      -> parallel map per batch: [translate, crop], [contrast, brightness], normalise
+      -> parallel map per batch: [translate, crop], [contrast, brightness], [erase],
+         normalise
       -> prefetch
 
 Choices, and why:
@@ -27,7 +28,8 @@ Choices, and why:
     otherwise every num_shards-th record of the same file order (each reads all
     files). Either way the parts are disjoint and cover the data.
   * Augmentation beyond the flip (translation, crop-and-resize, brightness,
-    contrast) is off by default, as in the original; it helps small real sets.
+    contrast, random erasing) is off by default, as in the original; it helps
+    small real sets.
 
 Typical use:
     images, labels, manifest = input_from_manifest('datasets/synthetic_tfrecords',
@@ -48,8 +50,9 @@ _FEATURES = {
     'label': tf.io.FixedLenFeature([], tf.int64),
 }
 # Uniform draws per element: [0] flip, [1] brightness, [2] contrast,
-# [3:5] translation (y, x), [5:7] crop position (y, x), [7] crop side.
-_NUM_DRAWS = 8
+# [3:5] translation (y, x), [5:7] crop position (y, x), [7] crop side,
+# [8:10] erased rectangle's sides (y, x), [10:12] its centre (y, x).
+_NUM_DRAWS = 12
 _MAX_INDEX = 2 ** 62  # element counter: never runs out
 _READ_BUFFER = 1 << 18  # bytes of read-ahead per open shard
 
@@ -58,7 +61,7 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
                   buffer_size=10000, shuffle=True, flip=True, num_shards=1, shard_index=0,
                   seed=None, repeat=True, num_parallel_calls=None, max_translation=0,
                   crop_scale=None, brightness_delta=0.0, contrast_range=None,
-                  cycle_length=4):
+                  erase_max_side=0.0, cycle_length=4):
     """Builds the training tf.data pipeline.
 
     Args:
@@ -81,6 +84,9 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
       contrast_range: augmentation, off at None: (lower, upper) factor about each
         image's per-channel mean, e.g. (0.8, 1.2). Brightness and contrast are
         not clipped (as tf.image's adjust_*), so values may leave [-1, 1].
+      erase_max_side: augmentation, off at 0: random erasing. One rectangle per
+        image, each side a random fraction in [max/5, max] of the image's, centred
+        anywhere (the border may cut it), is filled with the image's mean colour.
       cycle_length: shard files read concurrently.
     Returns:
       tf.data.Dataset of (images float32 [batch_size, H, W, 3] BGR, in [-1, 1]
@@ -91,7 +97,7 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
     filenames = [filenames] if isinstance(filenames, str) else list(filenames)
     height, width = _check_args(filenames, batch_size, image_size, buffer_size, num_shards,
                                 shard_index, max_translation, crop_scale, brightness_delta,
-                                contrast_range)
+                                contrast_range, erase_max_side)
     if seed is None:
         seed = random.SystemRandom().randrange(2 ** 31)
     files = tf.data.Dataset.from_tensor_slices(tf.constant(filenames, tf.string))
@@ -130,6 +136,7 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
         images = _geometric(images, draws, height, width, max_translation, crop_scale)
         images = _photometric(tf.cast(images, tf.float32), draws, brightness_delta,
                               contrast_range)
+        images = _erase(images, draws, height, width, erase_max_side)
         return image_ops.normalize(images), labels
 
     parallel = num_parallel_calls or AUTOTUNE
@@ -184,7 +191,7 @@ def input_from_manifest(tfrecords_dir, batch_size, image_size=None, **kwargs):
 
 
 def _check_args(filenames, batch_size, image_size, buffer_size, num_shards, shard_index,
-                max_translation, crop_scale, brightness_delta, contrast_range):
+                max_translation, crop_scale, brightness_delta, contrast_range, erase_max_side):
     """Validates build_dataset's arguments; returns (height, width)."""
     if not filenames or not all(isinstance(f, str) and f for f in filenames):
         raise ValueError('filenames %r: expected a non-empty list of TFRecord paths'
@@ -210,6 +217,9 @@ def _check_args(filenames, batch_size, image_size, buffer_size, num_shards, shar
                                            0.0 < contrast_range[0] <= contrast_range[1]):
         raise ValueError('contrast_range=%r: expected (lower, upper) with 0 < lower <= upper, '
                          'or None' % (contrast_range,))
+    if not 0.0 <= erase_max_side <= 1.0:
+        raise ValueError('erase_max_side=%r: expected a fraction in [0, 1] (0: off)'
+                         % (erase_max_side,))
     return height, width
 
 
@@ -281,3 +291,33 @@ def _photometric(images, draws, brightness_delta, contrast_range):
         shift = (2.0 * draws[:, 1] - 1.0) * (brightness_delta * 255.0)
         images += shift[:, None, None, None]
     return images
+
+
+def _erase(images, draws, height, width, max_side):
+    """Optional random erasing: one rectangle per image set to the image's mean colour.
+
+    The rectangle hides a random part of the face (eyes, mouth, glasses, hair) in
+    each step, so the model cannot lean on any single region; on a small set of
+    identities this is what keeps the features general (see README, ORL recipe).
+
+    Args:
+      images: float32 [B, height, width, 3].
+      draws: float32 [B, _NUM_DRAWS], the images' randomness.
+      max_side: largest side as a fraction of the image's; 0 leaves images as they are.
+    Returns:
+      float32 [B, height, width, 3].
+    """
+    if not max_side:
+        return images
+    sides = max_side * (0.2 + 0.8 * draws[:, 8:10])  # (y, x) fractions in [max/5, max]
+    centres = draws[:, 10:12]
+
+    def inside(size, axis):
+        # [B, size]: pixel centres within half a side of the rectangle's centre.
+        position = (tf.range(size, dtype=tf.float32) + 0.5) / size
+        return tf.abs(position[None, :] - centres[:, axis:axis + 1]) < sides[:, axis:axis + 1] / 2
+
+    mask = tf.cast(tf.logical_and(inside(height, 0)[:, :, None], inside(width, 1)[:, None, :]),
+                   tf.float32)[:, :, :, None]
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return images + mask * (mean - images)

@@ -249,6 +249,21 @@ def test_folder_means_latest_checkpoint(data, tmp_path, capsys):
         (data['prefixes'][2], lfw)])
 
 
+def test_error_report_follows_each_row(data, capsys):
+    code = eval_ckpt_file.main(eval_flags(data, '--ckpt_file', data['ckpt_dir'],
+                                          '--eval_datasets', 'lfw', 'cfp_fp',
+                                          '--error_report', 'True'))
+    assert code == 0
+    out = capsys.readouterr().out
+    report_lines = [line for line in out.splitlines() if line.startswith('[')]
+    rows = table_rows('\n'.join(line for line in out.splitlines() if not line.startswith('[')))
+    for dataset, pairs in (('lfw', 20), ('cfp_fp', 30)):
+        threshold = rows[('InsightFace_iter_2.ckpt', dataset)].group(7)
+        heads = [line for line in report_lines if line.startswith(
+            '[%s] errors at threshold %s: ' % (dataset, threshold))]
+        assert len(heads) == 1 and ' of %d pairs (' % pairs in heads[0], out
+
+
 def test_real_orl_faces_at_112(shared_data, tmp_path, capsys):
     """20 real pairs of orl_val.bin at 112x112, JPEGs as stored, through main().
 

@@ -164,6 +164,27 @@ def test_translation_is_a_whole_pixel_shift(data):
     assert np.any(np.all(np.isclose(shifted, black, atol=1e-3), axis=-1))  # black edges
 
 
+def test_random_erasing_fills_one_rectangle_per_image_with_its_mean(data):
+    plain, _ = _in_order(data, flip=False)
+    erased, _ = _in_order(data, flip=False, erase_max_side=0.5)
+    sides = []
+    for before, after in zip(plain, erased):
+        changed = np.any(after != before, axis=-1)
+        rows, cols = np.nonzero(changed)
+        if not len(rows):  # rectangle cut to nothing by the border, or no visible change
+            continue
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        box = after[top:bottom, left:right]
+        # The whole bounding box is one colour: the image's own per-channel mean.
+        np.testing.assert_allclose(box, np.broadcast_to(before.mean(axis=(0, 1)), box.shape),
+                                   atol=1e-5)
+        np.testing.assert_array_equal(np.delete(after, np.s_[top:bottom], axis=0),
+                                      np.delete(before, np.s_[top:bottom], axis=0))
+        sides.extend([bottom - top, right - left])
+    assert len(sides) // 2 >= len(plain) // 2  # most images got a visible rectangle
+    assert max(sides) <= 0.5 * SIZE[0] + 1 and len(set(sides)) > 3
+
+
 def test_wrong_image_size_fails_naming_both_sizes(data):
     with tf.Graph().as_default():
         images, _ = input_pipeline.make_input(data['files'], 2, (24, 24), seed=0)
@@ -184,6 +205,8 @@ def test_bad_arguments_raise_value_errors(data):
         input_pipeline.build_dataset([], 8, SIZE)
     with pytest.raises(ValueError, match='crop_scale'):
         input_pipeline.build_dataset(data['files'], 8, SIZE, crop_scale=(0.5, 1.5))
+    with pytest.raises(ValueError, match='erase_max_side'):
+        input_pipeline.build_dataset(data['files'], 8, SIZE, erase_max_side=1.5)
 
 
 def test_input_from_manifest_checks_the_image_size(data):

@@ -55,6 +55,7 @@ def test_orl_recipe_on_the_real_faces(shared_data, tmp_path):
     manifest = load_manifest(str(out / 'tfrecords'))
     assert (manifest['num_images'], manifest['num_classes']) == (300, 30)
     assert '[orl_small][2]Accuracy-Flip:' in result.stdout
+    assert '[orl_small] errors at threshold ' in result.stdout  # --error_report on the final
     for name in ('eval_final.json', 'eval_best.json'):
         payload = json.loads((out / name).read_text())
         assert [(r['dataset'], r['nrof_pairs']) for r in payload['results']] == [('orl_small', 20)]

@@ -164,6 +164,7 @@ def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
     (['--batch_size', '0'], '--batch_size 0'),
     (['--lr_values', '0.1'], '--lr_values'),
     (['--augment', 'True', '--augment_strength', '0'], '--augment_strength 0'),
+    (['--random_erase', '1.5'], '--random_erase 1.5: expected a fraction in [0, 1]'),
     (['--net_input_size', '64,32'], '--net_input_size 64,32: expected at most --image_size'),
 ])
 def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
@@ -213,6 +214,10 @@ def test_augment_strength_scales_every_range():
     assert double['brightness_delta'] == pytest.approx(0.2)
     assert double['contrast_range'] == pytest.approx((0.6, 1.4))
     assert trainer.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}
+    erase = ['--random_erase', '0.4']
+    assert trainer.augmentation(parser.parse_args(base + erase)) == dict(plain, erase_max_side=0.4)
+    assert trainer.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'] + erase)) == {
+        'erase_max_side': 0.4}
 
 
 def test_net_input_size_trains_validates_evaluates_and_exports_at_the_smaller_size(

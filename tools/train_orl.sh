@@ -35,7 +35,7 @@ $PY data/mx2tfrecords.py --bin_path "$DATA/train.rec" --idx_path "$DATA/train.id
 echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDATE steps"
 rm -rf "$OUT/ckpt" "$OUT/summary" "$OUT/logs"
 $PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" "${NET[@]}" --batch_size 32 \
-  --max_steps "$STEPS" --augment True --lr_values 0.1,0.01,0.001 --lr_steps "$LR_STEP1,$LR_STEP2" \
+  --max_steps "$STEPS" --augment True --random_erase 0.5 --lr_values 0.1,0.01,0.001 --lr_steps "$LR_STEP1,$LR_STEP2" \
   --warmup_steps 30 --margin_s 32 --margin_m 0.3 --weight_decay 5e-3 --buffer_size 300 \
   --seed 0 --saver_maxkeep 3 \
   --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
@@ -43,7 +43,8 @@ $PY train_nets.py --tfrecords_file_path "$OUT/tfrecords" "${NET[@]}" --batch_siz
   --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs"
 echo "== 3/3 evaluate the final and the best checkpoint"
 $PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" "${NET[@]}" --eval_db_path "$VAL_DB" \
-  --eval_datasets "$VAL" --output_json "$OUT/eval_final.json" --plot_dir "$OUT/roc"
+  --eval_datasets "$VAL" --output_json "$OUT/eval_final.json" --plot_dir "$OUT/roc" \
+  --error_report True
 $PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt/best" "${NET[@]}" --eval_db_path "$VAL_DB" \
   --eval_datasets "$VAL" --output_json "$OUT/eval_best.json"
 echo "accuracy curve: grep Accuracy-Flip $OUT/logs/train_*.log"

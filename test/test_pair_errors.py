@@ -1,0 +1,103 @@
+"""Tests for pair_errors.py: identities rebuilt from same pairs, errors counted by identity."""
+import numpy as np
+import pytest
+
+import pair_errors
+import verification
+
+DIM = 8
+
+
+def _image(value):
+    return np.full((4, 4, 3), value, np.uint8)
+
+
+@pytest.fixture
+def two_session_set():
+    """Identity A in two far-apart sessions (a1, a2), identities B and C compact.
+
+    Returns (images, embeddings, flipped, issame, cross_pairs): pairs are rows
+    2k, 2k+1; `cross_pairs` counts A's same pairs across its two sessions.
+    """
+    rng = np.random.RandomState(0)
+    centre = {'a1': 0, 'a2': 1, 'b': 2, 'c': 3}  # one axis each: sessions are orthogonal
+    people = {'a1': [10, 11, 12], 'a2': [20, 21], 'b': [30, 31, 32], 'c': [40, 41]}
+    identity = {'a1': 'a', 'a2': 'a', 'b': 'b', 'c': 'c'}
+    images = [(group, value) for group, values in sorted(people.items()) for value in values]
+    pairs = []
+    for i, first in enumerate(images):
+        for second in images[i + 1:]:
+            pairs.append((first, second, identity[first[0]] == identity[second[0]]))
+    rows, issame = [], []
+    for first, second, same in pairs:
+        rows.extend([first, second])
+        issame.append(same)
+
+    def embed(row):
+        vector = np.zeros(DIM)
+        vector[centre[row[0]]] = 1.0
+        return vector + 0.01 * rng.randn(DIM)
+
+    embeddings = np.array([embed(row) for row in rows], np.float32)
+    flipped = np.array([embed(row) for row in rows], np.float32)
+    cross = sum(1 for first, second, _ in pairs if {first[0], second[0]} == {'a1', 'a2'})
+    return (np.stack([_image(value) for _, value in rows]), embeddings, flipped,
+            np.array(issame), cross)
+
+
+def test_identities_join_sessions_through_same_pairs(two_session_set):
+    images, _, _, issame, _ = two_session_set
+    labels, first_image = pair_errors.identities(pair_errors.image_keys(images), issame)
+    assert len(first_image) == 3
+    values = images[:, 0, 0, 0]
+    # Rows of A (10s and 20s, never paired with each other's session by pixels) share one
+    # label; B (30s) and C (40s) have their own.
+    assert [len(set(labels[values // 10 == tens])) for tens in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    assert len(set(labels[values < 30])) == 1 and len(set(labels)) == 3
+    assert np.all(labels[first_image] == np.arange(3))
+
+
+def test_cross_session_pairs_are_the_false_rejects_and_set_the_ceiling(two_session_set):
+    images, embeddings, flipped, issame, cross = two_session_set
+    report = pair_errors.breakdown(embeddings, flipped, issame, 1.0,
+                                   pair_errors.image_keys(images))
+    assert cross == 6 and report.errors == cross and not report.false_accepts
+    (identity, count), = report.false_rejects.items()
+    assert count == cross and report.same_pairs[identity] == 3 + 1 + cross  # C(3,2)+C(2,2)+3*2
+    assert list(report.identity_sizes) == [5, 3, 2]
+    assert pair_errors.ceiling(report) == (identity, 1.0 - cross / float(len(issame)))
+    lines = pair_errors.format_report('toy', report)
+    assert lines[0] == ('[toy] errors at threshold 1.00: 6 of %d pairs (6 false rejects, '
+                        '0 false accepts); 3 identities' % len(issame))
+    assert lines[1] == ('[toy]   false rejects: identity of image 0 (5 images): '
+                        '6 of its 10 same pairs')
+    assert 'accuracy is at most %.5f' % (1.0 - 6.0 / len(issame)) in lines[-1]
+    # The same distances as the protocol: at this threshold its accuracy on all pairs agrees.
+    combined = verification.l2_normalize(embeddings.astype(np.float64) + flipped)
+    dist = verification.distance(combined[0::2], combined[1::2])
+    _, _, accuracy = verification.calculate_accuracy(1.0, dist, issame)
+    assert accuracy == pytest.approx(1.0 - report.errors / float(len(issame)))
+
+
+def test_a_threshold_that_accepts_everything_gives_false_accepts_by_identity_pair(
+        two_session_set):
+    images, embeddings, flipped, issame, _ = two_session_set
+    report = pair_errors.breakdown(embeddings, flipped, issame, 4.1,
+                                   pair_errors.image_keys(images))
+    assert not report.false_rejects and report.errors == int(np.sum(~issame))
+    assert report.false_accepts == report.different_pairs
+    assert sorted(report.different_pairs) == [(0, 1), (0, 2), (1, 2)]
+    assert pair_errors.ceiling(report) == (None, 1.0)
+    lines = pair_errors.format_report('toy', report)
+    assert len(lines) == 4 and all('false accepts: identities of images ' in line
+                                   for line in lines[1:])
+    assert lines[1].endswith(': 15 of their 15 different pairs')  # A (5 images) with B (3)
+
+
+def test_repeated_images_are_one_image():
+    images = np.stack([_image(1), _image(2), _image(1), _image(3)])
+    keys = pair_errors.image_keys(images)
+    assert keys[0] == keys[2] and len(set(keys)) == 3
+    labels, _ = pair_errors.identities(keys, [True, False])
+    # Image 1 is in both pairs: the repeat carries its identity into the second pair.
+    assert labels[0] == labels[1] == labels[2] and labels[3] != labels[0]
