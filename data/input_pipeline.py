@@ -297,8 +297,8 @@ def _erase(images, draws, height, width, max_side):
     """Optional random erasing: one rectangle per image set to the image's mean colour.
 
     The rectangle hides a random part of the face (eyes, mouth, glasses, hair) in
-    each step, so the model cannot lean on any single region; on a small set of
-    identities this is what keeps the features general (see README, ORL recipe).
+    each step, so the model cannot lean on any single region. On ORL's 30
+    identities it raised the final accuracy by about 0.01 (three seeds; README).
 
     Args:
       images: float32 [B, height, width, 3].
