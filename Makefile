@@ -7,7 +7,7 @@ test:
 demo:
 	tools/demo.sh
 
-# Real faces: ../shared/data/orl_faces, about 8 minutes on 2 CPU cores (7 of them training).
+# Real faces: ../shared/data/orl_faces, about 5 minutes on 2 CPU cores (4.5 of them training).
 train-orl:
 	tools/train_orl.sh
 

@@ -301,7 +301,7 @@ def evaluate(args, plan):
                     if args.error_report:
                         report = pair_errors.breakdown(embedded[0], embedded[1], issame,
                                                        result.threshold,
-                                                       pair_errors.image_keys(images))
+                                                       verification.distinct_images(images)[1])
                         table.lines(pair_errors.format_report(name, report))
                     verification.log_result(name, step, result, logger)
                     records.append((label, result_record(prefix, name, bin_path, result)))

@@ -1,7 +1,7 @@
 """Where a verification set's errors come from: which identities, which pairs.
 
 A .bin set holds pairs and same/different flags, no identity labels. Here
-identical images count as one image, and the same-identity pairs join images
+identical images count as one image (verification.distinct_images), and the same-identity pairs join images
 into identities (connected components). At a result's threshold (the best on
 all pairs, `VerificationResult.threshold`), the wrong pairs are counted as
 false rejects per identity and false accepts per pair of identities.
@@ -12,11 +12,11 @@ remain if every other pair were right: no model that embeds that identity the
 same way can score higher. eval_ckpt_file.py prints this with --error_report.
 
 Typical use:
-    report = breakdown(embeddings, flipped, issame, result.threshold, image_keys(images))
+    _, keys = verification.distinct_images(images)
+    report = breakdown(embeddings, flipped, issame, result.threshold, keys)
     print('\\n'.join(format_report('orl_val', report)))
 """
 import collections
-import hashlib
 
 import numpy as np
 
@@ -35,23 +35,13 @@ Breakdown = collections.namedtuple('Breakdown', [
 ])
 
 
-def image_keys(images):
-    """One hashable key per image: equal for byte-identical images.
-
-    Args:
-      images: uint8 [N, H, W, C], the .bin's images in file order.
-    Returns:
-      list of N bytes keys.
-    """
-    return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest() for image in images]
-
-
 def identities(keys, actual_issame):
     """Identity of every .bin row: connected components of the same pairs.
 
     Args:
-      keys: [2 * nrof_pairs] hashable image keys (see image_keys); pair k is
-        rows 2k and 2k+1.
+      keys: [2 * nrof_pairs] hashable image keys, equal for identical images
+        (e.g. the `inverse` of verification.distinct_images); pair k is rows
+        2k and 2k+1.
       actual_issame: bool [nrof_pairs].
     Returns:
       (labels, first_image): int [2 * nrof_pairs] identity per row, numbered
@@ -88,7 +78,7 @@ def breakdown(embeddings, flipped_embeddings, actual_issame, threshold, keys):
         verification.evaluate_flip (summed, then L2-normalised).
       actual_issame: bool [nrof_pairs].
       threshold: float; pairs with squared L2 distance below it are judged same.
-      keys: [2 * nrof_pairs] image keys (image_keys of the .bin's images).
+      keys: [2 * nrof_pairs] image keys, as for `identities`.
     Returns:
       Breakdown.
     """

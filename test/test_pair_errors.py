@@ -47,7 +47,7 @@ def two_session_set():
 
 def test_identities_join_sessions_through_same_pairs(two_session_set):
     images, _, _, issame, _ = two_session_set
-    labels, first_image = pair_errors.identities(pair_errors.image_keys(images), issame)
+    labels, first_image = pair_errors.identities(verification.distinct_images(images)[1], issame)
     assert len(first_image) == 3
     values = images[:, 0, 0, 0]
     # Rows of A (10s and 20s, never paired with each other's session by pixels) share one
@@ -60,7 +60,7 @@ def test_identities_join_sessions_through_same_pairs(two_session_set):
 def test_cross_session_pairs_are_the_false_rejects_and_set_the_ceiling(two_session_set):
     images, embeddings, flipped, issame, cross = two_session_set
     report = pair_errors.breakdown(embeddings, flipped, issame, 1.0,
-                                   pair_errors.image_keys(images))
+                                   verification.distinct_images(images)[1])
     assert cross == 6 and report.errors == cross and not report.false_accepts
     (identity, count), = report.false_rejects.items()
     assert count == cross and report.same_pairs[identity] == 3 + 1 + cross  # C(3,2)+C(2,2)+3*2
@@ -83,7 +83,7 @@ def test_a_threshold_that_accepts_everything_gives_false_accepts_by_identity_pai
         two_session_set):
     images, embeddings, flipped, issame, _ = two_session_set
     report = pair_errors.breakdown(embeddings, flipped, issame, 4.1,
-                                   pair_errors.image_keys(images))
+                                   verification.distinct_images(images)[1])
     assert not report.false_rejects and report.errors == int(np.sum(~issame))
     assert report.false_accepts == report.different_pairs
     assert sorted(report.different_pairs) == [(0, 1), (0, 2), (1, 2)]
@@ -96,7 +96,7 @@ def test_a_threshold_that_accepts_everything_gives_false_accepts_by_identity_pai
 
 def test_repeated_images_are_one_image():
     images = np.stack([_image(1), _image(2), _image(1), _image(3)])
-    keys = pair_errors.image_keys(images)
+    keys = verification.distinct_images(images)[1]
     assert keys[0] == keys[2] and len(set(keys)) == 3
     labels, _ = pair_errors.identities(keys, [True, False])
     # Image 1 is in both pairs: the repeat carries its identity into the second pair.

@@ -537,6 +537,26 @@ def test_embed_images_window_trick_and_flip(nrof_images, batch_size):
     assert extra_feed == {scale: 2.0}
 
 
+def test_repeated_images_are_embedded_once():
+    distinct = marked_images(4, seed=3)
+    order = [0, 1, 0, 2, 3, 1, 0]
+    images = distinct[order]
+    rows, inverse = verification.distinct_images(images)
+    assert list(rows) == [0, 1, 3, 4] and list(inverse) == [0, 1, 0, 2, 3, 1, 0]
+    with tf.Graph().as_default(), tf.Session() as sess:
+        placeholder, _, embedding = tiny_graph(3)
+        recorder = RecordingSession(sess, placeholder)
+        embeddings, flipped = verification.embed_images(recorder, placeholder, embedding,
+                                                        images, 3)
+    index = np.array(order, np.float32)
+    np.testing.assert_array_equal(embeddings, np.stack([index, 100 + index], 1))
+    np.testing.assert_array_equal(flipped, np.stack([100 + index, index], 1))
+    # 4 distinct images in batches of 3: 2 batches per pass, not the 3 of 7 rows.
+    assert len(recorder.batches) == 4
+    fed = np.concatenate(recorder.batches[:2])[:, 0, 0, 0]
+    assert sorted(set(fed.tolist())) == [0, 1, 2, 3]
+
+
 def test_embed_images_rejects_bad_input():
     with tf.Graph().as_default(), tf.Session() as sess:
         placeholder, _, embedding = tiny_graph(4)
