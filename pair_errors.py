@@ -1,8 +1,8 @@
 """Where a verification set's errors come from: which identities, which pairs.
 
 A .bin set holds pairs and same/different flags, no identity labels. Here
-identical images count as one image (verification.distinct_images), and the same-identity pairs join images
-into identities (connected components). At a result's threshold (the best on
+identical images count as one image (verification.distinct_images), and the
+same-identity pairs join images into identities (connected components). At a result's threshold (the best on
 all pairs, `VerificationResult.threshold`), the wrong pairs are counted as
 false rejects per identity and false accepts per pair of identities.
 
@@ -87,24 +87,22 @@ def breakdown(embeddings, flipped_embeddings, actual_issame, threshold, keys):
     dist = verification.distance(combined[0::2], combined[1::2])
     wrong = np.less(dist, threshold) != actual_issame
     labels, first_image = identities(keys, actual_issame)
-    distinct = {}
-    for key, label in zip(keys, labels):
-        distinct[key] = label
-    sizes = np.bincount(np.array(list(distinct.values()), np.int64), minlength=len(first_image))
-    counts = [collections.Counter() for _ in range(4)]
-    same_pairs, false_rejects, different_pairs, false_accepts = counts
+    label_of_image = dict(zip(keys, labels))
+    sizes = np.bincount(np.array(list(label_of_image.values()), np.int64),
+                        minlength=len(first_image))
+    same_pairs, false_rejects = collections.Counter(), collections.Counter()
+    different_pairs, false_accepts = collections.Counter(), collections.Counter()
     for k, (same, error) in enumerate(zip(actual_issame, wrong)):
         first, second = labels[2 * k], labels[2 * k + 1]
         if same:
             same_pairs[first] += 1
-            false_rejects[first] += int(error)
+            if error:
+                false_rejects[first] += 1
         else:
             pair = (min(first, second), max(first, second))
             different_pairs[pair] += 1
-            false_accepts[pair] += int(error)
-    for counter in (false_rejects, false_accepts):
-        for key in [key for key, value in counter.items() if not value]:
-            del counter[key]
+            if error:
+                false_accepts[pair] += 1
     return Breakdown(nrof_pairs=len(actual_issame), errors=int(wrong.sum()),
                      threshold=float(threshold), first_image=first_image,
                      identity_sizes=sizes, same_pairs=same_pairs, false_rejects=false_rejects,
