@@ -83,7 +83,7 @@ def breakdown(embeddings, flipped_embeddings, actual_issame, threshold, keys):
       Breakdown.
     """
     actual_issame = np.asarray(actual_issame, bool)
-    combined = verification.l2_normalize(np.add(embeddings, flipped_embeddings, dtype=np.float64))
+    combined = verification.combine_flip(embeddings, flipped_embeddings)
     dist = verification.distance(combined[0::2], combined[1::2])
     wrong = np.less(dist, threshold) != actual_issame
     labels, first_image = identities(keys, actual_issame)

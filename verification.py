@@ -356,6 +356,19 @@ def _normalize_rows(embeddings):
     return embeddings
 
 
+def combine_flip(embeddings, flipped_embeddings):
+    """The embeddings the protocol scores: each row plus its mirror's, L2-normalised.
+
+    Args:
+      embeddings, flipped_embeddings: float [N, D], raw.
+    Returns:
+      float64 [N, D], the only float64 copy made.
+    """
+    combined = np.array(embeddings, np.float64)
+    combined += flipped_embeddings
+    return _normalize_rows(combined)
+
+
 def evaluate_flip(embeddings, flipped_embeddings, actual_issame, nrof_folds=NROF_FOLDS):
     """Scores a set embedded with and without horizontal flip (insightface's `test`).
 
@@ -383,9 +396,8 @@ def evaluate_flip(embeddings, flipped_embeddings, actual_issame, nrof_folds=NROF
     row_norms = [np.sqrt(np.einsum('ij,ij->i', e, e, dtype=np.float64))
                  for e in (embeddings, flipped_embeddings)]
     xnorm = float(np.mean(np.concatenate(row_norms)))
-    combined = np.array(embeddings, np.float64)  # the only [N, D] float64 array
-    combined += flipped_embeddings
-    dist, actual_issame = _pair_distances(_normalize_rows(combined), actual_issame, nrof_folds)
+    dist, actual_issame = _pair_distances(combine_flip(embeddings, flipped_embeddings),
+                                          actual_issame, nrof_folds)
     tpr, fpr, accuracy, best = _roc(ACCURACY_THRESHOLDS, dist, actual_issame, nrof_folds)
     val, val_std, far = _val(VAL_THRESHOLDS, dist, actual_issame, FAR_TARGET, nrof_folds)
     _, _, acc_all = calculate_accuracy(ACCURACY_THRESHOLDS, dist, actual_issame)
