@@ -11,27 +11,32 @@ Everything a user can get wrong is checked from the checkpoint's variable list
 reported as a `CheckpointError` with a one-line message naming the checkpoint
 and what was expected: a missing path, another depth, missing backbone
 variables, or shapes that do not match (a different --image_size changes
-`E_DenseLayer/W`).
+`E_DenseLayer/W`). The depth and the width variant (the original's two
+networks, see nets.L_Resnet_E_IR) are read from the checkpoint itself.
 
 Typical use:
-    prefix = resolve_checkpoint('output/ckpt')            # folder -> latest
-    check_depth_by_names(prefix, list_checkpoint(prefix), net_depth=50)
-    images, embedding = face_model.inference_graph(50, (112, 112), 32)
-    variables = backbone_variables(50)
-    check_shapes(prefix, list_checkpoint(prefix), variables, 50)
+    prefix, names, network = check_checkpoint_names('output/ckpt')   # folder -> latest
+    images, embedding = face_model.inference_graph(network.depth, (112, 112), 32,
+                                                   variant=network.variant)
+    variables = backbone_variables(network.depth)
+    check_shapes(prefix, names, variables, network)
     restore(sess, tf.train.Saver(var_list=variables), prefix)
 """
+import collections
 import glob
 import os
 import re
 
 import tensorflow.compat.v1 as tf
 
-from nets.L_Resnet_E_IR import BLOCK_CHANNELS, UNITS_PER_BLOCK, scope_name
+from nets.L_Resnet_E_IR import VARIANTS, final_channels, scope_name
 
 _SCOPE = re.compile(r'^resnet_v1_(\d+)/')
 _UNIT = re.compile(r'^resnet_v1_\d+/block(\d+)/unit_(\d+)/')
 _DENSE_WEIGHT = 'E_DenseLayer/W'
+_LAST_MAP_BN = 'E_BN1/beta'  # as wide as the last feature map: tells the variant
+
+Network = collections.namedtuple('Network', ['depth', 'variant'])
 # Suffixes a user may paste instead of the prefix (TF's V2 checkpoint format).
 _FILE_SUFFIXES = ('.index', '.meta')
 _DATA_SUFFIX = re.compile(r'\.data-\d{5}-of-\d{5}$')
@@ -138,31 +143,61 @@ def units_per_block(names, depth):
     return tuple(units.get(block, 0) for block in range(1, max(list(units) + [4]) + 1))
 
 
-def check_depth_by_names(prefix, variables, net_depth):
-    """Checks that the checkpoint holds the backbone of depth `net_depth`.
+def _variant_by_width(prefix, variables, depth):
+    """The variant whose last feature map is as wide as the checkpoint's E_BN1."""
+    shape = variables.get('%s/%s' % (scope_name(depth), _LAST_MAP_BN), [])
+    for name in sorted(VARIANTS):
+        if shape == [final_channels(name)]:
+            return name
+    raise CheckpointError('checkpoint %s: %s/%s has shape %s; expected [%s] (the %s '
+                          'L_Resnet_E_IR variants)'
+                          % (prefix, scope_name(depth), _LAST_MAP_BN, shape,
+                             '] or ['.join(str(final_channels(n)) for n in sorted(VARIANTS)),
+                             ' and '.join(sorted(VARIANTS))))
+
+
+def detect_network(prefix, variables, net_depth=None):
+    """The depth and width of the backbone a checkpoint holds.
 
     Args:
       prefix: the checkpoint (for messages).
       variables: list_checkpoint(prefix).
-      net_depth: the requested --net_depth.
+      net_depth: the requested --net_depth, checked against the checkpoint;
+        None: the depth the checkpoint holds.
+    Returns:
+      Network(depth, variant), variant a key of nets.L_Resnet_E_IR.VARIANTS
+      ('standard': what train_nets.py trains; 'wide': the original's
+      L_Resnet_E_IR.py, e.g. its released models B and C).
     Raises:
-      CheckpointError: no backbone, another depth, or other unit counts.
+      CheckpointError: no backbone, another depth, several depths without
+        --net_depth, or unit counts that no variant has.
     """
     depths = sorted(set(int(m.group(1)) for m in map(_SCOPE.match, variables) if m))
-    expected = scope_name(net_depth)
     if not depths:
         raise CheckpointError('checkpoint %s holds no L_Resnet_E_IR backbone (no resnet_v1_'
-                              '<depth>/ variables); --net_depth %d expected %s/...'
-                              % (prefix, net_depth, expected))
-    if net_depth not in depths:
-        found = ', '.join('depth-%d network (%s/...)' % (d, scope_name(d)) for d in depths)
+                              '<depth>/ variables)%s' % (prefix, '' if net_depth is None else
+                                                         '; --net_depth %d expected %s/...'
+                                                         % (net_depth, scope_name(net_depth))))
+    found = ', '.join('depth-%d network (%s/...)' % (d, scope_name(d)) for d in depths)
+    if net_depth is None:
+        if len(depths) > 1:
+            raise CheckpointError('checkpoint %s holds a %s; choose one with --net_depth'
+                                  % (prefix, found))
+        depth = depths[0]
+    elif net_depth in depths:
+        depth = net_depth
+    else:
         raise CheckpointError('checkpoint %s holds a %s; --net_depth %d expected %s'
-                              % (prefix, found, net_depth, expected))
-    found_units = units_per_block(variables, net_depth)
-    if found_units != UNITS_PER_BLOCK[net_depth]:
-        raise CheckpointError('checkpoint %s: %s has %s units per block; depth %d has %s'
-                              % (prefix, expected, found_units, net_depth,
-                                 UNITS_PER_BLOCK[net_depth]))
+                              % (prefix, found, net_depth, scope_name(net_depth)))
+    variant = _variant_by_width(prefix, variables, depth)
+    expected = VARIANTS[variant].units_per_block.get(depth)
+    found_units = units_per_block(variables, depth)
+    if found_units != expected:
+        raise CheckpointError('checkpoint %s: %s has %s units per block; the %s variant has %s'
+                              % (prefix, scope_name(depth), found_units, variant,
+                                 'no depth %d' % depth if expected is None else
+                                 '%s at depth %d' % (expected, depth)))
+    return Network(depth, variant)
 
 
 def backbone_variables(net_depth, graph=None):
@@ -173,27 +208,28 @@ def backbone_variables(net_depth, graph=None):
             if v.op.name.startswith(scope)]
 
 
-def _dense_hint(shape):
+def _dense_hint(shape, variant):
     """Why E_DenseLayer/W differs: the final feature map, i.e. the image size."""
-    cells = shape[0] // BLOCK_CHANNELS[-1] if len(shape) == 2 else 0
+    channels = final_channels(variant)
+    cells = shape[0] // channels if len(shape) == 2 else 0
     side = int(round(cells ** 0.5))
     hint = ('; E_DenseLayer/W has (H/16)*(W/16)*%d rows, so the checkpoint was trained at '
             'another network input size (--image_size, or --net_input_size if it was set)'
-            % BLOCK_CHANNELS[-1])
+            % channels)
     if cells and side * side == cells:
         hint += (' (%d rows: a %dx%d final map, e.g. --image_size %d,%d or --net_input_size '
                  '%d,%d)' % ((shape[0], side, side) + (side * 16,) * 4))
     return hint
 
 
-def check_shapes(prefix, variables, graph_variables, net_depth):
+def check_shapes(prefix, variables, graph_variables, network):
     """Checks that every backbone variable of the graph is in the checkpoint, same shape.
 
     Args:
       prefix: the checkpoint (for messages).
       variables: list_checkpoint(prefix).
-      graph_variables: backbone_variables(net_depth) of the built graph.
-      net_depth: the requested --net_depth.
+      graph_variables: backbone_variables(network.depth) of the built graph.
+      network: the Network the graph was built for (detect_network).
     Raises:
       CheckpointError: naming the first missing or mis-shaped variable.
     """
@@ -201,14 +237,15 @@ def check_shapes(prefix, variables, graph_variables, net_depth):
     if missing:
         raise CheckpointError('checkpoint %s lacks %d of the %d variables of %s, e.g. %s'
                               % (prefix, len(missing), len(graph_variables),
-                                 scope_name(net_depth), missing[0]))
+                                 scope_name(network.depth), missing[0]))
     for var in graph_variables:
         name, expected = var.op.name, var.shape.as_list()
         if variables[name] != expected:
-            hint = _dense_hint(variables[name]) if name.endswith(_DENSE_WEIGHT) else ''
+            hint = (_dense_hint(variables[name], network.variant)
+                    if name.endswith(_DENSE_WEIGHT) else '')
             raise CheckpointError('checkpoint %s: %s has shape %s; the graph for --net_depth %d '
-                                  'expects %s%s' % (prefix, name, variables[name], net_depth,
-                                                    expected, hint))
+                                  'expects %s%s' % (prefix, name, variables[name],
+                                                    network.depth, expected, hint))
 
 
 def restore(sess, saver, prefix):
@@ -220,15 +257,136 @@ def restore(sess, saver, prefix):
                            % (prefix, op_error_text(error), type(error).__name__))
 
 
-def check_checkpoint_names(path, net_depth):
-    """resolve_checkpoint + list_checkpoint + check_depth_by_names.
+def check_checkpoint_names(path, net_depth=None):
+    """resolve_checkpoint + list_checkpoint + detect_network.
 
     Returns:
-      (prefix, variables) for check_shapes once the graph exists.
+      (prefix, variables, Network) for check_shapes once the graph exists.
     Raises:
       CheckpointError.
     """
     prefix = resolve_checkpoint(path)
     variables = list_checkpoint(prefix)
-    check_depth_by_names(prefix, variables, net_depth)
-    return prefix, variables
+    return prefix, variables, detect_network(prefix, variables, net_depth)
+
+
+def common_network(checkpoints):
+    """The one Network of several checked checkpoints [(prefix, variables, Network)].
+
+    Raises:
+      CheckpointError: two checkpoints hold different networks (one graph serves all).
+    """
+    first_prefix, _, network = checkpoints[0]
+    for prefix, _, other in checkpoints[1:]:
+        if other != network:
+            raise CheckpointError('checkpoints %s (depth %d, %s) and %s (depth %d, %s) hold '
+                                  'different networks; evaluate them in separate runs'
+                                  % (first_prefix, network.depth, network.variant, prefix,
+                                     other.depth, other.variant))
+    return network
+
+
+# Names that other writers gave a variable: (name in this port's graph, name in the
+# checkpoint). Optimizer slots follow their variable ('<name>/Momentum').
+NAME_ALIASES = (
+    # The original's combine_loss_val: top level; this port's first releases: a scope.
+    ('embedding_weights', 'combine_loss/embedding_weights'),
+)
+_INTEGER_DTYPES = (tf.int32, tf.int64)
+
+
+def stored_names(name):
+    """The checkpoint names under which graph variable `name` may be stored, own name first."""
+    names = [name]
+    for current, other in NAME_ALIASES:
+        if name == current or name.startswith(current + '/'):
+            names.append(other + name[len(current):])
+    return names
+
+
+def _is_model_state(name):
+    """Variables a resume must find: the network, the head, their slots and the step.
+
+    Anything else (e.g. the NPU's dynamic loss-scale state) starts afresh when a
+    checkpoint lacks it, as on a new run.
+    """
+    return (_SCOPE.match(name) is not None or name == 'global_step'
+            or any(name == alias or name.startswith(alias + '/')
+                   for current, other in NAME_ALIASES for alias in (current, other))
+            or '/embedding_weights' in name or name.startswith('embedding_weights'))
+
+
+TrainingRestore = collections.namedtuple('TrainingRestore', [
+    'prefix',
+    'saver',        # a tf.train.Saver of the variables stored under the same type
+    'converted',    # [(variable, checkpoint name, checkpoint dtype name)]: integer types
+    'initialised',  # [variable]: not model state and not in the checkpoint
+    'aliased',      # [(graph name, checkpoint name)]
+])
+
+
+def plan_training_restore(prefix, graph_variables):
+    """How to restore every variable of a training graph from `prefix`, by name or alias.
+
+    Built before the session (it adds a Saver to the graph). Handles what a
+    checkpoint of the original InsightFace_TF differs in: its int32
+    `global_step` (read and converted to this graph's integer type) and the
+    combine head's class centres (NAME_ALIASES).
+
+    Args:
+      prefix: a checkpoint prefix.
+      graph_variables: the variables to restore (tf.global_variables()).
+    Returns:
+      TrainingRestore for apply_training_restore.
+    Raises:
+      CheckpointError: the checkpoint cannot be read, lacks a variable of the
+        model, or stores one with a type that cannot be converted.
+    """
+    try:
+        dtypes = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError) as error:
+        raise CheckpointError('cannot read checkpoint %s: %s' % (prefix, op_error_text(error)))
+    by_name, converted, initialised, aliased, missing = {}, [], [], [], []
+    for var in graph_variables:
+        name = var.op.name
+        found = [n for n in stored_names(name) if n in dtypes]
+        if not found:
+            (missing if _is_model_state(name) else initialised).append(var)
+            continue
+        stored = found[0]
+        if stored != name:
+            aliased.append((name, stored))
+        stored_dtype, graph_dtype = dtypes[stored].base_dtype, var.dtype.base_dtype
+        if stored_dtype == graph_dtype:
+            by_name[stored] = var
+        elif stored_dtype in _INTEGER_DTYPES and graph_dtype in _INTEGER_DTYPES:
+            converted.append((var, stored, stored_dtype.name))
+        else:
+            raise CheckpointError('checkpoint %s stores %s as %s; this graph needs %s'
+                                  % (prefix, stored, stored_dtype.name, graph_dtype.name))
+    if missing:
+        raise CheckpointError('checkpoint %s lacks %d variables of this graph, e.g. %s; was it '
+                              'written with another --net_depth or --loss_type?'
+                              % (prefix, len(missing), missing[0].op.name))
+    return TrainingRestore(prefix, tf.train.Saver(var_list=by_name), converted, initialised,
+                           aliased)
+
+
+def apply_training_restore(sess, plan):
+    """Runs a TrainingRestore; returns [(variable name, checkpoint dtype name, value)]
+    of the converted variables.
+
+    Raises:
+      RestoreError: the data could not be read.
+    """
+    restore(sess, plan.saver, plan.prefix)
+    values = []
+    if plan.converted:
+        reader = tf.train.load_checkpoint(plan.prefix)
+        for var, stored, dtype_name in plan.converted:
+            value = reader.get_tensor(stored)
+            var.load(value.astype(var.dtype.base_dtype.as_numpy_dtype), sess)
+            values.append((var.op.name, dtype_name, int(value)))
+    if plan.initialised:
+        sess.run(tf.variables_initializer(plan.initialised))
+    return values

@@ -54,7 +54,7 @@ import runtime
 import verification
 from checkpoint_utils import CheckpointError, RestoreError
 from data import eval_data_reader
-from nets.L_Resnet_E_IR import UNITS_PER_BLOCK
+from nets.L_Resnet_E_IR import all_depths
 
 PROG = 'eval_ckpt_file.py'
 FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'
@@ -63,7 +63,8 @@ _COLUMN_WIDTHS = (17, 17, 9, 11, 6)
 
 Plan = collections.namedtuple('Plan', [
     'device',       # 'npu', 'gpu' or 'cpu'
-    'checkpoints',  # [(prefix, {variable name: shape})]
+    'checkpoints',  # [(prefix, {variable name: shape}, checkpoint_utils.Network)]
+    'network',      # the checkpoints' common checkpoint_utils.Network
     'bin_paths',    # [(dataset name, path of its .bin)]
 ])
 
@@ -87,8 +88,10 @@ def get_parser():
                            '--ckpt_file (e.g. --ckpt_file output/ckpt/InsightFace_iter_ '
                            '--ckpt_index_list 1000.ckpt 2000.ckpt); None: --ckpt_file alone')
     model = parser.add_argument_group('model')
-    model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
-                       help='L_Resnet_E_IR depth of the checkpoints')
+    model.add_argument('--net_depth', type=int, default=None, choices=all_depths(),
+                       help='L_Resnet_E_IR depth of the checkpoints, checked against them; '
+                            'None: the depth they hold (the width variant is always read '
+                            'from the checkpoint)')
     model.add_argument('--image_size', type=cli_flags.image_size,
                        default=(112, 112),
                        help='height,width of the .bin images (the network\'s too, unless '
@@ -155,6 +158,7 @@ def prepare(args):
         raise UsageError(str(error))
     checkpoints = [checkpoint_utils.check_checkpoint_names(path, args.net_depth)
                    for path in checkpoint_arguments(args)]
+    network = checkpoint_utils.common_network(checkpoints)
     bin_paths = []
     for name in unique(args.eval_datasets):
         path = os.path.join(args.eval_db_path, name + '.bin')
@@ -169,7 +173,7 @@ def prepare(args):
                              % args.output_json)
         _make_folder(os.path.dirname(os.path.abspath(args.output_json)), '--output_json')
     _make_folder(args.plot_dir, '--plot_dir')
-    return Plan(device, checkpoints, bin_paths)
+    return Plan(device, checkpoints, network, bin_paths)
 
 
 def load_sets(bin_paths, image_size):
@@ -279,19 +283,21 @@ def evaluate(args, plan):
     logger = logging.getLogger()
     with tf.Graph().as_default():
         images_ph, embeddings = face_model.inference_graph(
-            args.net_depth, tuple(args.image_size), args.batch_size,
-            net_input_size=args.net_input_size)
-        variables = checkpoint_utils.backbone_variables(args.net_depth)
-        for prefix, names in plan.checkpoints:
-            checkpoint_utils.check_shapes(prefix, names, variables, args.net_depth)
+            plan.network.depth, tuple(args.image_size), args.batch_size,
+            net_input_size=args.net_input_size, variant=plan.network.variant)
+        variables = checkpoint_utils.backbone_variables(plan.network.depth)
+        for prefix, names, _ in plan.checkpoints:
+            checkpoint_utils.check_shapes(prefix, names, variables, plan.network)
         sets = load_sets(plan.bin_paths, args.image_size)
         saver = tf.train.Saver(var_list=variables)
-        labels = checkpoint_labels([prefix for prefix, _ in plan.checkpoints])
+        labels = checkpoint_labels([prefix for prefix, _, _ in plan.checkpoints])
         table = Table(labels, [name for name, _, _, _ in sets])
         records = []
         with tf.Session(config=runtime.session_config(plan.device)) as sess:
-            for label, (prefix, _) in zip(labels, plan.checkpoints):
+            for label, (prefix, _, _) in zip(labels, plan.checkpoints):
                 checkpoint_utils.restore(sess, saver, prefix)
+                logger.info('evaluating %s (depth %d, %s)', os.path.abspath(prefix),
+                            plan.network.depth, plan.network.variant)
                 step = checkpoint_utils.checkpoint_step(prefix)
                 for name, bin_path, images, issame in sets:
                     embedded = verification.embed_images(sess, images_ph, embeddings, images,
@@ -308,10 +314,11 @@ def evaluate(args, plan):
     return records
 
 
-def write_outputs(args, records):
+def write_outputs(args, network, records):
     """The JSON file and the ROC plots, if asked for."""
     if args.output_json:
-        payload = {'net_depth': args.net_depth, 'image_size': list(args.image_size),
+        payload = {'net_depth': network.depth, 'variant': network.variant,
+                   'image_size': list(args.image_size),
                    'net_input_size': list(args.net_input_size or args.image_size),
                    'batch_size': args.batch_size, 'eval_db_path': args.eval_db_path,
                    'tensorflow': tf.__version__,
@@ -345,7 +352,7 @@ def main(argv=None):
         return cli_flags.fail(PROG, 'evaluation failed: %s (%s)'
                      % (checkpoint_utils.op_error_text(error), type(error).__name__), 1)
     try:
-        write_outputs(args, records)
+        write_outputs(args, plan.network, records)
     except (IOError, OSError) as error:
         return cli_flags.fail(PROG, 'cannot write the results: %s' % error, 1)
     return 0

@@ -58,7 +58,7 @@ import cli_flags
 import face_model
 import runtime
 from checkpoint_utils import CheckpointError, RestoreError
-from nets.L_Resnet_E_IR import UNITS_PER_BLOCK
+from nets.L_Resnet_E_IR import all_depths
 
 PROG = 'export_model.py'
 FROZEN_GRAPH = 'frozen_model.pb'
@@ -84,8 +84,10 @@ def get_parser():
     parser.add_argument('--ckpt_file', type=str, required=True,
                         help='checkpoint prefix (e.g. output/ckpt/InsightFace_iter_2000.ckpt) '
                              'or a folder (its latest checkpoint)')
-    parser.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
-                        help='L_Resnet_E_IR depth of the checkpoint')
+    parser.add_argument('--net_depth', type=int, default=None, choices=all_depths(),
+                        help='L_Resnet_E_IR depth of the checkpoint, checked against it; '
+                             'None: the depth it holds (the width variant is always read '
+                             'from the checkpoint)')
     parser.add_argument('--image_size', type=cli_flags.image_size,
                         default=(112, 112),
                         help='height,width of the images the exported graph takes (the '
@@ -117,14 +119,14 @@ def prepare(args):
     Nothing is created yet: a refused export leaves no trace.
 
     Returns:
-      (prefix, {variable name: shape}) of the checkpoint.
+      (prefix, {variable name: shape}, checkpoint_utils.Network) of the checkpoint.
     Raises:
       UsageError, CheckpointError: one-line messages.
     """
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
         raise UsageError(size_problem)
-    prefix, variables = checkpoint_utils.check_checkpoint_names(args.ckpt_file, args.net_depth)
+    checked = checkpoint_utils.check_checkpoint_names(args.ckpt_file, args.net_depth)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
     existing = [name for name in output_names(args.format)
@@ -132,14 +134,15 @@ def prepare(args):
     if existing and not args.overwrite:
         raise UsageError('--output_dir %s already holds %s; pass --overwrite to replace it'
                          % (args.output_dir, ' and '.join(existing)))
-    return prefix, variables
+    return checked
 
 
-def build_inference(args):
+def build_inference(args, network):
     """The inference graph in the default graph; returns (images, {name: output})."""
-    images, embeddings = face_model.inference_graph(args.net_depth, tuple(args.image_size),
+    images, embeddings = face_model.inference_graph(network.depth, tuple(args.image_size),
                                                     args.batch_size,
-                                                    net_input_size=args.net_input_size)
+                                                    net_input_size=args.net_input_size,
+                                                    variant=network.variant)
     outputs = {SIGNATURE_OUTPUT: embeddings}
     if args.normalized_output:
         outputs[NORMALIZED_NODE] = tf.nn.l2_normalize(embeddings, axis=1, name=NORMALIZED_NODE)
@@ -181,7 +184,7 @@ def write_saved_model(sess, images, outputs, path):
     builder.save()
 
 
-def export(args, prefix, variables):
+def export(args, prefix, variables, network):
     """Builds the graph, checks shapes, restores and writes the outputs into place.
 
     The outputs are written into a temporary folder inside --output_dir
@@ -195,9 +198,9 @@ def export(args, prefix, variables):
       OSError: the output folder cannot be written.
     """
     with tf.Graph().as_default():
-        images, outputs = build_inference(args)
-        backbone = checkpoint_utils.backbone_variables(args.net_depth)
-        checkpoint_utils.check_shapes(prefix, variables, backbone, args.net_depth)
+        images, outputs = build_inference(args, network)
+        backbone = checkpoint_utils.backbone_variables(network.depth)
+        checkpoint_utils.check_shapes(prefix, variables, backbone, network)
         saver = tf.train.Saver(var_list=backbone)
         created = not os.path.isdir(args.output_dir)
         if created:
@@ -229,13 +232,13 @@ def move_into_place(staging, output_dir, names):
         os.rename(os.path.join(staging, name), target)
 
 
-def atc_command(args):
+def atc_command(args, net_depth):
     """The ATC command line that converts the exported frozen graph."""
     batch = args.batch_size or 1
     command = ('atc --model=%s --framework=3 --output=%s --soc_version=Ascend910 '
                '--input_shape="%s:%d,%d,%d,3"'
                % (os.path.join(args.output_dir, FROZEN_GRAPH),
-                  os.path.join(args.output_dir, 'insightface_r%d' % args.net_depth),
+                  os.path.join(args.output_dir, 'insightface_r%d' % net_depth),
                   INPUT_NODE, batch, args.image_size[0], args.image_size[1]))
     if args.normalized_output:
         command += ' --out_nodes="%s:0"' % NORMALIZED_NODE
@@ -248,11 +251,11 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     runtime.init()
     try:
-        prefix, variables = prepare(args)
+        prefix, variables, network = prepare(args)
     except (UsageError, CheckpointError) as error:
         return cli_flags.fail(PROG, error, 2)
     try:
-        export(args, prefix, variables)
+        export(args, prefix, variables, network)
     except CheckpointError as error:
         return cli_flags.fail(PROG, error, 2)
     except RestoreError as error:
@@ -264,10 +267,11 @@ def main(argv=None):
         return cli_flags.fail(PROG, 'cannot write to --output_dir %s: %s' % (args.output_dir, error), 1)
     for name in output_names(args.format):
         logging.info('wrote %s', os.path.join(args.output_dir, name))
-    logging.info('restored from %s; input %s (uint8 BGR), output %s (float32, not normalised)',
-                 prefix, INPUT_NODE, OUTPUT_NODE)
+    logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s (float32, '
+                 'not normalised)', os.path.abspath(prefix), network.depth, network.variant,
+                 INPUT_NODE, OUTPUT_NODE)
     if args.format in ('pb', 'both'):
-        logging.info('for the Ascend 910: %s', atc_command(args))
+        logging.info('for the Ascend 910: %s', atc_command(args, network.depth))
     return 0
 
 

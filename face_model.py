@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 from data import image_ops
 from losses import face_losses
 from nets import layers
-from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, default_dropout, get_resnet
+from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, STANDARD, default_dropout, get_resnet
 
 INPUT_NODE = 'input_images'
 OUTPUT_NODE = 'embeddings'
@@ -29,7 +29,8 @@ TrainingLosses = collections.namedtuple('TrainingLosses', [
 ])
 
 
-def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_input_size=None):
+def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_input_size=None,
+                    variant=STANDARD):
     """Raw images in, embeddings out, with inference-mode batch norm.
 
     Args:
@@ -39,6 +40,7 @@ def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_inpu
       reuse: True to share the variables of a training graph built before.
       net_input_size: (height, width) the network was trained at, if smaller
         than image_size (see image_ops.resize_for_network); None: image_size.
+      variant: the backbone's width variant (nets.L_Resnet_E_IR.VARIANTS).
     Returns:
       (images uint8 placeholder [batch, H, W, 3] BGR named INPUT_NODE,
        embedding float32 [batch, 512] named OUTPUT_NODE, not normalised).
@@ -46,7 +48,8 @@ def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_inpu
     images = tf.placeholder(tf.uint8, [batch_size, image_size[0], image_size[1], 3],
                             name=INPUT_NODE)
     net_input = image_ops.resize_for_network(image_ops.normalize(images), net_input_size)
-    embedding, _ = get_resnet(net_input, net_depth, is_training=False, reuse=reuse)
+    embedding, _ = get_resnet(net_input, net_depth, is_training=False, reuse=reuse,
+                              variant=variant)
     return images, tf.identity(embedding, name=OUTPUT_NODE)
 
 

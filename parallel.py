@@ -16,8 +16,8 @@ moving-average updates from tower 0 only (each tower's batch statistics are
 a sample of the same data), and the gradients summed.
 
 Typical use:
-    losses, train_op = build_train_op(images, labels, loss_fn, optimizer, global_step,
-                                      devices=['/gpu:0', '/gpu:1'])
+    losses, train_op, grads_and_vars = build_train_op(images, labels, loss_fn, optimizer,
+                                                      global_step, devices=['/gpu:0', '/gpu:1'])
 """
 import contextlib
 
@@ -196,8 +196,9 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
         of that tensor over all workers (distributed.Collectives.all_reduce_mean);
         applied to the gradients and to the reported losses.
     Returns:
-      (TrainingLosses over the whole batch (and all workers), train_op); the
-      train op also runs tower 0's batch-norm moving-average updates.
+      (TrainingLosses over the whole batch (and all workers), train_op, the
+      (gradient, variable) pairs it applies); the train op also runs tower 0's
+      batch-norm moving-average updates.
     Raises:
       ValueError: the batch does not split evenly over the towers.
     """
@@ -222,4 +223,4 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
         grads_and_vars, losses = _combine(grads_and_vars, losses, combine_fn)
     with tf.control_dependencies(update_ops):
         train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
-    return losses, train_op
+    return losses, train_op, grads_and_vars

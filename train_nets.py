@@ -19,8 +19,7 @@ from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
 
 DEFAULT_LR_STEPS = '40000,60000,80000'
-DEFAULT_LR_VALUES = '0.004,0.002,0.0012,0.0004'
-LR_STEPS_REFERENCE_BATCH = 512.0  # the original scales its boundaries by 512 / batch_size
+DEFAULT_LR_VALUES = '0.001,0.0005,0.0003,0.0001'  # the original's train_nets.py
 
 
 def get_parser():
@@ -78,8 +77,9 @@ def get_parser():
     optim.add_argument('--weight_deacy', '--weight_decay', dest='weight_decay', type=float,
                        default=5e-4, help='L2 weight decay (the original spelling is kept)')
     optim.add_argument('--lr_steps', type=cli_flags.int_list, default=cli_flags.int_list(DEFAULT_LR_STEPS),
-                       help='learning-rate boundaries in iterations for batch 512, scaled '
-                            'by 512/batch_size as in the original (see README)')
+                       help='learning-rate boundaries in iterations for batch 512, '
+                            'multiplied by int(512 / batch of one step over all devices) as '
+                            'in the original (see README)')
     optim.add_argument('--lr_values', type=cli_flags.float_list, default=cli_flags.float_list(DEFAULT_LR_VALUES),
                        help='learning rates, one more than --lr_steps')
     optim.add_argument('--warmup_steps', type=int, default=0,
@@ -92,6 +92,9 @@ def get_parser():
     ckpt.add_argument('--log_file_path', default='./output/logs', help='log folder')
     ckpt.add_argument('--saver_maxkeep', type=int, default=100, help='checkpoints kept')
     ckpt.add_argument('--summary_interval', type=int, default=300, help='steps between summaries')
+    ckpt.add_argument('--summary_histograms', type=cli_flags.str2bool, default=True,
+                      help='with each summary, histograms of every gradient and trainable '
+                           'variable, as the original (fetched to the host; see README)')
     ckpt.add_argument('--ckpt_interval', type=int, default=10000, help='steps between checkpoints')
     ckpt.add_argument('--validate_interval', type=int, default=2000,
                       help='steps between validations')
@@ -210,15 +213,18 @@ def check_args(args):
     return problems
 
 
-def main(argv=None, parser=None):
+def main(argv=None, parser=None, complete_args=None):
     """Parses flags, checks inputs, trains. Returns the process exit code.
 
     Args:
       argv: command-line arguments; None: sys.argv[1:].
       parser: None for get_parser(); train_nets_mgpu.py passes its extension.
+      complete_args: None, or fn(args) filling defaults that depend on other flags.
     """
     parser = parser or get_parser()
     args = parser.parse_args(argv)
+    if complete_args is not None:
+        complete_args(args)
     problems = check_args(args)
     if problems:
         for problem in problems:
@@ -226,12 +232,16 @@ def main(argv=None, parser=None):
         return 2
     runtime.init()
     import trainer  # after runtime.init(): builds graphs in graph mode
+    from checkpoint_utils import CheckpointError, RestoreError
     try:
         plan = trainer.prepare(args)
-    except trainer.SetupError as error:
+        return trainer.train(args, plan)
+    except (trainer.SetupError, CheckpointError) as error:
         sys.stderr.write('%s: %s\n' % (parser.prog, error))
         return 2
-    return trainer.train(args, plan)
+    except RestoreError as error:
+        sys.stderr.write('%s: %s\n' % (parser.prog, error))
+        return 1
 
 
 if __name__ == '__main__':

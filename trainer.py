@@ -2,10 +2,11 @@
 
 `prepare` checks every input (dataset, verification sets, flags against the
 data) before any graph is built; `train` builds the graph and runs the loop.
-Every iteration runs one fixed set of fetches, so a device that compiles one
-graph per distinct sess.run (the NPU) compiles exactly two: the training step
-and the validation embedding. Summaries are written from the fetched Python
-values instead of a summary op for the same reason.
+Iterations run one fixed set of fetches, so a device that compiles one graph
+per distinct sess.run (the NPU) compiles the training step and the validation
+embedding, plus, with --summary_histograms, the training step with its
+gradients as outputs and a read of the variables (summary steps only).
+Summaries are built on the host from fetched values (summaries.py).
 
 Checkpoints go through tf.train.Saver, which writes each file under a
 temporary name and renames it, and updates the `checkpoint` index last and
@@ -22,15 +23,22 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import checkpoint_utils
 import distributed
 import face_model
 import parallel
 import runtime
+import summaries
 import verification
 from data import eval_data_reader, image_ops, input_pipeline
 from data.manifest import ManifestError, load_manifest
 
 CKPT_PREFIX = 'InsightFace_iter_%d.ckpt'  # the original's checkpoint names
+REFERENCE_BATCH = 512  # --lr_steps count iterations at this batch, as in the original
+# The original's training log line, which users' tools parse (images/s over the last
+# --show_info_interval steps, input included, where the original timed one sess.run).
+TRAIN_LOG_LINE = ('epoch %d, total_step %d, total loss is %.2f , inference loss is %.2f, '
+                  'weight deacy loss is %.2f, training accuracy is %.6f, time %.3f samples/sec')
 BEST_SUBDIR = 'best'
 BEST_INFO = 'best.json'
 
@@ -46,15 +54,12 @@ Plan = collections.namedtuple('Plan', [
     'loss_scaling',     # runtime.LossScaling, or None when gradients stay float32
     'towers',           # in-graph tower devices (train_nets_mgpu.py); [] for one device
     'cluster',          # distributed.Cluster of TensorFlow gRPC workers, or None
+    'lr_boundaries',    # learning-rate boundaries in global steps (lr_boundaries)
 ])
 
 
 class SetupError(ValueError):
     """An input that makes training impossible; one-line message for the user."""
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or Inf."""
 
 
 def prepare(args):
@@ -90,6 +95,7 @@ def prepare(args):
     if steps_per_epoch < 1:
         raise SetupError('--batch_size %d is larger than the %d images of %s'
                          % (args.batch_size, manifest['num_images'], args.tfrecords_file_path))
+    lr_boundaries_ = lr_boundaries(args.lr_steps, args.batch_size * world_size)
     last_step = steps_per_epoch * args.epoch
     if args.max_steps is not None:
         last_step = min(last_step, args.max_steps)
@@ -105,7 +111,7 @@ def prepare(args):
             raise SetupError(str(error))
         eval_sets.append((name, images, np.asarray(issame, bool)))
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
-                world_size, scaling, towers, cluster)
+                world_size, scaling, towers, cluster, lr_boundaries_)
 
 
 def _hccl_ranks(device):
@@ -147,18 +153,33 @@ def _tf_cluster(args, device):
     return cluster
 
 
-def learning_rate(global_step, args):
-    """The original's piecewise-constant schedule, boundaries scaled by 512/batch_size.
+def lr_boundaries(lr_steps, global_batch):
+    """The learning-rate boundaries in global steps, by the original's arithmetic.
 
-    Boundaries count iterations (this global_step advances once per step;
-    the original's advanced twice, so it decayed at half these iterations).
-    An optional linear warm-up scales the rate during the first iterations.
+    --lr_steps count iterations at batch 512; the original multiplies them by
+    int(512 / batch_size), the integer factor taken first (batch 136: 3 x 40000
+    = 120000, not 150588). `global_batch` is the batch of one step over all
+    devices (towers and workers together). Above 512 the original's factor is
+    0 and every boundary would be 0; there the factor is 512 / batch, rounded
+    per boundary.
     """
-    scale = 512.0 / args.batch_size
-    boundaries = [int(round(step * scale)) for step in args.lr_steps]
-    rate = tf.train.piecewise_constant(global_step, boundaries, list(args.lr_values))
-    if args.warmup_steps:
-        progress = tf.cast(global_step + 1, tf.float32) / float(args.warmup_steps)
+    factor = REFERENCE_BATCH // global_batch
+    if factor >= 1:
+        return [factor * step for step in lr_steps]
+    return [max(1, int(round(step * REFERENCE_BATCH / float(global_batch)))) for step in lr_steps]
+
+
+def learning_rate(global_step, boundaries, values, warmup_steps=0):
+    """The original's piecewise-constant schedule, with an optional linear warm-up.
+
+    Boundaries count global steps, which advance once per iteration here
+    (the original's advanced twice, so it decayed after half as many
+    iterations; see README). The warm-up scales the rate during the first
+    `warmup_steps` iterations; 0: off.
+    """
+    rate = tf.train.piecewise_constant(global_step, list(boundaries), list(values))
+    if warmup_steps:
+        progress = tf.cast(global_step + 1, tf.float32) / float(warmup_steps)
         rate = rate * tf.minimum(1.0, progress)
     return tf.identity(rate, name='learning_rate')
 
@@ -262,12 +283,12 @@ def build_graph(args, plan):
             batch_images, batch_labels, args.net_depth, plan.num_classes, args.loss_type,
             margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device))
 
-    lr = learning_rate(global_step, args)
+    lr = learning_rate(global_step, plan.lr_boundaries, args.lr_values, args.warmup_steps)
     optimizer = tf.train.MomentumOptimizer(lr, args.momentum)
     optimizer = runtime.wrap_optimizer(optimizer, plan.device, plan.loss_scaling,
                                        distributed=plan.world_size > 1)
     collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
-    losses, train_op = parallel.build_train_op(
+    losses, train_op, grads_and_vars = parallel.build_train_op(
         images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
         combine_fn=collectives.all_reduce_mean if collectives else None)
     eval_batch = args.eval_batch_size or args.batch_size
@@ -288,7 +309,13 @@ def build_graph(args, plan):
         broadcast = runtime.broadcast_variables_op(plan.device)
     elif collectives is not None:  # TensorFlow gRPC workers
         broadcast = collectives.broadcast_variables()
-    return {'fetches': fetches, 'global_step': global_step, 'eval_images': eval_images,
+    histograms = None
+    if args.summary_histograms:
+        histograms = {'gradients': {var.op.name + '/gradients': grad
+                                    for grad, var in grads_and_vars if grad is not None},
+                      'variables': {var.op.name: var for var in tf.trainable_variables()}}
+    return {'fetches': fetches, 'histograms': histograms, 'global_step': global_step,
+            'eval_images': eval_images,
             'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
             'barrier': collectives.barrier() if collectives else None, 'stop_feed': stop_feed}
 
@@ -309,6 +336,11 @@ class _Checkpoints(object):
         self.saver = tf.train.Saver(max_to_keep=max_to_keep)
         self.best_saver = tf.train.Saver(max_to_keep=1)
         self.best = self._read_best()
+        self.latest = tf.train.latest_checkpoint(self.dir)
+        self.restore_plan = None
+        if self.latest:
+            self.restore_plan = checkpoint_utils.plan_training_restore(
+                self.latest, tf.global_variables())
 
     def _read_best(self):
         path = os.path.join(self.best_dir, BEST_INFO)
@@ -318,13 +350,27 @@ class _Checkpoints(object):
         return {'accuracy': -1.0}
 
     def restore_or_init(self, sess):
-        latest = tf.train.latest_checkpoint(self.dir)
-        if latest:
-            self.saver.restore(sess, latest)
-            logging.info('resumed from %s', latest)
-        else:
+        """Restores the latest checkpoint, or initialises; returns the checkpoint or None."""
+        if not self.latest:
             sess.run(tf.global_variables_initializer())
-        return latest
+            return None
+        converted = checkpoint_utils.apply_training_restore(sess, self.restore_plan)
+        logging.info('resumed from %s', self.latest)
+        for graph_name, stored in self.restore_plan.aliased:
+            logging.info('  %s read from %s', graph_name, stored)
+        for var in self.restore_plan.initialised:
+            logging.info('  %s is not in the checkpoint: starts afresh', var.op.name)
+        for name, dtype_name, value in converted:
+            if name == 'global_step':
+                # The original's int32 step, which it advanced twice per iteration.
+                logging.info('  global_step %d stored as %s, as the original InsightFace_TF '
+                             'writes it; the original advanced it twice per iteration '
+                             '(optimizer and increment op), this trainer once, so training '
+                             'continues at step %d with the learning rate the original had '
+                             'at that global step', value, dtype_name, value)
+            else:
+                logging.info('  %s %d converted from %s', name, value, dtype_name)
+        return self.latest
 
     def save(self, sess, step):
         if not self.chief:
@@ -350,8 +396,33 @@ class _Checkpoints(object):
 def _summary(writer, step, values):
     if writer is None:  # not the chief
         return
-    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=k, simple_value=float(v))
-                                         for k, v in sorted(values.items())]), step)
+    writer.add_summary(summaries.scalar_summary(values), step)
+
+
+class _Histograms(object):
+    """The original's histograms of every gradient and trainable variable.
+
+    The gradients a summary step applied are fetched with that step; the
+    variables after it, as the original's separate summary run saw them.
+    """
+
+    def __init__(self, tensors):
+        self._gradients = tensors['gradients']
+        self._variables = tensors['variables']
+        specs = {tag: (t.get_shape().as_list(), t.dtype.base_dtype)
+                 for tag, t in list(self._gradients.items()) + list(self._variables.items())}
+        self._host = summaries.HostHistograms(specs)
+
+    def fetches(self):
+        return self._gradients
+
+    def write(self, sess, writer, step, gradients):
+        values = dict(gradients)
+        values.update(sess.run(self._variables))
+        writer.add_summary(self._host.summary(values), step)
+
+    def close(self):
+        self._host.close()
 
 
 def _validate(sess, graph, plan, step, writer, checkpoints):
@@ -401,7 +472,14 @@ def train(args, plan):
                 sess.run(graph['broadcast'])
                 logging.info('rank %d of %d: all variables broadcast from rank 0', plan.rank,
                              plan.world_size)
-            code = _loop(args, plan, sess, graph, checkpoints, writer, stop)
+            histograms = None
+            if chief and graph['histograms'] is not None:
+                histograms = _Histograms(graph['histograms'])
+            try:
+                code = _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms)
+            finally:
+                if histograms is not None:
+                    histograms.close()
             if graph['barrier'] is not None:
                 distributed.leave(sess, graph['barrier'])
     if not chief:
@@ -413,7 +491,7 @@ def train(args, plan):
     return code
 
 
-def _loop(args, plan, sess, graph, checkpoints, writer, stop):
+def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
     step = int(sess.run(graph['global_step']))
     if step >= plan.last_step:
         logging.info('global step %d already reached the last step %d; nothing to do',
@@ -424,8 +502,14 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop):
     values = {}
     scaled = 'overflow' in graph['fetches']
     overflows = consecutive = 0
+    summary_fetches = dict(graph['fetches'])
+    if histograms is not None:
+        summary_fetches['gradients'] = histograms.fetches()
     while step < plan.last_step and stop.signum is None:
-        values = sess.run(graph['fetches'], stop.feed_dict())
+        # The step about to run writes summaries: fetch its gradients with it.
+        summary_next = (step + 1) % args.summary_interval == 0
+        values = sess.run(summary_fetches if summary_next else graph['fetches'],
+                          stop.feed_dict())
         step = int(values['step'])
         stop.agree(values)
         if scaled and values['overflow']:
@@ -454,18 +538,21 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop):
             speed = (step - window_step) * args.batch_size / max(now - window_start, 1e-9)
             window_start, window_step = now, step
             values['images_per_sec'] = speed
-            logging.info('epoch %d, step %d, total loss %.3f, inference loss %.3f, weight decay '
-                         'loss %.3f, training accuracy %.4f, lr %g, %.1f images/s%s',
-                         step // plan.steps_per_epoch, step, values['total_loss'],
-                         values['inference_loss'], values['wd_loss'], values['accuracy'],
-                         values['lr'], speed,
+            # The original's line, then what it did not print.
+            logging.info(TRAIN_LOG_LINE + ', lr %g%s', step // plan.steps_per_epoch, step,
+                         values['total_loss'], values['inference_loss'], values['wd_loss'],
+                         values['accuracy'], speed, values['lr'],
                          ', %d overflowed steps skipped' % overflows if scaled else '')
         if step % args.summary_interval == 0:
+            # The original's tags (its 'leraning_rate' spelling too), plus ours.
             scalars = {k: values[k] for k in ('total_loss', 'inference_loss', 'wd_loss',
                                               'accuracy', 'lr')}
+            scalars['leraning_rate'] = values['lr']
             if scaled:
                 scalars['overflow_steps'] = overflows
             _summary(writer, step, scalars)
+            if histograms is not None and 'gradients' in values:
+                histograms.write(sess, writer, step, values['gradients'])
         if step % args.ckpt_interval == 0:
             checkpoints.save(sess, step)
             last_saved = step

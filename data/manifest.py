@@ -29,6 +29,7 @@ _SHARD_NAME = 'train-%05d-of-%05d.tfrecord'
 _SHARD_RE = re.compile(r'^train-\d{5}-of-\d{5}\.tfrecord$')
 _HOW_TO = ('make one with: python3 data/mx2tfrecords.py --bin_path .../train.rec '
            '--idx_path .../train.idx --tfrecords_file_path %s')
+ORIGINAL_FILE_NAME = 'tran.tfrecords'  # the original InsightFace_TF's one file, no manifest
 
 
 class ManifestError(ValueError):
@@ -73,6 +74,11 @@ def load_manifest(tfrecords_dir):
     if not os.listdir(tfrecords_dir):
         raise ManifestError('TFRecord folder %s is empty; %s' % (tfrecords_dir, how_to))
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(tfrecords_dir, ORIGINAL_FILE_NAME)):
+            raise ManifestError('TFRecord folder %s holds %s, the original InsightFace_TF\'s '
+                                'single file; this trainer reads shards with a %s (image '
+                                'count, identities, size); %s'
+                                % (tfrecords_dir, ORIGINAL_FILE_NAME, MANIFEST_NAME, how_to))
         raise ManifestError('TFRecord folder %s has no %s (no conversion, or an '
                             'interrupted one); %s' % (tfrecords_dir, MANIFEST_NAME, how_to))
     try:

@@ -27,6 +27,10 @@ import tensorflow.compat.v1 as tf
 from nets import layers
 
 ARCFACE_SCOPE = 'arcface_loss'
+# The original's combine_loss_val creates `embedding_weights` in the caller's scope
+# (top level); this port's first releases put it under 'combine_loss/'. Both load
+# (checkpoint_utils.NAME_ALIASES).
+COMBINE_SCOPE = ''
 
 
 def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=None):
@@ -36,14 +40,14 @@ def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=No
       embedding: float [N, D] (float16 is cast to float32).
       out_num: number of classes C.
       w_init: initialiser of the class centres; Xavier normal by default.
-      scope: variable scope of `embedding_weights`.
+      scope: variable scope of `embedding_weights`; '' for the caller's scope.
       reuse: passed to the variable scope.
     Returns:
       float32 [N, C] in [-1, 1].
     """
     embedding = tf.cast(embedding, tf.float32)
     embedding_size = embedding.get_shape().as_list()[-1]
-    with tf.variable_scope(scope, reuse=reuse):
+    with tf.variable_scope(scope or tf.get_variable_scope(), reuse=reuse):
         if w_init is None:
             w_init = layers.xavier_normal(embedding_size, out_num)
         weights = tf.get_variable('embedding_weights', [embedding_size, out_num], tf.float32,
@@ -126,8 +130,8 @@ def cosineface_loss(embedding, labels, out_num, w_init=None, s=30.0, m=0.4):
 
 
 def combine_loss(embedding, labels, out_num, w_init=None, s=64.0, m1=1.0, m2=0.3, m3=0.2):
-    """The original's `combine_loss_val`, for any batch size: scope 'combine_loss'."""
-    return combined_margin_logits(class_cosines(embedding, out_num, w_init, 'combine_loss'),
+    """The original's `combine_loss_val`, for any batch size: class centres at top level."""
+    return combined_margin_logits(class_cosines(embedding, out_num, w_init, COMBINE_SCOPE),
                                   labels, s, m1, m2, m3)
 
 
@@ -135,7 +139,7 @@ def combine_loss(embedding, labels, out_num, w_init=None, s=64.0, m1=1.0, m2=0.3
 HEADS = {
     'arcface': (ARCFACE_SCOPE, arcface_logits),
     'cosineface': ('cosineface_loss', cosface_logits),
-    'combine': ('combine_loss', combined_margin_logits),
+    'combine': (COMBINE_SCOPE, combined_margin_logits),
 }
 LOSS_TYPES = tuple(HEADS)
 

@@ -1,19 +1,27 @@
-"""L_Resnet_E_IR: the ArcFace backbone of InsightFace_TF (`L_Resnet_E_IR_fix_issue9`).
+"""L_Resnet_E_IR: the ArcFace backbone of InsightFace_TF, in its two widths.
 
 "L" = a 3x3 stride-1 stem (input 112x112 keeps full resolution), "IR" = the
 improved residual unit BN-conv-BN-PReLU-conv-BN, "E" = the embedding head
 BN-dropout-flatten-FC-BN. Deng et al., "ArcFace: Additive Angular Margin Loss
 for Deep Face Recognition", CVPR 2019.
 
-Depth variants are data (`UNITS_PER_BLOCK`), built by one generic function.
+The original ships the network twice: `L_Resnet_E_IR_fix_issue9.py`, which
+its train_nets.py trains (every unit `BLOCK_CHANNELS` wide; 'standard' here),
+and `L_Resnet_E_IR.py`, which its eval_ckpt_file.py builds and its released
+models B and C were trained with (each unit's second convolution and the
+shortcut 4x wider, depths named 50/101/152; 'wide' here). Training builds
+'standard'; evaluation and export read the width from the checkpoint.
+Depths and widths are data (`VARIANTS`), built by one generic function.
 Variable names match the original's checkpoints exactly
 (`resnet_v1_<depth>/block<b>/unit_<u>/bottleneck_v1/...`), see
-`test/test_nets.py` and ../shared/reference/.
+`test/test_nets.py`, ../shared/reference/ and test/reference/.
 
 Typical use:
     embedding, end_points = get_resnet(images, 50, is_training=True)
     eval_embedding, _ = get_resnet(eval_images, 50, is_training=False, reuse=True)
 """
+import collections
+
 import tensorflow.compat.v1 as tf
 
 from nets import layers
@@ -27,6 +35,17 @@ UNITS_PER_BLOCK = {
     152: (3, 8, 36, 3),
 }
 BLOCK_CHANNELS = (64, 128, 256, 512)
+
+Variant = collections.namedtuple('Variant', [
+    'units_per_block',  # {depth: units in each of the four blocks}
+    'expansion',        # a unit's output channels / its first convolution's channels
+])
+STANDARD = 'standard'
+WIDE = 'wide'
+VARIANTS = {
+    STANDARD: Variant(UNITS_PER_BLOCK, 1),
+    WIDE: Variant({50: (3, 4, 14, 3), 101: (3, 13, 30, 3), 152: (3, 8, 36, 3)}, 4),
+}
 STEM_CHANNELS = 64
 EMBEDDING_SIZE = 512
 DEFAULT_KEEP_PROB = 0.4  # the original's dropout keep probability
@@ -37,19 +56,32 @@ def scope_name(net_depth):
     return 'resnet_v1_%d' % net_depth
 
 
-def check_depth(net_depth):
-    """Raises ValueError unless `net_depth` is one of UNITS_PER_BLOCK."""
-    if net_depth not in UNITS_PER_BLOCK:
-        raise ValueError('unsupported net_depth %r; expected one of %s'
-                         % (net_depth, sorted(UNITS_PER_BLOCK)))
+def all_depths():
+    """Every depth of every variant, sorted (the choices of --net_depth when evaluating)."""
+    return sorted(set(d for variant in VARIANTS.values() for d in variant.units_per_block))
 
 
-def ir_unit(inputs, depth, stride, is_training, scope):
+def check_depth(net_depth, variant=STANDARD):
+    """Raises ValueError unless `net_depth` is a depth of `variant`."""
+    depths = VARIANTS[variant].units_per_block
+    if net_depth not in depths:
+        raise ValueError('unsupported net_depth %r; expected one of %s%s'
+                         % (net_depth, sorted(depths),
+                            '' if variant == STANDARD else ' (%s variant)' % variant))
+
+
+def final_channels(variant=STANDARD):
+    """Channels of the last feature map (the embedding layer's input depth)."""
+    return BLOCK_CHANNELS[-1] * VARIANTS[variant].expansion
+
+
+def ir_unit(inputs, depth, stride, is_training, scope, bottleneck_depth=None):
     """One improved-residual unit (no activation after the addition).
 
     Args:
       inputs: float [N, H, W, C_in].
       depth: output channels.
+      bottleneck_depth: channels of the first convolution; None: `depth`.
       stride: 1, or 2 on the first unit of a block.
       is_training: Python bool (batch statistics vs moving statistics).
       scope: e.g. 'unit_1'; variables live under '<scope>/bottleneck_v1'.
@@ -64,7 +96,7 @@ def ir_unit(inputs, depth, stride, is_training, scope):
             shortcut = layers.conv2d(inputs, depth, 1, stride, 'shortcut_conv')
             shortcut = layers.batch_norm(shortcut, is_training, 'shortcut_bn/BatchNorm')
         residual = layers.batch_norm(inputs, is_training, 'conv1_bn1')
-        residual = layers.conv2d(residual, depth, 3, 1, 'conv1')
+        residual = layers.conv2d(residual, bottleneck_depth or depth, 3, 1, 'conv1')
         residual = layers.batch_norm(residual, is_training, 'conv1_bn2')
         residual = layers.prelu(residual, 'prelu_layer')
         residual = layers.conv2d(residual, depth, 3, stride, 'conv2')
@@ -88,14 +120,16 @@ def default_dropout(inputs, keep_prob):
 
 
 def get_resnet(images, net_depth, is_training, keep_prob=DEFAULT_KEEP_PROB,
-               embedding_size=EMBEDDING_SIZE, reuse=None, dropout_fn=default_dropout):
+               embedding_size=EMBEDDING_SIZE, reuse=None, dropout_fn=default_dropout,
+               variant=STANDARD):
     """Builds the backbone and returns the embedding.
 
     Args:
       images: float [N, H, W, 3], normalised to about [-1, 1] (see
         data.image_ops.normalize). 112x112 gives the original's 7x7x512
         feature map before the dense layer.
-      net_depth: one of UNITS_PER_BLOCK (18, 34, 50, 100, 152).
+      net_depth: a depth of `variant` (standard: 18, 34, 50, 100, 152;
+        wide: 50, 101, 152).
       is_training: Python bool. Training uses batch statistics, updates the
         moving averages (tf.GraphKeys.UPDATE_OPS) and applies dropout.
       keep_prob: dropout keep probability in (0, 1].
@@ -103,12 +137,15 @@ def get_resnet(images, net_depth, is_training, keep_prob=DEFAULT_KEEP_PROB,
       reuse: True to share the variables of an earlier call (e.g. an
         inference graph beside the training graph).
       dropout_fn: fn(inputs, keep_prob) -> Tensor; the NPU swaps in npu_ops.dropout.
+      variant: STANDARD (what training builds) or WIDE (see the module docstring).
     Returns:
       (embedding float [N, embedding_size], end_points dict name -> Tensor).
     Raises:
       ValueError: unknown depth or keep_prob out of range.
     """
-    check_depth(net_depth)
+    check_depth(net_depth, variant)
+    units_per_block = VARIANTS[variant].units_per_block[net_depth]
+    expansion = VARIANTS[variant].expansion
     if not 0.0 < keep_prob <= 1.0:
         raise ValueError('keep_prob %r: expected a probability in (0, 1]' % (keep_prob,))
     end_points = {}
@@ -117,13 +154,14 @@ def get_resnet(images, net_depth, is_training, keep_prob=DEFAULT_KEEP_PROB,
         net = layers.batch_norm(net, is_training, 'bn0')
         net = layers.prelu(net, 'prelu0')
         end_points['stem'] = net
-        for block_index, (num_units, depth) in enumerate(zip(UNITS_PER_BLOCK[net_depth],
-                                                             BLOCK_CHANNELS)):
+        for block_index, (num_units, channels) in enumerate(zip(units_per_block,
+                                                                BLOCK_CHANNELS)):
             block = 'block%d' % (block_index + 1)
             with tf.variable_scope(block):
                 for unit_index in range(num_units):
                     stride = 2 if unit_index == 0 else 1
-                    net = ir_unit(net, depth, stride, is_training, 'unit_%d' % (unit_index + 1))
+                    net = ir_unit(net, channels * expansion, stride, is_training,
+                                  'unit_%d' % (unit_index + 1), bottleneck_depth=channels)
             end_points[block] = net
         embedding = embedding_head(net, is_training, keep_prob, embedding_size, dropout_fn)
         end_points['embedding'] = embedding

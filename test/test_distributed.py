@@ -261,9 +261,9 @@ def test_cli_runs_as_two_workers_checkpoints_on_rank_0_and_resumes(tiny_data, la
     first = wait_workers(launched['cli'])
     for code, output in first:
         assert code == 0, output
-        assert re.search(r'epoch 0, step 2, total loss [\d.]+', output), output
+        assert re.search(r'epoch 0, total_step 2, total loss is [\d.]+', output), output
     # Both log the same losses: the means over the workers.
-    losses = [re.findall(r'step \d+, total loss ([\d.]+)', output) for _, output in first]
+    losses = [re.findall(r'step \d+, total loss is ([\d.]+)', output) for _, output in first]
     assert losses[0] == losses[1]
     assert 'worker 1 of 2: server grpc://' in first[1][1]
     assert re.search(r'clone_1/\S+: \(Conv2D\): /job:worker/replica:0/task:1/device:CPU:1',

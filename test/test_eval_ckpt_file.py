@@ -29,6 +29,9 @@ from data.make_synthetic_dataset import JpegEncoder
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_R50 = os.path.join(os.path.dirname(PROJECT_ROOT), 'shared', 'reference',
                              'insightface_tf_r50_variables.tsv')
+# Made with the original's nets/L_Resnet_E_IR.py (TF 1.15 + TensorLayer 1.7.4): see its header.
+REFERENCE_WIDE_R50 = os.path.join(PROJECT_ROOT, 'test', 'reference',
+                                  'insightface_tf_wide_r50_variables.tsv')
 DEPTH = 18
 IMAGE_SIZE = (32, 32)
 BATCH = 8
@@ -456,8 +459,9 @@ def test_checkpoint_step():
     assert checkpoint_utils.checkpoint_step('out/ckpt/best.ckpt') == 0
 
 
-def _names(depth, units):
-    names = {'resnet_v1_%d/conv1/W_conv2d' % depth: [3, 3, 3, 64]}
+def _names(depth, units, last_channels=512):
+    names = {'resnet_v1_%d/conv1/W_conv2d' % depth: [3, 3, 3, 64],
+             'resnet_v1_%d/E_BN1/beta' % depth: [last_channels]}
     for block, count in enumerate(units):
         for unit in range(count):
             names['resnet_v1_%d/block%d/unit_%d/bottleneck_v1/conv1/W_conv2d'
@@ -465,16 +469,30 @@ def _names(depth, units):
     return names
 
 
-def test_depth_checks_by_names():
-    checkpoint_utils.check_depth_by_names('c', _names(18, (2, 2, 2, 2)), 18)
+def test_network_detection_by_names():
+    detect = checkpoint_utils.detect_network
+    assert detect('c', _names(18, (2, 2, 2, 2)), 18) == (18, 'standard')
+    assert detect('c', _names(18, (2, 2, 2, 2))) == (18, 'standard')  # no --net_depth
+    assert detect('c', _names(50, (3, 4, 14, 3), 2048)) == (50, 'wide')
+    assert detect('c', _names(101, (3, 13, 30, 3), 2048)) == (101, 'wide')
     with pytest.raises(CheckpointError, match=r'^checkpoint c: resnet_v1_18 has \(2, 3, 2, 2\) '
-                                              r'units per block; depth 18 has \(2, 2, 2, 2\)$'):
-        checkpoint_utils.check_depth_by_names('c', _names(18, (2, 3, 2, 2)), 18)
+                                              r'units per block; the standard variant has '
+                                              r'\(2, 2, 2, 2\) at depth 18$'):
+        detect('c', _names(18, (2, 3, 2, 2)), 18)
+    with pytest.raises(CheckpointError, match=r'the wide variant has no depth 18$'):
+        detect('c', _names(18, (2, 2, 2, 2), 2048))
+    with pytest.raises(CheckpointError, match=r'E_BN1/beta has shape \[1024\]; expected '
+                                              r'\[512\] or \[2048\]'):
+        detect('c', _names(18, (2, 2, 2, 2), 1024))
     with pytest.raises(CheckpointError, match=r'holds no L_Resnet_E_IR backbone'):
-        checkpoint_utils.check_depth_by_names('c', {'global_step': []}, 18)
+        detect('c', {'global_step': []}, 18)
     with pytest.raises(CheckpointError, match=r'holds a depth-100 network \(resnet_v1_100/\.\.\.'
                                               r'\); --net_depth 50 expected resnet_v1_50$'):
-        checkpoint_utils.check_depth_by_names('c', _names(100, (3, 13, 30, 3)), 50)
+        detect('c', _names(100, (3, 13, 30, 3)), 50)
+    both = dict(_names(18, (2, 2, 2, 2)), **_names(50, (3, 4, 14, 3)))
+    with pytest.raises(CheckpointError, match=r'choose one with --net_depth$'):
+        detect('c', both)
+    assert detect('c', both, 50) == (50, 'standard')
 
 
 def test_missing_backbone_variable_is_named():
@@ -486,7 +504,8 @@ def test_missing_backbone_variable_is_named():
         with pytest.raises(CheckpointError, match=r'^checkpoint c lacks 1 of the %d variables of '
                                                   r'resnet_v1_18, e\.g\. resnet_v1_18/E_BN2/'
                                                   r'moving_variance$' % len(variables)):
-            checkpoint_utils.check_shapes('c', names, variables, DEPTH)
+            checkpoint_utils.check_shapes('c', names, variables,
+                                          checkpoint_utils.Network(DEPTH, 'standard'))
 
 
 def read_tsv(path):
@@ -518,5 +537,20 @@ def test_original_insightface_tf_checkpoint_names_restore():
         assert set(original) - set(v.op.name for v in restored) == \
             {'arcface_loss/embedding_weights'}
         # ... and its variable list passes the CLI's checks.
-        checkpoint_utils.check_depth_by_names('r50', original, 50)
-        checkpoint_utils.check_shapes('r50', original, restored, 50)
+        network = checkpoint_utils.detect_network('r50', original)
+        assert network == (50, 'standard')
+        checkpoint_utils.check_shapes('r50', original, restored, network)
+
+
+def test_original_wide_checkpoint_names_restore():
+    """The original's 4x-wide L_Resnet_E_IR.py (its eval_ckpt_file.py, models B/C):
+    detected from its variable list, and every variable the CLI restores is in it."""
+    original = read_tsv(REFERENCE_WIDE_R50)
+    network = checkpoint_utils.detect_network('wide50', original)
+    assert network == (50, 'wide')
+    with tf.Graph().as_default():
+        face_model.inference_graph(50, (112, 112), BATCH, variant=network.variant)
+        restored = checkpoint_utils.backbone_variables(50)
+        assert set(original) - set(v.op.name for v in restored) == \
+            {'arcface_loss/embedding_weights'}
+        checkpoint_utils.check_shapes('wide50', original, restored, network)

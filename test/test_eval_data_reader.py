@@ -63,6 +63,31 @@ def test_same_pixels_as_the_training_decoder(orl_loaded, orl_encoded):
         np.testing.assert_array_equal(orl_loaded[0][index], image)
 
 
+# Encoded images and OpenCV's decoding of them (cv2.imdecode, what MXNet and the original's
+# .bin reader used): real face JPEGs from lfw_dev.bin and orl_val.bin, and a colour JPEG
+# and PNG. Made with opencv-python-headless (libjpeg-turbo); the file records the version.
+OPENCV_DECODED = os.path.join(PROJECT_ROOT, 'test', 'reference', 'opencv_decoded.npz')
+
+
+def test_pixels_are_opencvs_bit_for_bit(tmp_path):
+    """JPEGs decode with the accurate DCT, as OpenCV and the original's decode_jpeg do;
+    TensorFlow's decode_image (fast DCT) moved about two thirds of the values here."""
+    reference = np.load(OPENCV_DECODED)
+    count = len(reference['sources'])
+    encoded = [reference['encoded_%d' % i].tobytes() for i in range(count)]
+    issame = [True, False, True]
+    faces = _write_pickle(tmp_path / 'faces.bin', (encoded[:2] + encoded[2:3] * 4, issame))
+    images, _ = eval_data_reader.load_bin(faces, (112, 112))
+    for index in range(3):
+        np.testing.assert_array_equal(images[index], reference['opencv_bgr_%d' % index],
+                                      err_msg=str(reference['sources'][index]))
+    colour = _write_pickle(tmp_path / 'colour.bin', (encoded[3:5], [True]))
+    images, _ = eval_data_reader.load_bin(colour, (112, 96))
+    for index in (3, 4):
+        np.testing.assert_array_equal(images[index - 3], reference['opencv_bgr_%d' % index],
+                                      err_msg=str(reference['sources'][index]))
+
+
 def test_colour_images_come_out_bgr(shared_data, tmp_path):
     """The ORL faces are grey; the MXNet fixture's colours catch a channel swap."""
     folder = os.path.join(shared_data, 'mxnet_fixture')

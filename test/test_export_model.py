@@ -174,11 +174,11 @@ def test_node_names_and_signature(exported):
 def test_atc_command():
     args = export_model.get_parser().parse_args(['--ckpt_file', 'c', '--output_dir', 'out',
                                                  '--batch_size', '8', '--net_depth', '50'])
-    assert export_model.atc_command(args) == (
+    assert export_model.atc_command(args, 50) == (
         'atc --model=out/frozen_model.pb --framework=3 --output=out/insightface_r50 '
         '--soc_version=Ascend910 --input_shape="input_images:8,112,112,3"')
     args.normalized_output = True
-    assert export_model.atc_command(args).endswith(' --out_nodes="embeddings_normalized:0"')
+    assert export_model.atc_command(args, 50).endswith(' --out_nodes="embeddings_normalized:0"')
 
 
 def test_exports_load_in_every_project_environment(exported, tmp_path):

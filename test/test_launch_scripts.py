@@ -69,6 +69,8 @@ def test_full_1p_on_cpu(data_path, tmp_path):
     with open(log_path) as log:
         log_text = log.read()
     assert 'device cpu' in log_text and '[lfw][2]Accuracy-Flip' in log_text
+    # The original's default learning rate: the scripts pass no --lr_values.
+    assert re.findall(r'samples/sec, lr ([0-9.e-]+)', log_text) == ['0.001'] * 3
     check_final_lines(result.stdout, log_path, accuracy=True)
     last_accuracy = re.findall(r'test accuracy is: ([0-9.]+)', log_text)[-1]
     assert 'Final Train Accuracy : %s' % last_accuracy in result.stdout
@@ -80,7 +82,7 @@ def test_full_1p_on_cpu(data_path, tmp_path):
     assert (fields['Network'], fields['RankSize'], fields['BatchSize'], fields['CaseName']) == (
         'ArcFace_LResNet18E-IR_for_TensorFlow', '1', '4', case)
     assert fields['TrainAccuracy'] == last_accuracy
-    assert fields['ActualLoss'] == re.findall(r'total loss ([0-9.]+)', log_text)[-1]
+    assert fields['ActualLoss'] == re.findall(r'total loss is ([0-9.]+)', log_text)[-1]
     for name in ('ActualFPS', 'TrainingTime', 'E2ETrainingTime'):
         assert re.match(NUMBER + '$', fields[name]), (name, fields[name])
     assert float(fields['ActualFPS']) > 0

@@ -99,7 +99,11 @@ def test_heads_end_to_end_against_numpy(head, batch):
     with tf.Graph().as_default():
         logits, loss, grads = build_head(emb, labels, tf.float32, head)
         weights = tf.trainable_variables()[0]
-        assert weights.op.name.endswith('/embedding_weights')
+        # The original's names: arcface_loss/, cosineface_loss/, and the top level for combine.
+        assert weights.op.name == {face_losses.arcface_loss: 'arcface_loss/embedding_weights',
+                                   face_losses.cosineface_loss:
+                                       'cosineface_loss/embedding_weights',
+                                   face_losses.combine_loss: 'embedding_weights'}[head]
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             got, w, grad_values = sess.run([logits, weights, grads])

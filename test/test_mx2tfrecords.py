@@ -332,6 +332,13 @@ def test_load_manifest_errors(orl_converted, tmp_path):
     shutil.copy(os.path.join(orl_converted, 'train-00000-of-00001.tfrecord'), folder)
     with pytest.raises(manifest_lib.ManifestError, match='has no manifest.json'):
         manifest_lib.load_manifest(folder)
+    original = str(tmp_path / 'original')  # the original InsightFace_TF's layout
+    os.makedirs(original)
+    shutil.copy(os.path.join(orl_converted, 'train-00000-of-00001.tfrecord'),
+                os.path.join(original, 'tran.tfrecords'))
+    with pytest.raises(manifest_lib.ManifestError, match=r"holds tran\.tfrecords, the original "
+                                                         r"InsightFace_TF's single file.*" + how_to):
+        manifest_lib.load_manifest(original)
     with open(os.path.join(folder, 'manifest.json'), 'w') as f:
         f.write('{"format": ')
     with pytest.raises(manifest_lib.ManifestError, match='not valid JSON'):

@@ -7,16 +7,19 @@ import tensorflow.compat.v1 as tf
 
 from losses import face_losses
 from nets import layers
-from nets.L_Resnet_E_IR import UNITS_PER_BLOCK, get_resnet, scope_name
-REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                         'shared', 'reference')
+from nets.L_Resnet_E_IR import UNITS_PER_BLOCK, VARIANTS, get_resnet, scope_name
+TEST_DIR = os.path.dirname(os.path.abspath(__file__))
+REFERENCE = os.path.join(os.path.dirname(os.path.dirname(TEST_DIR)), 'shared', 'reference')
+# Lists made here from the original's own code (TF 1.15 + TensorLayer 1.7.4); see their headers.
+OWN_REFERENCE = os.path.join(TEST_DIR, 'reference')
 ORIGINAL_NUM_CLASSES = 85164  # the reference graph's arcface out_num
 
 
-def read_reference(depth):
+def read_reference(depth, path=None):
     """{name: (shape tuple, trainable bool)} from the original's variable list."""
     variables = {}
-    with open(os.path.join(REFERENCE, 'insightface_tf_r%d_variables.tsv' % depth)) as f:
+    path = path or os.path.join(REFERENCE, 'insightface_tf_r%d_variables.tsv' % depth)
+    with open(path) as f:
         for line in f:
             if line.startswith('#') or not line.strip():
                 continue
@@ -31,13 +34,15 @@ def graph_variables():
             for v in tf.global_variables()}
 
 
-@pytest.mark.parametrize('depth', [50, 100])
-def test_variables_match_original_checkpoint(depth):
-    expected = read_reference(depth)
+@pytest.mark.parametrize('depth,variant,reference', [
+    (50, 'standard', None), (100, 'standard', None),
+    (50, 'wide', os.path.join(OWN_REFERENCE, 'insightface_tf_wide_r50_variables.tsv'))])
+def test_variables_match_original_checkpoint(depth, variant, reference):
+    expected = read_reference(depth, reference)
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [None, 112, 112, 3])
         labels = tf.placeholder(tf.int64, [None])
-        embedding, _ = get_resnet(images, depth, is_training=True)
+        embedding, _ = get_resnet(images, depth, is_training=True, variant=variant)
         face_losses.arcface_loss(embedding, labels, ORIGINAL_NUM_CLASSES)
         actual = graph_variables()
     missing = sorted(set(expected) - set(actual))
@@ -69,8 +74,30 @@ def test_unit_counts_per_depth():
 
 def test_unknown_depth_is_refused():
     with tf.Graph().as_default():
-        with pytest.raises(ValueError, match='unsupported net_depth 101'):
+        with pytest.raises(ValueError, match=r'unsupported net_depth 101; expected one of '
+                                             r'\[18, 34, 50, 100, 152\]$'):
             get_resnet(tf.placeholder(tf.float32, [1, 112, 112, 3]), 101, is_training=True)
+        with pytest.raises(ValueError, match=r'unsupported net_depth 100; expected one of '
+                                             r'\[50, 101, 152\] \(wide variant\)$'):
+            get_resnet(tf.placeholder(tf.float32, [1, 112, 112, 3]), 100, is_training=True,
+                       variant='wide')
+
+
+def test_wide_variant_units_and_widths():
+    """The original's L_Resnet_E_IR.py: first conv of a unit at the block's width, the
+    second and the shortcut 4x wider; 101 has the units of the standard 100."""
+    assert VARIANTS['wide'].units_per_block[101] == UNITS_PER_BLOCK[100]
+    with tf.Graph().as_default():
+        embedding, end_points = get_resnet(tf.placeholder(tf.float32, [2, 112, 112, 3]), 101,
+                                           is_training=False, variant='wide')
+        shapes = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
+    unit = 'resnet_v1_101/block3/unit_30/bottleneck_v1/'
+    assert shapes[unit + 'conv1/W_conv2d'] == [3, 3, 1024, 256]
+    assert shapes[unit + 'conv2/W_conv2d'] == [3, 3, 256, 1024]
+    assert shapes['resnet_v1_101/block1/unit_1/bottleneck_v1/shortcut_conv/W_conv2d'] == \
+        [1, 1, 64, 256]
+    assert end_points['block4'].shape.as_list() == [2, 7, 7, 2048]
+    assert embedding.shape.as_list() == [2, 512]
 
 
 def test_output_shapes_and_embedding():

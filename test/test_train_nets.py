@@ -54,7 +54,7 @@ def test_trains_validates_checkpoints_and_resumes(tiny_data, tmp_path):
                                '--ckpt_interval', '3', '--summary_interval', '2'))
     assert first.returncode == 0, first.stdout
     log = first.stdout
-    assert re.search(r'epoch 0, step 1, total loss [\d.]+, inference loss', log)
+    assert re.search(r'epoch 0, total_step 1, total loss is [\d.]+ , inference loss is', log)
     assert re.search(r'\[lfw\]\[2\]XNorm: \d+\.\d{6}', log)
     assert re.search(r'\[lfw\]\[4\]Accuracy-Flip: \d\.\d{5}\+-\d\.\d{5}', log)
     assert 'test accuracy is:' in log
@@ -65,7 +65,7 @@ def test_trains_validates_checkpoints_and_resumes(tiny_data, tmp_path):
     assert ckpts == ['InsightFace_iter_3.ckpt.index', 'InsightFace_iter_4.ckpt.index']
     assert checkpoint_step(os.path.join(out, 'ckpt')) == 4
     assert glob.glob(os.path.join(out, 'ckpt', 'best', 'InsightFace_iter_*.ckpt.index'))
-    assert glob.glob(os.path.join(out, 'summary', 'events.out.tfevents.*'))
+    check_summaries(os.path.join(out, 'summary'), os.path.join(out, 'ckpt'), steps=(2, 4))
 
     latest = tf.train.latest_checkpoint(os.path.join(out, 'ckpt'))
     momentum_before = tf.train.load_variable(
@@ -73,10 +73,135 @@ def test_trains_validates_checkpoints_and_resumes(tiny_data, tmp_path):
     second = run_training(flags(tiny_data, out, '--max_steps', '6', '--validate_interval', '100'))
     assert second.returncode == 0, second.stdout
     assert 'resumed from %s' % latest in second.stdout
-    assert re.search(r'epoch \d+, step 5,', second.stdout)
+    assert re.search(r'epoch \d+, total_step 5,', second.stdout)
     assert not re.search(r'step [1-4],', second.stdout)
     assert checkpoint_step(os.path.join(out, 'ckpt')) == 6
     assert np.abs(momentum_before).sum() > 0  # the optimizer slots were saved and restored
+
+
+def read_events(summary_dir):
+    """{step: {tag: Summary.Value}} and whether a graph was written, from every events file."""
+    by_step, graph = {}, False
+    for path in glob.glob(os.path.join(summary_dir, 'events.out.tfevents.*')):
+        for event in tf.train.summary_iterator(path):
+            graph = graph or event.HasField('graph_def')
+            for value in event.summary.value:
+                by_step.setdefault(event.step, {})[value.tag] = value
+    return by_step, graph
+
+
+def check_summaries(summary_dir, ckpt_dir, steps):
+    """The original's TensorBoard: its scalar tags, histograms of every trainable variable
+    (after the step, as in the checkpoint of that step) and of its gradient, the graph."""
+    by_step, graph = read_events(summary_dir)
+    assert graph
+    conv = 'resnet_v1_18/conv1/W_conv2d'
+    for step in steps:
+        tags = by_step[step]
+        for tag in ('inference_loss', 'wd_loss', 'total_loss', 'leraning_rate', 'lr', 'accuracy'):
+            assert tags[tag].HasField('simple_value'), (step, tag)
+        assert tags['leraning_rate'].simple_value == pytest.approx(0.01)
+        for tag in (conv, conv + '/gradients', 'arcface_loss/embedding_weights/gradients',
+                    'resnet_v1_18/E_BN2/beta', 'resnet_v1_18/block4/unit_2/bottleneck_v1/'
+                    'prelu_layer/alphas/gradients'):
+            assert tags[tag].HasField('histo'), (step, tag)
+        assert tags[conv].histo.num == 3 * 3 * 3 * 64
+        assert tags[conv + '/gradients'].histo.sum_squares > 0
+        # The frozen gamma of E_BN2 is not trainable: no histogram, as in the original.
+        assert 'resnet_v1_18/E_BN2/gamma' not in tags
+    last = by_step[steps[-1]][conv].histo
+    weights = tf.train.load_variable(tf.train.latest_checkpoint(ckpt_dir), conv)
+    assert (last.min, last.max) == (weights.min(), weights.max())
+    assert last.sum == pytest.approx(float(weights.astype(np.float64).sum()), rel=1e-6)
+
+
+def rewrite_checkpoint(source, target, renames=(), dtypes=None, values=None):
+    """Copies checkpoint `source` to `target`, renaming prefixes (old, new) and changing
+    the stored type or value of named variables: the layout other writers use."""
+    reader = tf.train.load_checkpoint(source)
+    with tf.Graph().as_default():
+        var_list = {}
+        for name, _ in tf.train.list_variables(source):
+            value = (values or {}).get(name, reader.get_tensor(name))
+            if name in (dtypes or {}):
+                value = np.asarray(value).astype(dtypes[name])
+            for old, new in renames:
+                if name == old or name.startswith(old + '/'):
+                    name = new + name[len(old):]
+            var_list[name] = tf.Variable(value, name='copy_%d' % len(var_list))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(var_list).save(sess, target, write_meta_graph=False)
+
+
+def test_resumes_a_checkpoint_in_the_original_layout(tiny_data, tmp_path):
+    """The original's int32 global_step (two increments per iteration), and the combine
+    head's class centres under the scope this port's first releases used."""
+    out = str(tmp_path)
+    first = run_training(flags(tiny_data, out, '--max_steps', '2', '--validate_interval', '100',
+                               '--loss_type', 'combine', '--summary_histograms', 'False'))
+    assert first.returncode == 0, first.stdout
+    trained = tf.train.latest_checkpoint(os.path.join(out, 'ckpt'))
+    names = dict(tf.train.list_variables(trained))
+    assert 'embedding_weights' in names and 'embedding_weights/Momentum' in names
+    # Iteration 100 of the original: global_step 200, past the boundary 128 = int(512/4) * 1.
+    other = os.path.join(out, 'original')
+    rewrite_checkpoint(trained, os.path.join(other, 'InsightFace_iter_100.ckpt'),
+                       renames=[('embedding_weights', 'combine_loss/embedding_weights')],
+                       dtypes={'global_step': np.int32}, values={'global_step': 200})
+    with open(os.path.join(other, 'checkpoint'), 'w') as index:
+        index.write('model_checkpoint_path: "InsightFace_iter_100.ckpt"\n')
+    assert tf.train.load_checkpoint(os.path.join(other, 'InsightFace_iter_100.ckpt')) \
+        .get_variable_to_dtype_map()['global_step'] == tf.int32
+    resumed = run_training(flags(tiny_data, out, '--max_steps', '202', '--validate_interval',
+                                 '100', '--loss_type', 'combine', '--ckpt_path', other,
+                                 '--lr_steps', '1', '--summary_histograms', 'False'))
+    assert resumed.returncode == 0, resumed.stdout
+    text = resumed.stdout
+    assert 'global_step 200 stored as int32' in text and 'continues at step 200' in text
+    assert 'embedding_weights read from combine_loss/embedding_weights' in text
+    assert re.search(r'epoch \d+, total_step 201, .*samples/sec, lr 0\.001\b', text), text
+    assert not re.search(r'total_step (1|2|199|200),', text)
+    final = tf.train.latest_checkpoint(other)
+    assert final.endswith('InsightFace_iter_202.ckpt')
+    assert tf.train.load_variable(final, 'global_step') == 202
+
+
+ORIGINAL_TRAIN_CHECKPOINT = os.path.join(PROJECT_ROOT, 'test', 'reference',
+                                         'insightface_tf_r50_train_checkpoint.tsv')
+
+
+def test_training_graph_holds_what_the_original_train_nets_saves():
+    """trainer.build_graph at depth 50 saves the variables (names, shapes, types) of a
+    checkpoint the original's train_nets.py wrote, but global_step: int64 here, int32 there
+    (read and converted on resume, see the test above)."""
+    import trainer
+    expected = {}
+    with open(ORIGINAL_TRAIN_CHECKPOINT) as tsv:
+        for line in tsv:
+            if not line.startswith('#'):
+                name, shape, dtype = line.rstrip('\n').split('\t')
+                expected[name] = ([int(d) for d in shape.split(',')] if shape else [], dtype)
+    args = train_nets.get_parser().parse_args(['--net_depth', '50', '--device', 'cpu'])
+    plan = trainer.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], 'cpu', 0, 1, None,
+                        [], None, [1, 2, 3])
+    with tf.Graph().as_default():
+        trainer.build_graph(args, plan)
+        actual = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype.name)
+                  for v in tf.global_variables()}
+    assert sorted(actual) == sorted(expected)
+    assert expected.pop('global_step') == ([], 'int32') and actual.pop('global_step') == (
+        [], 'int64')
+    assert actual == expected
+
+
+def test_resuming_another_network_is_one_line(tiny_data, tmp_path, capsys):
+    out = str(tmp_path)
+    assert run_training(flags(tiny_data, out, '--max_steps', '1', '--validate_interval', '100',
+                              '--summary_histograms', 'False')).returncode == 0
+    err = refusal(capsys, flags(tiny_data, out, '--max_steps', '2', '--loss_type', 'cosineface'))
+    assert 'lacks 2 variables of this graph, e.g. cosineface_loss/embedding_weights' in err
+    assert '--loss_type' in err
 
 
 def test_sigterm_saves_a_checkpoint_then_exits(tiny_data, tmp_path):
@@ -200,6 +325,50 @@ def test_help_documents_every_flag():
     typed = train_nets.get_parser().parse_args(['--weight_decay', '1e-3', '--batch_size', '64',
                                                 '--log_device_mapping', 'True'])
     assert typed.weight_decay == 1e-3 and typed.batch_size == 64 and typed.log_device_mapping
+
+
+ORIGINAL_LR_VALUES = [0.001, 0.0005, 0.0003, 0.0001]  # the original train_nets.py
+
+
+@pytest.mark.parametrize('batch,boundaries', [
+    (32, [640000, 960000, 1280000]),     # int(512 / 32) = 16
+    (136, [120000, 180000, 240000]),     # int(512 / 136) = 3: the original's model D
+    (1024, [20000, 30000, 40000]),       # over 512 the original's factor would be 0
+])
+def test_default_learning_rate_schedule_is_the_originals(batch, boundaries):
+    import trainer
+    args = train_nets.get_parser().parse_args(['--batch_size', str(batch)])
+    assert trainer.lr_boundaries(args.lr_steps, args.batch_size) == boundaries
+    with tf.Graph().as_default():
+        global_step = tf.train.get_or_create_global_step()
+        rate = trainer.learning_rate(global_step, trainer.lr_boundaries(args.lr_steps, batch),
+                                     args.lr_values, args.warmup_steps)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            for step, expected in [(0, 0), (1, 0), (boundaries[0], 0), (boundaries[0] + 1, 1),
+                                   (boundaries[1], 1), (boundaries[1] + 1, 2),
+                                   (boundaries[2], 2), (boundaries[2] + 1, 3), (10 ** 8, 3)]:
+                global_step.load(step, sess)
+                assert sess.run(rate) == pytest.approx(ORIGINAL_LR_VALUES[expected], rel=1e-7), step
+
+
+def test_boundaries_use_the_batch_of_all_devices():
+    import trainer
+    assert trainer.lr_boundaries([1000], 128 * 4) == [1000]   # 4 workers of 128
+    assert trainer.lr_boundaries([1000], 100) == [5000]       # int(5.12) = 5, not 5120
+
+
+def test_mgpu_has_the_original_mgpu_defaults():
+    import train_nets_mgpu
+    args = train_nets_mgpu.get_parser().parse_args([])
+    train_nets_mgpu.complete_args(args)
+    assert (args.net_depth, args.buffer_size, args.ckpt_interval, args.num_gpus) == (
+        50, 50000, 5000, 2)
+    assert args.eval_datasets == ['lfw', 'cfp_fp']
+    assert args.lr_values == [0.001, 0.0001, 0.00005, 0.00001]
+    towers = train_nets_mgpu.get_parser().parse_args(['--devices', '/cpu:0,/cpu:1'])
+    train_nets_mgpu.complete_args(towers)
+    assert towers.num_gpus is None
 
 
 def test_augment_strength_scales_every_range():

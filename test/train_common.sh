@@ -78,15 +78,16 @@ summarize() {  # device_id rank_size kind(perf|acc) e2e_seconds
   local dir=$output_root/$1 rank_size=$2 kind=$3 e2e_time=$4
   local log=$dir/train_$1.log
   CaseName=${Network}_bs${BatchSize}_${rank_size}p_${kind}
-  # images/s of one process, averaged over the log lines after the first (compilation).
+  # images/s of one process (the original's "samples/sec"), averaged over the log lines
+  # after the first (compilation).
   local fps_one
-  fps_one=$(grep -o '[0-9.]* images/s' "$log" | awk '{v[NR] = $1}
+  fps_one=$(grep -o '[0-9.]* samples/sec' "$log" | awk '{v[NR] = $1}
     END {if (NR == 0) {print 0; exit}; s = 0; n = 0
          for (i = (NR > 1 ? 2 : 1); i <= NR; i++) {s += v[i]; n++}; printf "%.2f", s / n}')
   local fps sec_per_step loss accuracy
   fps=$(awk -v f="$fps_one" -v r="$rank_size" 'BEGIN {printf "%.2f", f * r}')
   sec_per_step=$(awk -v f="$fps_one" -v b="$batch_size" 'BEGIN {printf "%.4f", (f > 0 ? b / f : 0)}')
-  grep -o 'total loss [0-9.eE+-]*' "$log" | awk '{print $3}' > "$dir/train_${CaseName}_loss.txt"
+  grep -o 'total loss is [0-9.eE+-]*' "$log" | awk '{print $4}' > "$dir/train_${CaseName}_loss.txt"
   loss=$(tail -n 1 "$dir/train_${CaseName}_loss.txt")
   accuracy=$(grep -o 'test accuracy is: [0-9.]*' "$log" | tail -n 1 | awk '{print $4}')
   {
