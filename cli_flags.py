@@ -31,6 +31,25 @@ def image_size(text):
         raise argparse.ArgumentTypeError(str(error))
 
 
+def add_checkpoint_network(group, images_are):
+    """--net_depth (read from the checkpoint when absent), --image_size, --net_input_size:
+    the network flags of every tool that loads a checkpoint (evaluate, export, embed).
+
+    Args:
+      group: a parser or argument group.
+      images_are: what --image_size is the size of, for its help.
+    """
+    from nets.L_Resnet_E_IR import all_depths
+    group.add_argument('--net_depth', type=int, default=None, choices=all_depths(),
+                       help='L_Resnet_E_IR depth of the checkpoint, checked against it; '
+                            'None: the depth it holds (the width variant is always read '
+                            'from the checkpoint)')
+    group.add_argument('--image_size', type=image_size, default=(112, 112),
+                       help='height,width of %s (the network\'s too, unless '
+                            '--net_input_size)' % images_are)
+    add_net_input_size(group)
+
+
 def add_net_input_size(group):
     """--net_input_size, the same for training, evaluation and export."""
     group.add_argument('--net_input_size', type=image_size, default=None,

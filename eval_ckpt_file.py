@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -54,7 +53,7 @@ import runtime
 import verification
 from checkpoint_utils import CheckpointError, RestoreError
 from data import eval_data_reader
-from nets.L_Resnet_E_IR import all_depths
+from data.safe_files import write_atomically
 
 PROG = 'eval_ckpt_file.py'
 FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'
@@ -88,15 +87,7 @@ def get_parser():
                            '--ckpt_file (e.g. --ckpt_file output/ckpt/InsightFace_iter_ '
                            '--ckpt_index_list 1000.ckpt 2000.ckpt); None: --ckpt_file alone')
     model = parser.add_argument_group('model')
-    model.add_argument('--net_depth', type=int, default=None, choices=all_depths(),
-                       help='L_Resnet_E_IR depth of the checkpoints, checked against them; '
-                            'None: the depth they hold (the width variant is always read '
-                            'from the checkpoint)')
-    model.add_argument('--image_size', type=cli_flags.image_size,
-                       default=(112, 112),
-                       help='height,width of the .bin images (the network\'s too, unless '
-                            '--net_input_size)')
-    cli_flags.add_net_input_size(model)
+    cli_flags.add_checkpoint_network(model, 'the .bin images')
     data = parser.add_argument_group('data')
     data.add_argument('--eval_db_path', type=str, default='./datasets/faces_ms1m_112x112',
                       help='folder holding the .bin verification sets')
@@ -248,28 +239,6 @@ def result_record(prefix, dataset, bin_path, result):
             'fold_thresholds': np.asarray(result.fold_thresholds).tolist(),
             'xnorm': result.xnorm, 'nrof_pairs': result.nrof_pairs,
             'tpr': np.asarray(result.tpr).tolist(), 'fpr': np.asarray(result.fpr).tolist()}
-
-
-def write_atomically(path, data):
-    """Writes bytes to a temporary file beside `path`, then renames it into place.
-
-    A reader never sees a half-written file; the mode follows the umask as
-    for a plain open().
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(prefix='.' + os.path.basename(path), suffix='.tmp',
-                                    dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as out:
-            out.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
 
 
 def evaluate(args, plan):

@@ -10,6 +10,10 @@ Outputs, in --output_dir:
                     input `images`, output `embeddings` (and
                     `embeddings_normalized` with --normalized_output), for
                     TensorFlow Serving or tf.saved_model.loader.load.
+  model.onnx        with --onnx: the frozen graph converted by tf2onnx (opset
+                    ONNX_OPSET), same input and outputs (names without ':0'),
+                    for onnxruntime, TensorRT and other ONNX runtimes. Needs
+                    the TensorFlow 2.x environment (requirements.txt).
 
 The network (both formats):
 
@@ -58,7 +62,6 @@ import cli_flags
 import face_model
 import runtime
 from checkpoint_utils import CheckpointError, RestoreError
-from nets.L_Resnet_E_IR import all_depths
 
 PROG = 'export_model.py'
 FROZEN_GRAPH = 'frozen_model.pb'
@@ -69,6 +72,9 @@ NORMALIZED_NODE = 'embeddings_normalized'
 SIGNATURE_INPUT = 'images'
 SIGNATURE_OUTPUT = 'embeddings'
 FORMATS = ('pb', 'saved_model', 'both')
+ONNX_MODEL = 'model.onnx'
+ONNX_OPSET = 13  # onnxruntime, TensorRT 8+ and ATC's ONNX front end all take it
+_ONNX_CATCH_ERRORS = 'TF2ONNX_CATCH_ERRORS'
 
 
 class UsageError(ValueError):
@@ -84,15 +90,7 @@ def get_parser():
     parser.add_argument('--ckpt_file', type=str, required=True,
                         help='checkpoint prefix (e.g. output/ckpt/InsightFace_iter_2000.ckpt) '
                              'or a folder (its latest checkpoint)')
-    parser.add_argument('--net_depth', type=int, default=None, choices=all_depths(),
-                        help='L_Resnet_E_IR depth of the checkpoint, checked against it; '
-                             'None: the depth it holds (the width variant is always read '
-                             'from the checkpoint)')
-    parser.add_argument('--image_size', type=cli_flags.image_size,
-                        default=(112, 112),
-                        help='height,width of the images the exported graph takes (the '
-                             'network\'s too, unless --net_input_size)')
-    cli_flags.add_net_input_size(parser)
+    cli_flags.add_checkpoint_network(parser, 'the images the exported graph takes')
     parser.add_argument('--batch_size', type=cli_flags.positive_int, default=None,
                         help='static batch dimension of input_images; None: dynamic')
     parser.add_argument('--output_dir', type=str, required=True,
@@ -102,15 +100,27 @@ def get_parser():
                         help='pb: frozen GraphDef; saved_model: SavedModel; both')
     parser.add_argument('--normalized_output', action='store_true',
                         help='also output %s, the L2-normalised embeddings' % NORMALIZED_NODE)
+    parser.add_argument('--onnx', action='store_true',
+                        help='also write %s (tf2onnx, opset %d; TensorFlow 2.x environment)'
+                             % (ONNX_MODEL, ONNX_OPSET))
     parser.add_argument('--overwrite', action='store_true',
                         help='replace outputs that already exist in --output_dir')
     return parser
 
 
-def output_names(export_format):
+def output_names(export_format, onnx=False):
     """The entries of --output_dir an export writes."""
     return {'pb': [FROZEN_GRAPH], 'saved_model': [SAVED_MODEL],
-            'both': [FROZEN_GRAPH, SAVED_MODEL]}[export_format]
+            'both': [FROZEN_GRAPH, SAVED_MODEL]}[export_format] + ([ONNX_MODEL] if onnx else [])
+
+
+def onnx_converter():
+    """tf2onnx's converter module, or None where it is not installed (TensorFlow 1.15)."""
+    try:
+        import tf2onnx  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return tf2onnx.convert
 
 
 def prepare(args):
@@ -126,10 +136,13 @@ def prepare(args):
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
         raise UsageError(size_problem)
+    if args.onnx and onnx_converter() is None:
+        raise UsageError('--onnx needs tf2onnx, which requirements.txt installs with TensorFlow '
+                         '2.x; this environment has TensorFlow %s without it' % tf.__version__)
     checked = checkpoint_utils.check_checkpoint_names(args.ckpt_file, args.net_depth)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
-    existing = [name for name in output_names(args.format)
+    existing = [name for name in output_names(args.format, args.onnx)
                 if os.path.lexists(os.path.join(args.output_dir, name))]
     if existing and not args.overwrite:
         raise UsageError('--output_dir %s already holds %s; pass --overwrite to replace it'
@@ -165,10 +178,30 @@ def freeze(sess, outputs):
                                           strip_default_attrs=True).graph_def
 
 
-def write_frozen_graph(sess, outputs, path):
-    """Writes `freeze(sess, outputs)` as a binary GraphDef."""
+def write_frozen_graph(graph_def, path):
+    """Writes a GraphDef in binary form."""
     with open(path, 'wb') as out:
-        out.write(freeze(sess, outputs).SerializeToString())
+        out.write(graph_def.SerializeToString())
+
+
+def write_onnx(graph_def, outputs, path):
+    """Converts the frozen graph with tf2onnx; ONNX names are the graph's, without ':0'."""
+    names = [INPUT_NODE] + sorted(tensor.op.name for tensor in outputs.values())
+    # tf2onnx deep-copies the whole model before each of its ~12 graph optimisers unless
+    # TF2ONNX_CATCH_ERRORS says no: at depth 50 that took the peak from 7.9 GB to 17 GB.
+    previous = os.environ.get(_ONNX_CATCH_ERRORS)
+    os.environ[_ONNX_CATCH_ERRORS] = 'FALSE'
+    try:
+        with tf.Graph().as_default():  # tf2onnx imports the GraphDef into the default graph
+            onnx_converter().from_graph_def(
+                graph_def, input_names=[INPUT_NODE + ':0'],
+                output_names=[name + ':0' for name in names[1:]], opset=ONNX_OPSET,
+                tensors_to_rename={name + ':0': name for name in names}, output_path=path)
+    finally:
+        if previous is None:
+            del os.environ[_ONNX_CATCH_ERRORS]
+        else:
+            os.environ[_ONNX_CATCH_ERRORS] = previous
 
 
 def write_saved_model(sess, images, outputs, path):
@@ -211,11 +244,15 @@ def export(args, prefix, variables, network):
             # Freezing only reads variables: the CPU does it on any machine.
             with tf.Session(config=runtime.session_config('cpu')) as sess:
                 checkpoint_utils.restore(sess, saver, prefix)
+                frozen = freeze(sess, outputs) if args.format != 'saved_model' or args.onnx \
+                    else None
                 if args.format in ('pb', 'both'):
-                    write_frozen_graph(sess, outputs, os.path.join(staging, FROZEN_GRAPH))
+                    write_frozen_graph(frozen, os.path.join(staging, FROZEN_GRAPH))
                 if args.format in ('saved_model', 'both'):
                     write_saved_model(sess, images, outputs, os.path.join(staging, SAVED_MODEL))
-            move_into_place(staging, args.output_dir, output_names(args.format))
+            if args.onnx:
+                write_onnx(frozen, outputs, os.path.join(staging, ONNX_MODEL))
+            move_into_place(staging, args.output_dir, output_names(args.format, args.onnx))
             done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -265,7 +302,7 @@ def main(argv=None):
                      % (prefix, checkpoint_utils.op_error_text(error), type(error).__name__), 1)
     except (IOError, OSError) as error:
         return cli_flags.fail(PROG, 'cannot write to --output_dir %s: %s' % (args.output_dir, error), 1)
-    for name in output_names(args.format):
+    for name in output_names(args.format, args.onnx):
         logging.info('wrote %s', os.path.join(args.output_dir, name))
     logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s (float32, '
                  'not normalised)', os.path.abspath(prefix), network.depth, network.variant,

@@ -446,7 +446,7 @@ def distinct_images(images):
 
 
 def _embed_pass(sess, images_placeholder, embedding_tensor, images, rows, batch_size, feed,
-                flip):
+                flip, on_batch):
     """Embeds images[rows] (mirrored if `flip`); returns float32 [len(rows), D]."""
     nrof_images = len(rows)
     embeddings = None
@@ -462,11 +462,13 @@ def _embed_pass(sess, images_placeholder, embedding_tensor, images, rows, batch_
         if embeddings is None:
             embeddings = np.empty((nrof_images, batch_embeddings.shape[1]), np.float32)
         embeddings[start:stop] = batch_embeddings[batch_size - (stop - start):]
+        if on_batch is not None:
+            on_batch(stop - start)
     return embeddings
 
 
 def embed_images(sess, images_placeholder, embedding_tensor, images, batch_size,
-                 extra_feed=None):
+                 extra_feed=None, on_batch=None):
     """Embeds a verification set and its horizontal mirror in fixed-size batches.
 
     Args:
@@ -479,6 +481,9 @@ def embed_images(sess, images_placeholder, embedding_tensor, images, batch_size,
       batch_size: int, the placeholder's static batch dimension.
       extra_feed: optional dict of further feeds (e.g. is_training: False);
         not modified.
+      on_batch: optional fn(n), called after each batch with the n distinct
+        images it embedded (twice as many calls in all: image and mirror);
+        e.g. a progress bar's update.
     Returns:
       (embeddings, flipped_embeddings): float32 [N, D] each, row i of the
       second being the embedding of images[i, :, ::-1, :].
@@ -508,7 +513,7 @@ def embed_images(sess, images_placeholder, embedding_tensor, images, batch_size,
     feed = dict(extra_feed or {})
     rows, inverse = distinct_images(images)
     passes = tuple(_embed_pass(sess, images_placeholder, embedding_tensor, images, rows,
-                               batch_size, feed, flip) for flip in (False, True))
+                               batch_size, feed, flip, on_batch) for flip in (False, True))
     if len(rows) == len(images):
         return passes
     return tuple(embeddings[inverse] for embeddings in passes)

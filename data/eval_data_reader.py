@@ -145,6 +145,25 @@ def load_bin(path, image_size=image_ops.DEFAULT_IMAGE_SIZE, batch_size=512):
         is not `image_size` (naming its index).
     """
     encoded, issame = read_bin(path)
+    return decode_images(encoded, image_size, batch_size, path), issame
+
+
+def decode_images(encoded, image_size=image_ops.DEFAULT_IMAGE_SIZE, batch_size=512,
+                  source='images'):
+    """Decodes encoded JPEG/PNG images (bytes) to one uint8 BGR array, in parallel.
+
+    Args:
+      encoded: list of bytes.
+      image_size: (height, width) every image must have.
+      batch_size: images decoded per session call.
+      source: what the images are, for messages (a .bin path, a folder).
+    Returns:
+      uint8 numpy array [N, height, width, 3] in BGR order.
+    Raises:
+      BinFileError: an undecodable image or one whose size is not `image_size`
+        (naming `source` and its index).
+    """
+    path = source
     height, width = image_size
     images = np.empty((len(encoded), height, width, 3), dtype=np.uint8)
     graph = tf.Graph()
@@ -186,4 +205,4 @@ def load_bin(path, image_size=image_ops.DEFAULT_IMAGE_SIZE, batch_size=512):
             if (done + len(batch)) // LOG_EVERY > done // LOG_EVERY:
                 _log.info('%s: decoded %d/%d images', path, done + len(batch), len(encoded))
             done += len(batch)
-    return images, issame
+    return images

@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 
 from data import manifest as manifest_lib
 from data import mx2tfrecords
+from data import shard_writer
 from data import recordio
 from data.recordio import IRHeader
 
@@ -98,7 +99,7 @@ def test_encode_example_matches_protobuf(size, label):
         'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
     }
     example = tf.train.Example(features=tf.train.Features(feature=feature))
-    ours = mx2tfrecords.encode_example(payload, label)
+    ours = shard_writer.encode_example(payload, label)
     assert ours == example.SerializeToString(deterministic=True)  # map keys sorted
     assert tf.train.Example.FromString(ours) == example
 
@@ -132,7 +133,7 @@ def test_progress_on_a_terminal():
             return True
 
     stream = Terminal()
-    progress = mx2tfrecords._Progress(1000, stream)  # pylint: disable=protected-access
+    progress = shard_writer.Progress(1000, stream)
     progress.update(10)  # too soon after the start: not shown
     progress.update(1000, final=True)
     assert stream.getvalue().startswith('\rmx2tfrecords: 1000/1000 images (100.0%), ')
@@ -255,7 +256,7 @@ def test_ctrl_c_leaves_nothing(shared_data, tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt()
         return b''
 
-    monkeypatch.setattr(mx2tfrecords, 'encode_example', interrupted)
+    monkeypatch.setattr(shard_writer, 'encode_example', interrupted)
     out = str(tmp_path / 'out')
     status = mx2tfrecords.main(['--bin_path', rec, '--idx_path', idx, '--tfrecords_file_path',
                                 out, '--num_workers', '1', '--no_progress'])

@@ -34,6 +34,8 @@ MODES = {
         ('train_d18', 'train', ['--depth', '18', '--warmup', '1', '--steps', '3',
                                 '--inference_batches', '3']),
         ('eval_memory', 'eval_memory', ['--depth', '18']),
+        ('export_d18', 'export', ['--depth', '18', '--inference_batches', '3']),
+        ('export_d50', 'export', ['--depth', '50', '--inference_batches', '2']),
     ],
     'full': [
         ('data', 'data', ['--num_identities', '500', '--images_per_identity', '8',
@@ -46,6 +48,8 @@ MODES = {
         ('train_d18', 'train', ['--depth', '18', '--warmup', '3', '--steps', '30',
                                 '--inference_batches', '10']),
         ('eval_memory', 'eval_memory', ['--depth', '18']),
+        ('export_d18', 'export', ['--depth', '18', '--inference_batches', '20']),
+        ('export_d50', 'export', ['--depth', '50', '--inference_batches', '10']),
     ],
 }
 
@@ -114,7 +118,11 @@ ROWS = [
          'eval_memory'].get('peak_before_load_rss_mb', 0.0)), '%.0f'),
     ('Evaluation: float64 copies the original held (MB)',
      lambda r: r['eval_memory']['original_float64_mb'], '%.0f'),
-]
+] + [('%s d%d b%d (images/s)' % (engine, depth, batch),
+      lambda r, d=depth, b=batch, k=key: r['export_d%d' % d][k][str(b)], '%.1f')
+     for depth in (18, 50) for batch in (1, 32)
+     for engine, key in (('Frozen graph in TensorFlow', 'frozen'),
+                          ('ONNX model in onnxruntime', 'onnx'))]
 
 
 def _cell(run, read, fmt):

@@ -66,9 +66,11 @@ def _read_write(rec_path, idx_path, out_path):
     os.remove(out_path)
 
 
-class _Recorder(mx2tfrecords._Progress):  # pylint: disable=protected-access
+class _Recorder(object):
     """Progress tracker that records (time, images done) instead of printing."""
-    samples = []
+
+    def __init__(self):
+        self.samples = []
 
     def update(self, done, final=False):
         self.samples.append((time.time(), done))
@@ -76,16 +78,11 @@ class _Recorder(mx2tfrecords._Progress):  # pylint: disable=protected-access
 
 def _convert_timed(rec_path, idx_path, out, count):
     """(wall seconds, steady images/s) of one conversion."""
-    _Recorder.samples = []
-    real_progress = mx2tfrecords._Progress  # pylint: disable=protected-access
-    mx2tfrecords._Progress = _Recorder  # pylint: disable=protected-access
-    try:
-        seconds, _ = _timed(mx2tfrecords.convert, rec_path, idx_path, out,
-                            num_shards=max(count, 2), num_workers=count)
-    finally:
-        mx2tfrecords._Progress = real_progress  # pylint: disable=protected-access
+    recorder = _Recorder()
+    seconds, _ = _timed(mx2tfrecords.convert, rec_path, idx_path, out,
+                        num_shards=max(count, 2), num_workers=count, progress=recorder)
     shutil.rmtree(out)
-    started = [(t, done) for t, done in _Recorder.samples if done > 0]
+    started = [(t, done) for t, done in recorder.samples if done > 0]
     (t0, done0), (t1, done1) = started[0], started[-1]
     return seconds, (done1 - done0) / (t1 - t0) if t1 > t0 and done1 > done0 else None
 

@@ -14,7 +14,10 @@ Sections:
               then the inference graph's images/s at the same batch size;
   eval_memory load a verification .bin and embed it with flips (what
               validation and eval_ckpt_file.py do): peak RSS against the size
-              of the decoded uint8 images.
+              of the decoded uint8 images;
+  export      export_model.py's frozen graph in TensorFlow and its ONNX model
+              (--onnx, where tf2onnx is installed) in onnxruntime: images/s at
+              batch 1 and 32, same random images, after one warm-up batch.
 """
 import argparse
 import json
@@ -229,7 +232,59 @@ def section_eval_memory(args):
             'images_per_s': 2 * count / run_s, 'accuracy_untrained': result.accuracy}
 
 
-SECTIONS = {'data': section_data, 'train': section_train, 'eval_memory': section_eval_memory}
+def _images_per_s(run_batch, batch, batches):
+    """images/s of run_batch(images) on a random uint8 batch, after one warm-up call."""
+    images = np.random.RandomState(0).randint(0, 256, (batch,) + IMAGE_SIZE + (3,)).astype(
+        np.uint8)
+    run_batch(images)
+    start = time.time()
+    for _ in range(batches):
+        run_batch(images)
+    return batch * batches / (time.time() - start)
+
+
+def section_export(args):
+    """The exported frozen graph in TensorFlow against its ONNX model in onnxruntime."""
+    import tensorflow.compat.v1 as tf
+    import export_model
+    import face_model
+    prefix = os.path.join(args.work_dir, 'export_ckpt_d%d' % args.depth, 'model.ckpt')
+    with tf.Graph().as_default():
+        face_model.inference_graph(args.depth, IMAGE_SIZE)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, prefix, write_meta_graph=False)
+    out = os.path.join(args.work_dir, 'export_d%d' % args.depth)
+    has_onnx = export_model.onnx_converter() is not None
+    flags = ['--ckpt_file', prefix, '--format', 'pb', '--output_dir', out, '--overwrite']
+    export_s, code = _timed(export_model.main, flags + (['--onnx'] if has_onnx else []))
+    if code != 0:
+        raise RuntimeError('export_model.py failed with exit code %d' % code)
+    result = {'depth': args.depth, 'export_s': export_s, 'frozen': {}, 'onnx': {}}
+    graph_def = tf.GraphDef()
+    with open(os.path.join(out, export_model.FROZEN_GRAPH), 'rb') as frozen:
+        graph_def.ParseFromString(frozen.read())
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.import_graph_def(graph_def, name='')
+        for batch in (1, 32):
+            result['frozen'][str(batch)] = _images_per_s(
+                lambda images: sess.run('embeddings:0', {'input_images:0': images}), batch,
+                args.inference_batches)
+    if has_onnx:
+        import onnxruntime
+        session = onnxruntime.InferenceSession(os.path.join(out, export_model.ONNX_MODEL),
+                                               providers=['CPUExecutionProvider'])
+        result['onnxruntime_version'] = onnxruntime.__version__
+        for batch in (1, 32):
+            result['onnx'][str(batch)] = _images_per_s(
+                lambda images: session.run(['embeddings'], {'input_images': images}), batch,
+                args.inference_batches)
+    shutil.rmtree(out)
+    return result
+
+
+SECTIONS = {'data': section_data, 'train': section_train, 'eval_memory': section_eval_memory,
+            'export': section_export}
 
 
 def parse_args(argv=None):
