@@ -8,6 +8,7 @@ demo:
 	tools/demo.sh
 
 # Real faces: ../shared/data/orl_faces, about 5 minutes on 2 CPU cores (4.5 of them training).
+# Elsewhere: make train-orl ORL_DATA=<folder> (README, "Data", says how to build it).
 train-orl:
 	tools/train_orl.sh
 

@@ -180,7 +180,7 @@ def _combine(grads_and_vars, losses, combine_fn):
 
 
 def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None,
-                   combine_fn=None):
+                   combine_fn=None, gradient_fn=None):
     """Computes the losses, their gradients, and the op applying them.
 
     Args:
@@ -195,6 +195,8 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
       combine_fn: None, or fn(list of Tensors) -> list of Tensors, each the mean
         of that tensor over all workers (distributed.Collectives.all_reduce_mean);
         applied to the gradients and to the reported losses.
+      gradient_fn: None, or fn(grads_and_vars) -> grads_and_vars applied to the
+        combined gradients just before the update (e.g. clipping).
     Returns:
       (TrainingLosses over the whole batch (and all workers), train_op, the
       (gradient, variable) pairs it applies); the train op also runs tower 0's
@@ -221,6 +223,8 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
     losses = _mean_losses(tower_losses)
     if combine_fn is not None:
         grads_and_vars, losses = _combine(grads_and_vars, losses, combine_fn)
+    if gradient_fn is not None:
+        grads_and_vars = gradient_fn(grads_and_vars)
     with tf.control_dependencies(update_ops):
         train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
     return losses, train_op, grads_and_vars

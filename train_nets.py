@@ -82,6 +82,9 @@ def get_parser():
                             'in the original (see README)')
     optim.add_argument('--lr_values', type=cli_flags.float_list, default=cli_flags.float_list(DEFAULT_LR_VALUES),
                        help='learning rates, one more than --lr_steps')
+    optim.add_argument('--clip_gradient_norm', type=float, default=None,
+                       help='clip the backbone\'s gradients to this global norm (insightface\'s '
+                            'PyTorch trainer uses 5); None: off, as the original')
     optim.add_argument('--warmup_steps', type=int, default=0,
                        help='linear learning-rate warm-up over this many iterations; 0: off')
 
@@ -208,6 +211,9 @@ def check_args(args):
         problems.append('--decr_ratio %r: expected a factor in (0, 1)' % args.decr_ratio)
     if args.init_loss_scale is not None and not args.init_loss_scale > 0.0:
         problems.append('--init_loss_scale %r: expected a positive number' % args.init_loss_scale)
+    if args.clip_gradient_norm is not None and not args.clip_gradient_norm > 0.0:
+        problems.append('--clip_gradient_norm %r: expected a positive number'
+                        % args.clip_gradient_norm)
     if args.warmup_steps < 0:
         problems.append('--warmup_steps %r: expected 0 or more' % args.warmup_steps)
     return problems

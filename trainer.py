@@ -169,6 +169,24 @@ def lr_boundaries(lr_steps, global_batch):
     return [max(1, int(round(step * REFERENCE_BATCH / float(global_batch)))) for step in lr_steps]
 
 
+def clip_backbone_gradients(max_norm, scope='resnet_v1_'):
+    """fn(grads_and_vars) clipping the backbone's gradients to a global norm of max_norm.
+
+    insightface's PyTorch trainer (arcface_torch) clips its backbone's gradients
+    to norm 5 and not the margin head's; without it a scale-64 margin head
+    trained from scratch can blow the backbone up in the first steps.
+    """
+    def clip(grads_and_vars):
+        chosen = [i for i, (grad, var) in enumerate(grads_and_vars)
+                  if grad is not None and var.op.name.startswith(scope)]
+        clipped, _ = tf.clip_by_global_norm([grads_and_vars[i][0] for i in chosen], max_norm)
+        result = list(grads_and_vars)
+        for i, grad in zip(chosen, clipped):
+            result[i] = (grad, grads_and_vars[i][1])
+        return result
+    return clip
+
+
 def learning_rate(global_step, boundaries, values, warmup_steps=0):
     """The original's piecewise-constant schedule, with an optional linear warm-up.
 
@@ -290,7 +308,9 @@ def build_graph(args, plan):
     collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
     losses, train_op, grads_and_vars = parallel.build_train_op(
         images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
-        combine_fn=collectives.all_reduce_mean if collectives else None)
+        combine_fn=collectives.all_reduce_mean if collectives else None,
+        gradient_fn=clip_backbone_gradients(args.clip_gradient_norm)
+        if args.clip_gradient_norm else None)
     eval_batch = args.eval_batch_size or args.batch_size
     eval_images, eval_embedding = face_model.inference_graph(
         args.net_depth, tuple(args.image_size), eval_batch, reuse=True,

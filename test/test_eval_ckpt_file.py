@@ -27,8 +27,6 @@ from data import eval_data_reader, image_ops, synthetic_faces
 from data.make_synthetic_dataset import JpegEncoder
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_R50 = os.path.join(os.path.dirname(PROJECT_ROOT), 'shared', 'reference',
-                             'insightface_tf_r50_variables.tsv')
 # Made with the original's nets/L_Resnet_E_IR.py (TF 1.15 + TensorLayer 1.7.4): see its header.
 REFERENCE_WIDE_R50 = os.path.join(PROJECT_ROOT, 'test', 'reference',
                                   'insightface_tf_wide_r50_variables.tsv')
@@ -519,14 +517,14 @@ def read_tsv(path):
     return variables
 
 
-def test_original_insightface_tf_checkpoint_names_restore():
+def test_original_insightface_tf_checkpoint_names_restore(shared_reference):
     """Every variable the CLI restores at depth 50 is in the original's r50 checkpoint.
 
     A real r50 checkpoint is ~250 MB (dense and ArcFace weights), so the check
     runs on its variable list: the names and shapes the CLI would restore, and
     the validation the CLI applies to a checkpoint's list.
     """
-    original = read_tsv(REFERENCE_R50)
+    original = read_tsv(os.path.join(shared_reference, 'insightface_tf_r50_variables.tsv'))
     with tf.Graph().as_default():
         face_model.inference_graph(50, (112, 112), BATCH)
         restored = checkpoint_utils.backbone_variables(50)

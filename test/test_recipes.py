@@ -67,3 +67,12 @@ def test_orl_recipe_refuses_missing_data(tmp_path):
     result = run_script('train_orl.sh', {'ORL_DATA': str(tmp_path / 'nowhere')})
     assert result.returncode == 2
     assert 'train.rec not found' in result.stdout
+    assert 'README\'s "Data" section' in result.stdout and 'ORL_DATA' in result.stdout
+    # TFRecords already converted (a manifest): only the verification set is looked for.
+    converted = tmp_path / 'converted'
+    converted.mkdir()
+    (converted / 'manifest.json').write_text(u'{}')
+    result = run_script('train_orl.sh', {'ORL_DATA': str(converted)})
+    assert result.returncode == 2
+    assert '%s not found' % (converted / 'orl_val.bin') in result.stdout
+    assert 'train.rec' not in result.stdout

@@ -291,6 +291,7 @@ def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
     (['--augment', 'True', '--augment_strength', '0'], '--augment_strength 0'),
     (['--random_erase', '1.5'], '--random_erase 1.5: expected a fraction in [0, 1]'),
     (['--net_input_size', '64,32'], '--net_input_size 64,32: expected at most --image_size'),
+    (['--clip_gradient_norm', '0'], '--clip_gradient_norm 0.0: expected a positive number'),
 ])
 def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
     assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
@@ -350,6 +351,21 @@ def test_default_learning_rate_schedule_is_the_originals(batch, boundaries):
                                    (boundaries[2], 2), (boundaries[2] + 1, 3), (10 ** 8, 3)]:
                 global_step.load(step, sess)
                 assert sess.run(rate) == pytest.approx(ORIGINAL_LR_VALUES[expected], rel=1e-7), step
+
+
+def test_clip_gradient_norm_clips_the_backbone_only():
+    import trainer
+    with tf.Graph().as_default():
+        conv = tf.Variable(np.zeros(3, np.float32), name='resnet_v1_18/conv1/W_conv2d')
+        head = tf.Variable(np.zeros(2, np.float32), name='arcface_loss/embedding_weights')
+        pairs = [(tf.constant([3.0, 0.0, 4.0]), conv), (tf.constant([30.0, 40.0]), head),
+                 (None, tf.Variable(0.0, name='resnet_v1_18/unused'))]
+        clipped = trainer.clip_backbone_gradients(1.0)(pairs)
+        with tf.Session() as sess:
+            backbone, margin_head = sess.run([clipped[0][0], clipped[1][0]])
+    np.testing.assert_allclose(backbone, [0.6, 0.0, 0.8], rtol=1e-6)  # norm 5 -> 1
+    np.testing.assert_allclose(margin_head, [30.0, 40.0])  # the head is not clipped
+    assert clipped[2][0] is None and [v for _, v in clipped] == [v for _, v in pairs]
 
 
 def test_boundaries_use_the_batch_of_all_devices():

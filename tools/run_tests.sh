@@ -11,11 +11,19 @@ status=0
 
 run_suite() {  # label venv
   echo "== $1: $("$2/bin/python" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[0], sys.version_info[1], tf.__version__))' 2>/dev/null)"
-  local start=$SECONDS
-  "$2/bin/python" -m pytest "${@:3}"
-  local rc=$?
-  if [ $rc -eq 0 ]; then results+=("$1: passed in $((SECONDS - start)) s")
-  else results+=("$1: FAILED (pytest exit $rc)"); status=1; fi
+  local start=$SECONDS log
+  log=$(mktemp)
+  "$2/bin/python" -m pytest "${@:3}" | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  # pytest's closing counts, and how many tests skipped for want of ../shared/data
+  local counts shared
+  counts=$(grep -E '^=* ?[0-9]+ (passed|failed)|^=* ?no tests ran' "$log" | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ in [0-9.]*s.*$//')
+  shared=$(grep -E '^SKIPPED \[[0-9]+\].*\.\./shared/data not present' "$log" | sed -E 's/^SKIPPED \[([0-9]+)\].*/\1/' | awk '{n += $1} END {print n + 0}')
+  rm -f "$log"
+  local note=""
+  [ "$shared" -gt 0 ] && note="; $shared skipped: ../shared/data not present (real-data tests)"
+  if [ $rc -eq 0 ]; then results+=("$1: passed in $((SECONDS - start)) s ($counts$note)")
+  else results+=("$1: FAILED (pytest exit $rc; $counts$note)"); status=1; fi
 }
 
 tools/venv.sh python3 .venv requirements.txt || { echo "could not create .venv"; exit 1; }
