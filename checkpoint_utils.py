@@ -80,22 +80,38 @@ def _is_checkpoint(prefix):
                                                  and not prefix.endswith('.index'))
 
 
+def latest_in_folder(folder):
+    """The latest checkpoint of `folder`, looked up inside that folder only; None if none.
+
+    The `checkpoint` index may hold absolute paths (written so by this port's earlier
+    releases and by the original), which name the files of wherever the folder was
+    first written: a copied or archived folder would silently use the original's.
+    The name is taken inside `folder` instead.
+    """
+    state = tf.train.get_checkpoint_state(folder)
+    if state and state.model_checkpoint_path:
+        local = os.path.join(folder, os.path.basename(state.model_checkpoint_path))
+        if _is_checkpoint(local):
+            return local
+    return None
+
+
 def resolve_checkpoint(path):
     """Turns a --ckpt_file value into a checkpoint prefix.
 
     Args:
       path: a checkpoint prefix ('out/ckpt/InsightFace_iter_1000.ckpt'), one of
         its files ('....ckpt.index'), or a folder: its latest checkpoint by the
-        folder's `checkpoint` file (tf.train.latest_checkpoint), else the
-        newest `*.index` file in it.
+        folder's `checkpoint` file, looked up inside the folder
+        (latest_in_folder), else the newest `*.index` file in it.
     Returns:
       str, the prefix to restore.
     Raises:
       CheckpointError: nothing found, naming what was tried.
     """
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest and _is_checkpoint(latest):
+        latest = latest_in_folder(path)
+        if latest:
             return latest
         indexes = glob.glob(os.path.join(path, '*.index'))
         if indexes:

@@ -353,10 +353,11 @@ class _Checkpoints(object):
         for path in (self.dir, self.best_dir):
             if chief and not os.path.isdir(path):
                 os.makedirs(path)
-        self.saver = tf.train.Saver(max_to_keep=max_to_keep)
-        self.best_saver = tf.train.Saver(max_to_keep=1)
+        # Relative names in the `checkpoint` index: a copied folder resumes from its own files.
+        self.saver = tf.train.Saver(max_to_keep=max_to_keep, save_relative_paths=True)
+        self.best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
         self.best = self._read_best()
-        self.latest = tf.train.latest_checkpoint(self.dir)
+        self.latest = checkpoint_utils.latest_in_folder(self.dir)
         self.restore_plan = None
         if self.latest:
             self.restore_plan = checkpoint_utils.plan_training_restore(
@@ -544,14 +545,14 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
                 logging.error('%d consecutive gradient overflows (loss %s) after step %d: '
                               'stopping; no checkpoint written (the last good one is %s)',
                               consecutive, values['total_loss'], step,
-                              tf.train.latest_checkpoint(args.ckpt_path))
+                              checkpoint_utils.latest_in_folder(args.ckpt_path))
                 return 1
             continue
         consecutive = 0
         if not np.isfinite(values['total_loss']):
             logging.error('non-finite loss (%s) at step %d: stopping; no checkpoint written '
                           '(the last good one is %s)', values['total_loss'], step,
-                          tf.train.latest_checkpoint(args.ckpt_path))
+                          checkpoint_utils.latest_in_folder(args.ckpt_path))
             return 1
         if step % args.show_info_interval == 0 or step == plan.last_step:
             now = time.time()

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -202,6 +203,30 @@ def test_resuming_another_network_is_one_line(tiny_data, tmp_path, capsys):
     err = refusal(capsys, flags(tiny_data, out, '--max_steps', '2', '--loss_type', 'cosineface'))
     assert 'lacks 2 variables of this graph, e.g. cosineface_loss/embedding_weights' in err
     assert '--loss_type' in err
+
+
+def test_a_copied_checkpoint_folder_uses_its_own_files(tiny_data, tmp_path):
+    """Relative names in the `checkpoint` index; an index with absolute names (earlier
+    releases, the original) is looked up inside its own folder, not where it points."""
+    import checkpoint_utils
+    out = str(tmp_path / 'first')
+    assert run_training(flags(tiny_data, out, '--max_steps', '1', '--validate_interval', '100',
+                              '--summary_histograms', 'False')).returncode == 0
+    with open(os.path.join(out, 'ckpt', 'checkpoint')) as index:
+        text = index.read()
+    assert 'model_checkpoint_path: "InsightFace_iter_1.ckpt"' in text and out not in text
+    copy = str(tmp_path / 'copy')
+    shutil.copytree(os.path.join(out, 'ckpt'), copy)
+    with open(os.path.join(copy, 'checkpoint'), 'w') as index:  # the old, absolute form
+        index.write('model_checkpoint_path: "%s"\n'
+                    % os.path.join(out, 'ckpt', 'InsightFace_iter_1.ckpt'))
+    mine = os.path.join(copy, 'InsightFace_iter_1.ckpt')
+    assert checkpoint_utils.resolve_checkpoint(copy) == mine
+    resumed = run_training(flags(tiny_data, str(tmp_path / 'second'), '--ckpt_path', copy,
+                                 '--max_steps', '2', '--validate_interval', '100',
+                                 '--summary_histograms', 'False'))
+    assert resumed.returncode == 0, resumed.stdout
+    assert 'resumed from %s\n' % mine in resumed.stdout
 
 
 def test_sigterm_saves_a_checkpoint_then_exits(tiny_data, tmp_path):
