@@ -326,9 +326,8 @@ def _is_model_state(name):
     Anything else (e.g. the NPU's dynamic loss-scale state) starts afresh when a
     checkpoint lacks it, as on a new run.
     """
+    # The heads' class centres under any scope, their aliases (NAME_ALIASES) included.
     return (_SCOPE.match(name) is not None or name == 'global_step'
-            or any(name == alias or name.startswith(alias + '/')
-                   for current, other in NAME_ALIASES for alias in (current, other))
             or '/embedding_weights' in name or name.startswith('embedding_weights'))
 
 

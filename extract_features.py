@@ -116,12 +116,7 @@ def load_images(paths, image_size, resize):
     payloads = []
     try:
         for path in paths:
-            payload, size = checker.check(path)
-            if size != tuple(image_size) and not resize:
-                raise ImageFolderError('%s is %dx%d, expected --image_size %d,%d; pass '
-                                       '--resize to re-encode it'
-                                       % ((path,) + size + tuple(image_size)))
-            payloads.append(payload)
+            payloads.append(checker.check(path, image_size, '(--image_size)')[0])
     finally:
         checker.close()
     return eval_data_reader.decode_images(payloads, tuple(image_size))

@@ -45,12 +45,7 @@ _ShardTask = collections.namedtuple('_ShardTask', 'items image_size resize path'
 def _checked_images(task, checker):
     """(payload, label) of each image of a shard, decoded and size-checked."""
     for label, path in task.items:
-        payload, size = checker.check(path)
-        if size != tuple(task.image_size) and not task.resize:
-            raise ImageFolderError('%s is %dx%d, expected %dx%d (height x width) like the '
-                                   'others; pass --resize to re-encode images of another size'
-                                   % ((path,) + size + tuple(task.image_size)))
-        yield payload, label
+        yield checker.check(path, task.image_size)[0], label
 
 
 def _convert_shard(task, report):

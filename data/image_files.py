@@ -136,11 +136,17 @@ class ImageChecker(object):
                 self._resized = tf.image.encode_jpeg(rgb, quality=RESIZED_JPEG_QUALITY)
         self._session = tf.Session(graph=self._graph)
 
-    def check(self, path):
+    def check(self, path, expected=None, expected_as='like the others'):
         """(payload bytes for the dataset, (height, width) as read) of one image file.
 
+        Args:
+          path: the image file.
+          expected: (height, width) the image must have unless the checker
+            resizes; None: any.
+          expected_as: what `expected` is, for the message.
         Raises:
-          ImageFolderError: unreadable file, or not a decodable JPEG/PNG.
+          ImageFolderError: unreadable file, not a decodable JPEG or PNG, or not
+            of the expected size.
         """
         try:
             with open(path, 'rb') as image_file:
@@ -155,6 +161,10 @@ class ImageChecker(object):
             raise ImageFolderError('%s: not a decodable JPEG or PNG image' % path)
         if self._resize_to and size != self._resize_to:
             data = self._session.run(self._resized, {self._encoded: data})
+        elif expected is not None and size != tuple(expected):
+            raise ImageFolderError('%s is %dx%d, expected %dx%d (height x width) %s; pass '
+                                   '--resize to re-encode images of another size'
+                                   % ((path,) + size + tuple(expected) + (expected_as,)))
         return data, size
 
     def close(self):

@@ -159,12 +159,8 @@ def encoded_images(identities, pairs, image_size=None, resize=False):
     try:
         for identity, index in needed:
             path = identities[identity][1][index]
-            payload, size = checker.check(path)
+            payload, size = checker.check(path, image_size)
             image_size = image_size or size
-            if size != tuple(image_size) and not resize:
-                raise ImageFolderError('%s is %dx%d, expected %dx%d (height x width) like the '
-                                       'others; pass --resize to re-encode images of another '
-                                       'size' % ((path,) + size + tuple(image_size)))
             payloads[(identity, index)] = payload
     finally:
         checker.close()
