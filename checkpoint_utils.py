@@ -1,4 +1,6 @@
-"""Checkpoint resolution and backbone checks shared by eval_ckpt_file.py and export_model.py.
+"""Checkpoint resolution and backbone checks shared by eval_ckpt_file.py and export_model.py;
+the checks of a checkpoint to resume training from (check_training_resume before
+the graph, plan_training_restore after it) for trainer.py.
 
 A checkpoint written by trainer.py holds the backbone (`resnet_v1_<depth>/...`)
 plus the margin head (`arcface_loss/embedding_weights`), the Momentum slots and
@@ -29,7 +31,8 @@ import re
 
 import tensorflow.compat.v1 as tf
 
-from nets.L_Resnet_E_IR import VARIANTS, final_channels, scope_name
+from losses import face_losses
+from nets.L_Resnet_E_IR import STANDARD, VARIANTS, final_channels, scope_name
 
 _SCOPE = re.compile(r'^resnet_v1_(\d+)/')
 _UNIT = re.compile(r'^resnet_v1_\d+/block(\d+)/unit_(\d+)/')
@@ -340,6 +343,58 @@ TrainingRestore = collections.namedtuple('TrainingRestore', [
 ])
 
 
+_AFRESH = 'start afresh with another --ckpt_path'
+
+
+def check_training_resume(prefix, net_depth, loss_type, num_classes):
+    """Checks, before any graph is built, that a training run can resume from `prefix`.
+
+    The backbone (detect_network), the margin head and its number of classes
+    are read from the checkpoint's variable list and compared with the flags.
+    Without this, another --net_depth or --loss_type ends at the restore,
+    after the graph is built, in TensorFlow's "Key ... not found".
+
+    Args:
+      prefix: the checkpoint to resume (latest_in_folder of --ckpt_path).
+      net_depth, loss_type, num_classes: what the run would build.
+    Raises:
+      CheckpointError: one line naming the flag, what the checkpoint holds
+        and how to resume.
+    """
+    variables = list_checkpoint(prefix)
+    network = detect_network(prefix, variables)
+    resume = 'the checkpoint to resume, %s,' % prefix
+    if network.depth != net_depth:
+        raise CheckpointError('--net_depth %d: %s holds a depth-%d network (%s/...); resume '
+                              'with --net_depth %d, or %s'
+                              % (net_depth, resume, network.depth, scope_name(network.depth),
+                                 network.depth, _AFRESH))
+    if network.variant != STANDARD:
+        raise CheckpointError('--ckpt_path: %s holds the %s variant of L_Resnet_E_IR (the '
+                              'original\'s L_Resnet_E_IR.py), which train_nets.py does not '
+                              'train; evaluate or export it, or %s'
+                              % (resume, network.variant, _AFRESH))
+    heads = [(other, name) for other in face_losses.LOSS_TYPES
+             for name in stored_names(face_losses.centres_name(other)) if name in variables]
+    mine = [name for other, name in heads if other == loss_type]
+    if not mine:
+        if heads:
+            found, name = heads[0]
+            raise CheckpointError('--loss_type %s: %s was trained with --loss_type %s (%s); '
+                                  'resume with --loss_type %s, or %s'
+                                  % (loss_type, resume, found, name, found, _AFRESH))
+        raise CheckpointError('--loss_type %s: %s holds no margin head (%s); it holds a '
+                              'network alone, e.g. for evaluation: %s'
+                              % (loss_type, resume, face_losses.centres_name(loss_type),
+                                 _AFRESH))
+    shape = variables[mine[0]]
+    if shape[-1:] != [num_classes]:
+        raise CheckpointError('--num_output %d: %s has %d classes (%s is %s); resume with '
+                              '--num_output %d (or, without it, data of %d identities), or %s'
+                              % (num_classes, resume, shape[-1], mine[0], shape, shape[-1],
+                                 shape[-1], _AFRESH))
+
+
 def plan_training_restore(prefix, graph_variables):
     """How to restore every variable of a training graph from `prefix`, by name or alias.
 
@@ -355,10 +410,13 @@ def plan_training_restore(prefix, graph_variables):
       TrainingRestore for apply_training_restore.
     Raises:
       CheckpointError: the checkpoint cannot be read, lacks a variable of the
-        model, or stores one with a type that cannot be converted.
+        model, stores one with another shape (naming the flag that changes
+        it), or with a type that cannot be converted.
     """
     try:
-        dtypes = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
+        reader = tf.train.load_checkpoint(prefix)
+        dtypes = reader.get_variable_to_dtype_map()
+        shapes = reader.get_variable_to_shape_map()
     except (tf.errors.OpError, ValueError) as error:
         raise CheckpointError('cannot read checkpoint %s: %s' % (prefix, op_error_text(error)))
     by_name, converted, initialised, aliased, missing = {}, [], [], [], []
@@ -371,6 +429,12 @@ def plan_training_restore(prefix, graph_variables):
         stored = found[0]
         if stored != name:
             aliased.append((name, stored))
+        # Compared here, before the restore, which would fail on the first mismatch
+        # with a message that does not say which flag changed the shape.
+        if list(shapes[stored]) != var.shape.as_list():
+            raise CheckpointError('checkpoint %s: %s has shape %s; this graph has %s%s'
+                                  % (prefix, stored, list(shapes[stored]), var.shape.as_list(),
+                                     _shape_hint(name, shapes[stored])))
         stored_dtype, graph_dtype = dtypes[stored].base_dtype, var.dtype.base_dtype
         if stored_dtype == graph_dtype:
             by_name[stored] = var
@@ -385,6 +449,16 @@ def plan_training_restore(prefix, graph_variables):
                               % (prefix, len(missing), missing[0].op.name))
     return TrainingRestore(prefix, tf.train.Saver(var_list=by_name), converted, initialised,
                            aliased)
+
+
+def _shape_hint(name, stored_shape):
+    """Which flag changes the shape of training variable `name` (or its optimizer slot)."""
+    if _DENSE_WEIGHT in name:
+        return _dense_hint(list(stored_shape), STANDARD)
+    if 'embedding_weights' in name:
+        return '; the class centres are as many as --num_output (default: the identities of ' \
+               'the data)'
+    return ''
 
 
 def apply_training_restore(sess, plan):

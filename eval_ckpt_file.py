@@ -126,12 +126,9 @@ def unique(names):
 
 
 def _make_folder(path, flag):
-    if path and not os.path.isdir(path):
-        try:
-            os.makedirs(path)
-        except OSError as error:
-            raise UsageError('%s %s: cannot create the folder (%s)'
-                             % (flag, path, error.strerror or error))
+    problem = path and cli_flags.output_folder_problem(path, flag)
+    if problem:
+        raise UsageError(problem)
 
 
 def prepare(args):
@@ -177,12 +174,9 @@ def load_sets(bin_paths, image_size):
     for name, path in bin_paths:
         try:
             images, issame = eval_data_reader.load_bin(path, tuple(image_size))
+            verification.check_scorable(len(issame), path)
         except ValueError as error:
             raise UsageError(str(error))
-        if len(issame) < verification.NROF_FOLDS:
-            raise UsageError('%s holds %d pairs; the %d-fold protocol needs at least %d'
-                             % (path, len(issame), verification.NROF_FOLDS,
-                                verification.NROF_FOLDS))
         sets.append((name, path, images, np.asarray(issame, bool)))
     return sets
 
@@ -230,9 +224,12 @@ def format_row(result):
 
 
 def result_record(prefix, dataset, bin_path, result):
-    """One JSON-ready dict: the table's numbers, the folds' thresholds, the ROC."""
-    return {'checkpoint': prefix, 'step': checkpoint_utils.checkpoint_step(prefix),
-            'dataset': dataset, 'bin': bin_path,
+    """One JSON-ready dict: the table's numbers, the folds' thresholds, the ROC.
+
+    The checkpoint is named by its full path: the file is read elsewhere
+    (extract_features.py --threshold_from matches it by full path)."""
+    return {'checkpoint': os.path.abspath(prefix),
+            'step': checkpoint_utils.checkpoint_step(prefix), 'dataset': dataset, 'bin': bin_path,
             'accuracy': result.accuracy, 'accuracy_std': result.accuracy_std,
             'val': result.val, 'val_std': result.val_std, 'far': result.far,
             'threshold': result.threshold,

@@ -42,7 +42,11 @@ export with --batch_size or give it here):
 
 Every output is written into a temporary folder inside --output_dir and
 renamed into place at the end; existing outputs are only replaced with
---overwrite, and other files in --output_dir are never touched.
+--overwrite, and other files in --output_dir are never touched. Each output
+gets a hidden record beside it (`.frozen_model.pb.written.json`, ...: every
+file's size and SHA-256, data/safe_files.py); --overwrite replaces only an
+output that matches its record, so a user's own file of that name, or one
+added inside saved_model/, is refused, never deleted.
 
 Typical use:
     python3 export_model.py --ckpt_file output/ckpt --net_depth 100 \
@@ -62,6 +66,7 @@ import cli_flags
 import face_model
 import runtime
 from checkpoint_utils import CheckpointError, RestoreError
+from data.safe_files import OutputError, check_output, write_record
 
 PROG = 'export_model.py'
 FROZEN_GRAPH = 'frozen_model.pb'
@@ -75,6 +80,7 @@ FORMATS = ('pb', 'saved_model', 'both')
 ONNX_MODEL = 'model.onnx'
 ONNX_OPSET = 13  # onnxruntime, TensorRT 8+ and ATC's ONNX front end all take it
 _ONNX_CATCH_ERRORS = 'TF2ONNX_CATCH_ERRORS'
+_ENTRY = '--output_dir entry'  # how messages name one output
 
 
 class UsageError(ValueError):
@@ -147,7 +153,17 @@ def prepare(args):
     if existing and not args.overwrite:
         raise UsageError('--output_dir %s already holds %s; pass --overwrite to replace it'
                          % (args.output_dir, ' and '.join(existing)))
+    check_replaceable(args.output_dir, existing)
     return checked
+
+
+def check_replaceable(output_dir, names):
+    """Raises UsageError unless each named output is what this tool recorded writing."""
+    try:
+        for name in names:
+            check_output(os.path.join(output_dir, name), PROG, _ENTRY, overwrite=True)
+    except OutputError as error:
+        raise UsageError(str(error))
 
 
 def build_inference(args, network):
@@ -261,12 +277,19 @@ def export(args, prefix, variables, network):
 
 
 def move_into_place(staging, output_dir, names):
-    """Renames each staged output into output_dir, replacing an old one last."""
+    """Renames each staged output into output_dir, replacing an old one last.
+
+    The old outputs are checked against their records again first (the export
+    takes a while); each new one gets its record.
+    """
+    check_replaceable(output_dir, [name for name in names
+                                   if os.path.lexists(os.path.join(output_dir, name))])
     for name in names:
         target = os.path.join(output_dir, name)
         if os.path.lexists(target):
             os.rename(target, os.path.join(staging, name + '.old'))
         os.rename(os.path.join(staging, name), target)
+        write_record(target, PROG)
 
 
 def atc_command(args, net_depth):
@@ -293,7 +316,7 @@ def main(argv=None):
         return cli_flags.fail(PROG, error, 2)
     try:
         export(args, prefix, variables, network)
-    except CheckpointError as error:
+    except (CheckpointError, UsageError) as error:
         return cli_flags.fail(PROG, error, 2)
     except RestoreError as error:
         return cli_flags.fail(PROG, error, 1)

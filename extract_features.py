@@ -16,7 +16,9 @@ folder, sorted), `identities` (each file's first folder, '' at the top) and
 what made them (`checkpoint`, `net_depth`, `variant`, `image_size`). Images
 must have --image_size (the network's), or --resize re-encodes them to it.
 The depth and width of the network are read from the checkpoint, as in
-eval_ckpt_file.py.
+eval_ckpt_file.py. An existing --output is only replaced with --overwrite,
+and only if this tool wrote it (a hidden record beside it,
+`.<name>.written.json`; data/safe_files.py).
 
 Exit status: 0 done; 2 bad input (one line on stderr); 1 a failure while running.
 """
@@ -37,7 +39,7 @@ import verification
 from checkpoint_utils import CheckpointError, RestoreError
 from data import eval_data_reader
 from data.image_files import ImageChecker, ImageFolderError, list_images
-from data.safe_files import write_atomically
+from data.safe_files import check_output, write_recorded
 
 PROG = 'extract_features.py'
 
@@ -64,6 +66,8 @@ def get_parser():
                       help='print the cosine similarity of two images (and the decision, '
                            'with --threshold_from)')
     parser.add_argument('--output', default=None, help='the .npz to write (with --image_dir)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --output that this tool wrote')
     parser.add_argument('--threshold_from', default=None,
                         help='an eval_ckpt_file.py --output_json file: its best threshold '
                              'decides same or different person (with --compare)')
@@ -158,7 +162,7 @@ def extract(args):
              identities=np.array(identities), checkpoint=os.path.abspath(prefix),
              net_depth=network.depth, variant=network.variant,
              image_size=np.array(args.image_size))
-    write_atomically(args.output, buffer.getvalue())
+    write_recorded(args.output, buffer.getvalue(), PROG, '--output', args.overwrite)
     logging.info('wrote %s: %d embeddings of %d dimensions', os.path.abspath(args.output),
                  features.shape[0], features.shape[1])
 
@@ -197,6 +201,7 @@ def main(argv=None):
     import tensorflow.compat.v1 as tf
     try:
         if args.image_dir is not None:
+            check_output(args.output, PROG, '--output', args.overwrite)  # before the long part
             extract(args)
         else:
             compare(args)

@@ -11,6 +11,7 @@ Typical use (the README's demo does all of it on a synthetic dataset):
 """
 import argparse
 import logging
+import math
 import sys
 
 import cli_flags
@@ -24,7 +25,8 @@ DEFAULT_LR_VALUES = '0.001,0.0005,0.0003,0.0001'  # the original's train_nets.py
 
 def get_parser():
     """The training flags, grouped as in the original (defaults are the original's)."""
-    parser = argparse.ArgumentParser(
+    # One-line flag errors: the usage of some 60 flags would bury the one that is wrong.
+    parser = cli_flags.OneLineParser(
         prog='train_nets.py',
         description='Train L_Resnet_E_IR + ArcFace (InsightFace_TF) on TFRecords.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -49,6 +51,10 @@ def get_parser():
                       help='random erasing: blank one rectangle per training image (mean '
                            'colour), each side up to this fraction of the image and at least '
                            'a fifth of it; 0: off. With or without --augment; for small datasets')
+    data.add_argument('--max_bad_records', type=int, default=100,
+                      help='training records that cannot be read or decoded are skipped and '
+                           'named in the log (shard, record); more than this many distinct '
+                           'ones stop training with a checkpoint (exit 1); 0: stop at the first')
     data.add_argument('--seed', type=int, default=None,
                       help='graph-level random seed; None: not reproducible')
 
@@ -60,12 +66,17 @@ def get_parser():
                        help='dropout keep probability before the embedding layer')
     model.add_argument('--loss_type', default='arcface', choices=face_losses.LOSS_TYPES,
                        help='margin head')
-    model.add_argument('--margin_s', type=float, default=None,
-                       help='logit scale s; default 64 (arcface, combine) or 30 (cosineface)')
-    model.add_argument('--margin_m', type=float, default=None,
-                       help='margin m; default 0.5 (arcface) or 0.4 (cosineface)')
-    model.add_argument('--combine_margins', type=cli_flags.float_list, default=[1.0, 0.3, 0.2],
-                       help='m1,m2,m3 of the combine head: s*(cos(m1*theta+m2)-m3)')
+    # Ranges: what the heads mean, not what the original checked (it checked nothing).
+    model.add_argument('--margin_s', type=cli_flags.bounded_float(0.0, low_open=True),
+                       default=None,
+                       help='logit scale s > 0; default 64 (arcface, combine) or 30 (cosineface)')
+    model.add_argument('--margin_m', type=cli_flags.bounded_float(0.0, math.pi), default=None,
+                       help='margin m in [0, pi) (0: none); default 0.5 (arcface, an angle in '
+                            'radians) or 0.4 (cosineface, subtracted from the cosine)')
+    model.add_argument('--combine_margins', type=cli_flags.combine_margins,
+                       default=[1.0, 0.3, 0.2],
+                       help='m1,m2,m3 of the combine head: s*(cos(m1*theta+m2)-m3), which must '
+                            'not exceed s*cos(theta) for theta in [0, 90] degrees')
 
     optim = parser.add_argument_group('optimization')
     optim.add_argument('--batch_size', type=int, default=32, help='images per step')
@@ -73,15 +84,20 @@ def get_parser():
     optim.add_argument('--max_steps', type=int, default=None,
                        help='stop after this global step (demos, benchmarks); None: run '
                             'all epochs')
-    optim.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
-    optim.add_argument('--weight_deacy', '--weight_decay', dest='weight_decay', type=float,
-                       default=5e-4, help='L2 weight decay (the original spelling is kept)')
+    # 0 is plain SGD; 1 never forgets a gradient and above 1 the updates grow without bound.
+    optim.add_argument('--momentum', type=cli_flags.bounded_float(0.0, 1.0), default=0.9,
+                       help='SGD momentum in [0, 1)')
+    optim.add_argument('--weight_deacy', '--weight_decay', dest='weight_decay',
+                       type=cli_flags.bounded_float(0.0), default=5e-4,
+                       help='L2 weight decay >= 0 (0: none; the original spelling is kept)')
     optim.add_argument('--lr_steps', type=cli_flags.int_list, default=cli_flags.int_list(DEFAULT_LR_STEPS),
                        help='learning-rate boundaries in iterations for batch 512, '
                             'multiplied by int(512 / batch of one step over all devices) as '
                             'in the original (see README)')
-    optim.add_argument('--lr_values', type=cli_flags.float_list, default=cli_flags.float_list(DEFAULT_LR_VALUES),
-                       help='learning rates, one more than --lr_steps')
+    optim.add_argument('--lr_values', type=cli_flags.learning_rates,
+                       default=cli_flags.learning_rates(DEFAULT_LR_VALUES),
+                       help='learning rates >= 0, one more than --lr_steps; a 0 freezes the '
+                            'weights in its phase, and at least one must be positive')
     optim.add_argument('--clip_gradient_norm', type=float, default=None,
                        help='clip the backbone\'s gradients to this global norm (insightface\'s '
                             'PyTorch trainer uses 5); None: off, as the original')
@@ -183,6 +199,8 @@ def check_args(args):
         value = getattr(args, name)
         if value is not None and value < 1:
             problems.append('--%s %r: expected a positive integer' % (name, value))
+    if args.max_bad_records < 0:
+        problems.append('--max_bad_records %r: expected 0 or more' % args.max_bad_records)
     if not args.augment_strength > 0.0:
         problems.append('--augment_strength %r: expected a positive number'
                         % args.augment_strength)
@@ -199,8 +217,6 @@ def check_args(args):
                         'than steps' % (len(args.lr_values), len(args.lr_steps)))
     if list(args.lr_steps) != sorted(set(args.lr_steps)) or any(s < 1 for s in args.lr_steps):
         problems.append('--lr_steps %s: expected increasing positive integers' % (args.lr_steps,))
-    if len(args.combine_margins) != 3:
-        problems.append('--combine_margins %s: expected m1,m2,m3' % (args.combine_margins,))
     if args.iterations_per_loop != 1:
         problems.append('--iterations_per_loop %d: only 1 is supported; this sess.run loop logs, '
                         'validates and checkpoints between steps, and loop sinking would also '

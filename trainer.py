@@ -1,7 +1,8 @@
 """The training loop behind train_nets.py: graph, resume, logging, checkpoints, validation.
 
 `prepare` checks every input (dataset, verification sets, flags against the
-data) before any graph is built; `train` builds the graph and runs the loop.
+data, the checkpoint to resume, the output folders) before any graph is
+built; `train` builds the graph and runs the loop.
 Iterations run one fixed set of fetches, so a device that compiles one graph
 per distinct sess.run (the NPU) compiles the training step and the validation
 embedding, plus, with --summary_histograms, the training step with its
@@ -13,9 +14,12 @@ temporary name and renames it, and updates the `checkpoint` index last and
 atomically: a run killed at any moment resumes from the last complete one.
 """
 import collections
+import contextlib
+import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,6 +28,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import checkpoint_utils
+import cli_flags
 import distributed
 import face_model
 import parallel
@@ -63,10 +68,16 @@ class SetupError(ValueError):
 
 
 def prepare(args):
-    """Checks data and flags against each other before any work.
+    """Checks data, flags, the checkpoint to resume and the output folders before any work.
+
+    Everything that would otherwise stop a run later is found here, before a
+    graph is built: a verification set that cannot be scored (at the first
+    validation), a checkpoint of another network (at the restore), an output
+    folder that cannot be written (at the first log line or checkpoint).
 
     Raises:
       SetupError: with a message naming the file or flag and what was expected.
+      CheckpointError: the checkpoint to resume does not fit the flags.
     """
     try:
         manifest = load_manifest(args.tfrecords_file_path)
@@ -109,9 +120,30 @@ def prepare(args):
             images, issame = eval_data_reader.load_bin(path, tuple(args.image_size))
         except ValueError as error:
             raise SetupError(str(error))
+        try:  # eval_ckpt_file.py's rule, or validation would fail after training
+            verification.check_scorable(len(issame), path)
+        except ValueError as error:
+            raise SetupError('%s (--eval_datasets %s)' % (error, name))
         eval_sets.append((name, images, np.asarray(issame, bool)))
+    latest = checkpoint_utils.latest_in_folder(args.ckpt_path) if os.path.isdir(
+        args.ckpt_path) else None
+    if latest:
+        checkpoint_utils.check_training_resume(latest, args.net_depth, args.loss_type,
+                                               num_classes)
+    if rank == 0:  # the chief writes every output; created last, once all else is known good
+        _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
                 world_size, scaling, towers, cluster, lr_boundaries_)
+
+
+def _check_output_folders(ckpt_path, summary_path, log_file_path):
+    """Creates the output folders (and ckpt_path/best) and checks that they can be written."""
+    for path, flag in ((ckpt_path, '--ckpt_path'), (os.path.join(ckpt_path, BEST_SUBDIR),
+                                                    '--ckpt_path'),
+                       (summary_path, '--summary_path'), (log_file_path, '--log_file_path')):
+        problem = cli_flags.output_folder_problem(path, flag)
+        if problem:
+            raise SetupError(problem)
 
 
 def _hccl_ranks(device):
@@ -224,18 +256,26 @@ def _record_run(args, log_dir, plan):
         json.dump(record, out, indent=2, sort_keys=True)
 
 
+class _Interrupted(Exception):
+    """A signal during validation: raised by _StopRequest to abandon it."""
+
+
 class _StopRequest(object):
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step.
 
     With TensorFlow gRPC workers (graph['stop_feed']), a signal travels with
     the next step and `signum` is set on every worker from its result, so
     all of them stop after the same step (see distributed.shared_stop).
+    Validation can take minutes, longer than a scheduler's grace period
+    before SIGKILL: inside `interruptible()` a signal also raises
+    _Interrupted (one process only; gRPC workers must stop together).
     """
 
     def __init__(self, graph):
         self.signum = None      # the loop stops when set
         self.received = None    # a signal to this process
         self._feed = graph.get('stop_feed')
+        self._interruptible = False
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
 
@@ -243,6 +283,20 @@ class _StopRequest(object):
         self.received = signum
         if self._feed is None:
             self.signum = signum
+            if self._interruptible:
+                self._interruptible = False
+                raise _Interrupted()
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """A block (read-only work: validation) that a signal abandons."""
+        if self.signum is not None:
+            raise _Interrupted()
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
 
     def feed_dict(self):
         return None if self._feed is None else {self._feed: float(self.received or 0)}
@@ -290,10 +344,15 @@ def build_graph(args, plan):
     if args.seed is not None:
         tf.set_random_seed(args.seed)
     global_step = tf.train.get_or_create_global_step()
+    # A record that cannot be read or decoded is skipped and named, not a crash that
+    # every rerun meets again; over --max_bad_records the pipeline fails (see _loop).
+    bad_records = input_pipeline.BadRecords(args.max_bad_records)
     images, labels = input_pipeline.make_input(
         plan.manifest['shard_paths'], args.batch_size, tuple(args.image_size),
         buffer_size=args.buffer_size, seed=args.seed, num_shards=plan.world_size,
-        shard_index=plan.rank, **augmentation(args))
+        shard_index=plan.rank, on_bad_record=bad_records,
+        records_per_file=[shard['num_images'] for shard in plan.manifest.get('shards', ())],
+        **augmentation(args))
     images = image_ops.resize_for_network(images, args.net_input_size)
 
     def loss_fn(batch_images, batch_labels):
@@ -335,6 +394,7 @@ def build_graph(args, plan):
                                     for grad, var in grads_and_vars if grad is not None},
                       'variables': {var.op.name: var for var in tf.trainable_variables()}}
     return {'fetches': fetches, 'histograms': histograms, 'global_step': global_step,
+            'bad_records': bad_records,
             'eval_images': eval_images,
             'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
             'barrier': collectives.barrier() if collectives else None, 'stop_feed': stop_feed}
@@ -394,10 +454,29 @@ class _Checkpoints(object):
         return self.latest
 
     def save(self, sess, step):
+        """Saves the checkpoint of `step`; returns its path (None off the chief).
+
+        Raises:
+          CheckpointWriteError: the save failed (its partial files are removed).
+        """
         if not self.chief:
             return None
-        path = self.saver.save(sess, os.path.join(self.dir, CKPT_PREFIX % step),
-                               write_meta_graph=False)
+        prefix = os.path.join(self.dir, CKPT_PREFIX % step)
+        try:
+            path = self.saver.save(sess, prefix, write_meta_graph=False)
+        except (tf.errors.OpError, OSError, ValueError) as error:
+            # Files of an unfinished save are referenced by no index: remove them so
+            # that a full disk gets its space back (best effort: it may be read-only).
+            for partial in glob.glob(prefix + '.*') + glob.glob(prefix + '_temp*'):
+                if os.path.isdir(partial):
+                    shutil.rmtree(partial, ignore_errors=True)
+                else:
+                    try:
+                        os.remove(partial)
+                    except OSError:
+                        pass
+            raise CheckpointWriteError(prefix, error)
+        self.latest = path
         logging.info('checkpoint %s', path)
         return path
 
@@ -412,6 +491,35 @@ class _Checkpoints(object):
             json.dump(self.best, info, indent=2)
         os.rename(temp, os.path.join(self.best_dir, BEST_INFO))
         logging.info('best %s accuracy so far: %.5f at step %d -> %s', dataset, accuracy, step, path)
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written; str() is one line with the cause."""
+
+    def __init__(self, prefix, error):
+        super(CheckpointWriteError, self).__init__(
+            'cannot write checkpoint %s (%s)' % (prefix, _cause(error, short=True)))
+
+
+def _cause(error, short=False):
+    """One line for an exception: TensorFlow's message without its graph context.
+
+    TensorFlow 2 starts with 'Graph execution error:' and the op's stack; the
+    cause is the first line that is neither. short: only its last '; ' part,
+    the operating system's reason for a file error ('Permission denied', 'No
+    space left on device'), not the temporary file's name.
+    """
+    message = getattr(error, 'message', None) or str(error) or type(error).__name__
+    lines = [line.strip() for line in message.splitlines()
+             if line.strip() and not line[0].isspace()
+             and not line.startswith(('Graph execution error', 'Detected at node', 'Node:',
+                                      '[[', 'Original stack trace'))]
+    line = lines[0] if lines else type(error).__name__
+    if short and '; ' in line:
+        line = line.rsplit('; ', 1)[1]
+    elif isinstance(error, tf.errors.OpError):
+        line = '%s: %s' % (type(error).__name__, line)
+    return line
 
 
 def _summary(writer, step, values):
@@ -446,13 +554,20 @@ class _Histograms(object):
         self._host.close()
 
 
-def _validate(sess, graph, plan, step, writer, checkpoints):
+def _validate(sess, graph, plan, step, writer, checkpoints, stop):
+    """Scores every verification set and offers the best checkpoint.
+
+    Raises:
+      _Interrupted: a signal came while a set was scored (nothing is written).
+    """
     accuracies = []
     if plan.rank != 0:
         return accuracies
     for name, images, issame in plan.eval_sets:
-        result = verification.run_verification(sess, graph['eval_images'], graph['eval_embedding'],
-                                               images, issame, graph['eval_batch'])
+        with stop.interruptible():
+            result = verification.run_verification(sess, graph['eval_images'],
+                                                   graph['eval_embedding'], images, issame,
+                                                   graph['eval_batch'])
         verification.log_result(name, step, result, logging.getLogger())
         logging.info('test accuracy is: %s', result.accuracy)
         _summary(writer, step, {name + '/accuracy': result.accuracy, name + '/xnorm': result.xnorm,
@@ -468,15 +583,17 @@ def train(args, plan):
     """Builds the graph and trains until plan.last_step. Returns the exit code."""
     chief = plan.rank == 0
     log_path = None
-    if chief:
-        log_path = _setup_logging(args.log_file_path)
-        _record_run(args, args.log_file_path, plan)
-    logging.info('device %s, %d images of %d identities, %d steps per epoch, stopping at step %d',
-                 plan.device, plan.manifest['num_images'], plan.num_classes, plan.steps_per_epoch,
-                 plan.last_step)
     with tf.Graph().as_default(), distributed.device_scope(plan.cluster):
         graph = build_graph(args, plan)
+        # Compares the checkpoint to resume with the graph: a refused run must not
+        # replace the resumed run's run_config.json or add a log, so these come after.
         checkpoints = _Checkpoints(args.ckpt_path, args.saver_maxkeep, chief)
+        if chief:
+            log_path = _setup_logging(args.log_file_path)
+            _record_run(args, args.log_file_path, plan)
+        logging.info('device %s, %d images of %d identities, %d steps per epoch, stopping at '
+                     'step %d', plan.device, plan.manifest['num_images'], plan.num_classes,
+                     plan.steps_per_epoch, plan.last_step)
         writer = tf.summary.FileWriter(args.summary_path) if chief else None
         config = runtime.session_config(plan.device, args.precision_mode,
                                         graph_memory_max_size=args.graph_memory_max_size,
@@ -513,16 +630,73 @@ def train(args, plan):
 
 
 def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
+    """Trains from the global step to plan.last_step. Returns the exit code.
+
+    An error inside the loop (the input pipeline, a step, validation, a save)
+    ends it with one line naming the cause and, when the session still runs,
+    a checkpoint of the last completed step: a rerun resumes there.
+    """
     step = int(sess.run(graph['global_step']))
     if step >= plan.last_step:
         logging.info('global step %d already reached the last step %d; nothing to do',
                      step, plan.last_step)
         return 0
-    last_saved = step
+    state = {'step': step, 'saved': step}
+    try:
+        return _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
+                            state)
+    except CheckpointWriteError as error:
+        logging.error('training stopped at step %d: %s; %s', state['step'], error,
+                      _last_checkpoint(checkpoints))
+        return 1
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        bad = graph['bad_records']
+        if bad.exceeded:
+            cause = ('more than --max_bad_records %d bad records (%d; the last: %s)'
+                     % (bad.max_count, bad.count, bad.last))
+        else:
+            cause = _cause(error)
+        return _stop_after_error(sess, graph, checkpoints, state, cause)
+
+
+def _last_checkpoint(checkpoints):
+    if checkpoints.latest:
+        return 'the last checkpoint is %s' % checkpoints.latest
+    return 'no checkpoint written yet'
+
+
+def _stop_after_error(sess, graph, checkpoints, state, cause):
+    """Saves the last completed step if the session still runs; logs one line; returns 1."""
+    try:
+        step = int(sess.run(graph['global_step']))
+    except tf.errors.OpError as error:
+        logging.error('training stopped after step %d: %s; the session no longer runs (%s), '
+                      'so %s', state['step'], cause, _cause(error), _last_checkpoint(checkpoints))
+        return 1
+    if step == state['saved'] or not checkpoints.chief:  # nothing new to save
+        logging.error('training stopped at step %d: %s; %s', step, cause,
+                      'checkpoint %s' % checkpoints.latest if checkpoints.latest
+                      else _last_checkpoint(checkpoints))
+        return 1
+    try:
+        path = checkpoints.save(sess, step)
+    except CheckpointWriteError as error:
+        logging.error('training stopped at step %d: %s; and %s; %s', step, cause, error,
+                      _last_checkpoint(checkpoints))
+        return 1
+    logging.error('training stopped at step %d: %s; checkpoint %s', step, cause, path)
+    return 1
+
+
+def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms, state):
+    """_loop's iterations; keeps state['step'] (completed) and state['saved'] current."""
+    step = state['step']
     window_start, window_step = time.time(), step
     values = {}
     scaled = 'overflow' in graph['fetches']
     overflows = consecutive = 0
+    abandoned = ''
+    bad = graph['bad_records']
     summary_fetches = dict(graph['fetches'])
     if histograms is not None:
         summary_fetches['gradients'] = histograms.fetches()
@@ -531,7 +705,7 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
         summary_next = (step + 1) % args.summary_interval == 0
         values = sess.run(summary_fetches if summary_next else graph['fetches'],
                           stop.feed_dict())
-        step = int(values['step'])
+        step = state['step'] = int(values['step'])
         stop.agree(values)
         if scaled and values['overflow']:
             # The loss-scale optimizer skipped this update (global_step did
@@ -560,10 +734,11 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
             window_start, window_step = now, step
             values['images_per_sec'] = speed
             # The original's line, then what it did not print.
-            logging.info(TRAIN_LOG_LINE + ', lr %g%s', step // plan.steps_per_epoch, step,
+            logging.info(TRAIN_LOG_LINE + ', lr %g%s%s', step // plan.steps_per_epoch, step,
                          values['total_loss'], values['inference_loss'], values['wd_loss'],
                          values['accuracy'], speed, values['lr'],
-                         ', %d overflowed steps skipped' % overflows if scaled else '')
+                         ', %d overflowed steps skipped' % overflows if scaled else '',
+                         ', %d bad records skipped' % bad.count if bad.count else '')
         if step % args.summary_interval == 0:
             # The original's tags (its 'leraning_rate' spelling too), plus ours.
             scalars = {k: values[k] for k in ('total_loss', 'inference_loss', 'wd_loss',
@@ -571,19 +746,24 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
             scalars['leraning_rate'] = values['lr']
             if scaled:
                 scalars['overflow_steps'] = overflows
+            scalars['bad_records'] = bad.count  # skipped by the input pipeline, so far
             _summary(writer, step, scalars)
             if histograms is not None and 'gradients' in values:
                 histograms.write(sess, writer, step, values['gradients'])
         if step % args.ckpt_interval == 0:
             checkpoints.save(sess, step)
-            last_saved = step
+            state['saved'] = step
         if step % args.validate_interval == 0 or step == plan.last_step:
-            _validate(sess, graph, plan, step, writer, checkpoints)
+            try:
+                _validate(sess, graph, plan, step, writer, checkpoints, stop)
+            except _Interrupted:
+                abandoned = ' (validation abandoned)'
             window_start, window_step = time.time(), step  # validation is not throughput
-    if last_saved != step:
+    if state['saved'] != step:
         checkpoints.save(sess, step)
+        state['saved'] = step
     if stop.signum is not None:
-        logging.info('stopped by signal %d at step %d%s', stop.signum, step,
-                     ' after saving a checkpoint' if checkpoints.chief else '')
+        logging.info('stopped by signal %d at step %d%s%s', stop.signum, step, abandoned,
+                     '; checkpoint %s' % checkpoints.latest if checkpoints.chief else '')
         return 128 + stop.signum
     return 0

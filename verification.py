@@ -63,6 +63,23 @@ def _check_nrof_folds(nrof_folds, nrof_pairs):
                          '(%d)' % (nrof_folds, nrof_pairs))
 
 
+def check_scorable(nrof_pairs, source, nrof_folds=NROF_FOLDS):
+    """Raises ValueError unless a set of `nrof_pairs` pairs can be scored.
+
+    The rule every tool applies to a verification set before it starts (the
+    evaluation and training's validation alike), so that a set too small for
+    the folds is refused up front and not at its first use.
+
+    Args:
+      nrof_pairs: pairs in the set.
+      source: the set's file, for the message.
+      nrof_folds: folds of the protocol.
+    """
+    if nrof_pairs < nrof_folds:
+        raise ValueError('%s holds %d pairs; the %d-fold protocol needs at least %d'
+                         % (source, nrof_pairs, nrof_folds, nrof_folds))
+
+
 def fold_indices(nrof_pairs, nrof_folds):
     """Unshuffled K-fold split of `np.arange(nrof_pairs)` (insightface's LFold).
 

@@ -9,7 +9,9 @@ Pickles can run arbitrary code while loading, so the file is read with an
 unpickler that only resolves the globals such files need (set/frozenset/
 bytearray, `_codecs.encode` which Python 3 protocol-2 pickles use for bytes,
 and numpy's array/dtype/scalar reconstructors); any other global is refused
-before anything is called.
+before anything is called. What those may allocate is bounded in proportion to
+the file's size (ALLOCATION_PER_BYTE): a 33-byte pickle of bytearray(2**29)
+is refused before it takes 512 MB.
 
 Images are decoded by `data.image_ops.decode_image`, the function the training
 input uses, so both see the same BGR pixels.
@@ -21,6 +23,7 @@ Typical use:
 import builtins
 import codecs
 import importlib
+import io
 import logging
 import pickle
 
@@ -38,6 +41,12 @@ _log = logging.getLogger(__name__)
 _SAFE_BUILTINS = frozenset(['set', 'frozenset', 'bytearray'])
 _NUMPY_CORE_GLOBALS = frozenset([('multiarray', '_reconstruct'), ('multiarray', 'scalar'),
                                  ('numeric', '_frombuffer')])
+# Bytes the allowed globals may allocate per byte of .bin, in all. A real .bin
+# needs at most ~2: each image's bytes are made once from the pickle's text
+# (_codecs.encode) and, in the numpy variant, copied once into an array.
+ALLOCATION_PER_BYTE = 4
+ALLOCATION_SLACK = 1 << 16  # plus this much, for tiny files
+_LATIN1 = ('latin1', 'latin-1')  # the only encoding protocol-2 pickles use for bytes
 
 
 class BinFileError(ValueError):
@@ -52,32 +61,113 @@ def _numpy_core(submodule):
         return importlib.import_module('numpy.core.' + submodule)
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the few globals a .bin needs; refuses the rest."""
+def _nbytes(shape, dtype):
+    """Bytes of an array of `shape` and `dtype`, counted in Python ints (no overflow)."""
+    count = 1
+    for dim in (shape if isinstance(shape, (tuple, list)) else (shape,)):
+        count *= max(int(dim), 0)
+    return count * np.dtype(dtype).itemsize
 
-    def __init__(self, fileobj, path):
+
+# pylint: disable=protected-access
+class _SafeUnpickler(pickle._Unpickler):
+    """Unpickler that resolves only the few globals a .bin needs, within a memory budget.
+
+    The pure-Python unpickler, not the C one: its BUILD step can be checked
+    before numpy sizes an array, and its memo is a dict (the C memo is an array
+    that one huge memo index would grow). It reads from memory, so a length
+    field claiming gigabytes allocates nothing: the read just comes up short.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, data, path):
         # encoding='bytes': Python 2 str (the JPEGs) must stay bytes.
-        super(_SafeUnpickler, self).__init__(fileobj, encoding='bytes')
+        super(_SafeUnpickler, self).__init__(io.BytesIO(data), encoding='bytes')
         self._path = path
+        self._size = len(data)
+        self._budget = ALLOCATION_PER_BYTE * len(data) + ALLOCATION_SLACK
+        # Stands in for numpy.ndarray: a class would let NEWOBJ size an array unchecked.
+        self._ndarray = self._new_ndarray
+
+    def _allocate(self, nbytes, what):
+        """Charges `nbytes` to the budget, or refuses the file before they are taken."""
+        if nbytes > self._budget:
+            raise BinFileError('%s: refused: %s asks for %d bytes, more than the %d left of '
+                               'what a %d-byte .bin may allocate (%d per byte + %d); a '
+                               'verification .bin holds only its images\' bytes'
+                               % (self._path, what, nbytes, self._budget, self._size,
+                                  ALLOCATION_PER_BYTE, ALLOCATION_SLACK))
+        self._budget -= nbytes
+
+    def _bytearray(self, *args):
+        if args and isinstance(args[0], int):  # bytearray(n): n zero bytes
+            self._allocate(args[0], 'bytearray(%d)' % args[0])
+            return bytearray(*args)
+        result = bytearray(*args)  # from the pickle's own bytes: no bigger than the file
+        self._allocate(len(result), 'a bytearray')
+        return result
+
+    def _encode(self, text, encoding='utf-8', errors='strict'):
+        # Other codecs expand (hex doubles): nested calls would grow without bound.
+        if not isinstance(text, str) or encoding not in _LATIN1:
+            raise BinFileError('%s: refused _codecs.encode of a %s with encoding %r; a .bin '
+                               'uses it only for bytes (a str, latin1)'
+                               % (self._path, type(text).__name__, encoding))
+        self._allocate(len(text), 'a byte string')
+        return codecs.encode(text, encoding, errors)
+
+    def _new_ndarray(self, shape, dtype=float, *args, **kwargs):
+        nbytes = _nbytes(shape, dtype)
+        self._allocate(nbytes, 'an array of %d bytes' % nbytes)
+        return np.ndarray(shape, dtype, *args, **kwargs)
+
+    def _reconstruct(self, subtype, shape, dtype):
+        if subtype is not self._ndarray:
+            raise BinFileError('%s: refused to reconstruct a %s; a .bin holds numpy arrays '
+                               'only' % (self._path, type(subtype).__name__))
+        nbytes = _nbytes(shape, dtype)
+        self._allocate(nbytes, 'an array of %d bytes' % nbytes)
+        return _numpy_core('multiarray')._reconstruct(np.ndarray, shape, dtype)
+
+    def _scalar(self, dtype, *args):
+        self._allocate(np.dtype(dtype).itemsize, 'a numpy scalar')
+        return _numpy_core('multiarray').scalar(dtype, *args)
+
+    def _frombuffer(self, buf, dtype, shape, order):
+        self._allocate(len(buf), 'an array from a buffer')
+        return _numpy_core('numeric')._frombuffer(buf, dtype, shape, order)
+
+    def _load_build(self):
+        """BUILD: an array's state (shape, dtype, data) is charged before numpy sizes it."""
+        state, inst = self.stack[-1], self.stack[-2]
+        if isinstance(inst, np.ndarray) and isinstance(state, tuple) and len(state) >= 4:
+            nbytes = _nbytes(state[-4], state[-3])  # (version,) shape, dtype, fortran, data
+            self._allocate(nbytes, 'an array of %d bytes' % nbytes)
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module, name):
         found = None
         if module in ('builtins', '__builtin__') and name in _SAFE_BUILTINS:
-            found = getattr(builtins, name)
+            found = self._bytearray if name == 'bytearray' else getattr(builtins, name)
         elif (module, name) == ('_codecs', 'encode'):
-            found = codecs.encode  # how Python 3 protocol-2 pickles store bytes
+            found = self._encode  # how Python 3 protocol-2 pickles store bytes
         elif module == 'numpy' and name in ('ndarray', 'dtype'):
-            found = getattr(np, name)
+            found = self._ndarray if name == 'ndarray' else np.dtype
         elif module in ('numpy.core.multiarray', 'numpy._core.multiarray',
                         'numpy.core.numeric', 'numpy._core.numeric'):
             submodule = module.rsplit('.', 1)[1]
             if (submodule, name) in _NUMPY_CORE_GLOBALS:
-                found = getattr(_numpy_core(submodule), name, None)
+                found = {'_reconstruct': self._reconstruct, 'scalar': self._scalar,
+                         '_frombuffer': self._frombuffer}[name]
         if found is None:
             raise BinFileError('%s: refused to unpickle global %s.%s; a verification .bin '
                                'holds only lists of encoded images and bools'
                                % (self._path, module, name))
         return found
+# pylint: enable=protected-access
 
 
 def read_bin(path):
@@ -93,7 +183,8 @@ def read_bin(path):
     """
     try:
         with open(path, 'rb') as bin_file:
-            loaded = _SafeUnpickler(bin_file, path).load()
+            data = bin_file.read()  # the images are kept anyway: no more than twice the file
+        loaded = _SafeUnpickler(data, path).load()
     except BinFileError:
         raise
     except (IOError, OSError) as error:

@@ -11,7 +11,8 @@ images within one are sorted by file name. Hidden entries are skipped.
 `ImageChecker` decodes every image (a header is not enough: a JPEG with a
 broken body has a good header) with the decoder training uses
 (data.image_ops.decode_image), reports its size, and re-encodes it at
-another size when asked.
+another size when asked. data/mx2tfrecords.py checks a .rec's payloads with
+it too (`decoded_sizes`, CHECK_BATCH images per session call).
 
 Typical use:
     identities = scan_identities('my_faces')            # [(name, [paths])]
@@ -24,6 +25,9 @@ import sys
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 RESIZED_JPEG_QUALITY = 95  # re-encoded images: what insightface's own .rec files use
+# Images decoded per session call by decoded_sizes: a call costs ~0.3 ms, more than
+# decoding a 112x112 JPEG, so batches cut the check of a .rec from ~0.4 to ~0.1 ms an image.
+CHECK_BATCH = 256
 
 
 def add_image_dir_flags(parser):
@@ -109,6 +113,26 @@ def _libjpeg_silenced():
         os.close(saved)
 
 
+def _decoded_sizes_graph(tf, encoded):
+    """int32 [N, 2]: (height, width) of each image of a string [N] tensor, decoded in a loop.
+
+    One decoder in the graph, however large the batch: 64 side by side took
+    ~1 s to build and run once, a tenth of a small conversion. The decoder is
+    the training one without its channel reversal (image_ops.decode_rgb).
+    """
+    from data import image_ops
+    count = tf.shape(encoded)[0]
+
+    def step(index, sizes):
+        size = tf.shape(image_ops.decode_rgb(encoded[index]))[:2]
+        return index + 1, sizes.write(index, size)
+
+    _, sizes = tf.while_loop(lambda index, _: index < count, step,
+                             [tf.constant(0), tf.TensorArray(tf.int32, size=count)],
+                             back_prop=False)
+    return tf.reshape(sizes.stack(), [-1, 2])  # [0, 2] for an empty batch
+
+
 class ImageChecker(object):
     """Decodes images to check them, and re-encodes them at `resize_to` when they differ.
 
@@ -134,7 +158,38 @@ class ImageChecker(object):
                 rgb = tf.reverse(tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)),
                                          tf.uint8), axis=[-1])
                 self._resized = tf.image.encode_jpeg(rgb, quality=RESIZED_JPEG_QUALITY)
+            self._batch = self._batch_sizes = None  # built on first use: decoded_sizes
         self._session = tf.Session(graph=self._graph)
+
+    def _decoded_size(self, data):
+        """(height, width) of one encoded image, or None if it does not decode."""
+        try:
+            with _libjpeg_silenced():
+                return tuple(int(v) for v in self._session.run(self._size,
+                                                               {self._encoded: data}))
+        except self._tf.errors.OpError:
+            return None
+
+    def decoded_sizes(self, payloads):
+        """(height, width) of each encoded image (bytes), None for one that does not decode.
+
+        Decodes CHECK_BATCH images per session call; a batch holding a bad image
+        is decoded again one by one to tell which.
+        """
+        if self._batch is None:
+            with self._graph.as_default():
+                self._batch = self._tf.placeholder(self._tf.string, [None])
+                self._batch_sizes = _decoded_sizes_graph(self._tf, self._batch)
+        sizes = []
+        for start in range(0, len(payloads), CHECK_BATCH):
+            chunk = list(payloads[start:start + CHECK_BATCH])
+            try:
+                with _libjpeg_silenced():
+                    found = self._session.run(self._batch_sizes, {self._batch: chunk})
+                sizes.extend((int(h), int(w)) for h, w in found)
+            except self._tf.errors.OpError:
+                sizes.extend(self._decoded_size(data) for data in chunk)
+        return sizes
 
     def check(self, path, expected=None, expected_as='like the others'):
         """(payload bytes for the dataset, (height, width) as read) of one image file.
@@ -153,11 +208,8 @@ class ImageChecker(object):
                 data = image_file.read()
         except (IOError, OSError) as error:
             raise ImageFolderError('%s: cannot read (%s)' % (path, error.strerror or error))
-        try:
-            with _libjpeg_silenced():
-                size = tuple(int(v) for v in self._session.run(self._size,
-                                                               {self._encoded: data}))
-        except self._tf.errors.OpError:
+        size = self._decoded_size(data)
+        if size is None:
             raise ImageFolderError('%s: not a decodable JPEG or PNG image' % path)
         if self._resize_to and size != self._resize_to:
             data = self._session.run(self._resized, {self._encoded: data})

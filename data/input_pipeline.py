@@ -36,8 +36,11 @@ Typical use:
                                                    batch_size=128)
     # images: float32 [128, 112, 112, 3] in [-1, 1], BGR; labels: int64 [128]
 """
+import logging
+import multiprocessing
 import numbers
 import random
+import threading
 
 import tensorflow.compat.v1 as tf
 
@@ -61,7 +64,8 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
                   buffer_size=10000, shuffle=True, flip=True, num_shards=1, shard_index=0,
                   seed=None, repeat=True, num_parallel_calls=None, max_translation=0,
                   crop_scale=None, brightness_delta=0.0, contrast_range=None,
-                  erase_max_side=0.0, cycle_length=4):
+                  erase_max_side=0.0, cycle_length=4, records_per_file=None,
+                  on_bad_record=None):
     """Builds the training tf.data pipeline.
 
     Args:
@@ -88,6 +92,15 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
         image, each side a random fraction in [max/5, max] of the image's, centred
         anywhere (the border may cut it), is filled with the image's mean colour.
       cycle_length: shard files read concurrently.
+      records_per_file: the record count of each file (the manifest's), with
+        on_bad_record: a file whose records cannot all be read is reported.
+      on_bad_record: None: a record that cannot be read or decoded stops the
+        pipeline with TensorFlow's error. Else fn(file, index, lost): such
+        records are skipped and reported, from tf.data's threads, as
+        (file str, 0-based record index in it, lost): lost 0, that record's
+        image does not decode to image_size; lost > 0, the file is corrupted
+        from that record on and its `lost` records left are skipped. fn may
+        raise to stop the pipeline (e.g. BadRecords over its limit).
     Returns:
       tf.data.Dataset of (images float32 [batch_size, H, W, 3] BGR, in [-1, 1]
       unless jittered, labels int64 [batch_size]), both with fully static shapes.
@@ -100,7 +113,10 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
                                 contrast_range, erase_max_side)
     if seed is None:
         seed = random.SystemRandom().randrange(2 ** 31)
-    files = tf.data.Dataset.from_tensor_slices(tf.constant(filenames, tf.string))
+    # Each file with its record count (-1: unknown), for _named_records.
+    counts = list(records_per_file) if records_per_file else [-1] * len(filenames)
+    files = tf.data.Dataset.from_tensor_slices((tf.constant(filenames, tf.string),
+                                                tf.constant(counts, tf.int64)))
     shard_files = num_shards > 1 and len(filenames) % num_shards == 0
     shard_records = num_shards > 1 and not shard_files
     if shard_files:
@@ -108,8 +124,13 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
     if shuffle and not shard_records:
         # (Record sharding needs the same file order on every worker.)
         files = files.shuffle(len(filenames), seed=seed)
-    records = files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
-                               cycle_length=max(1, cycle_length), block_length=1)
+    if on_bad_record is None:
+        records = files.interleave(
+            lambda f, unused_count: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
+            cycle_length=max(1, cycle_length), block_length=1)
+    else:  # each record with its file and index, so that a bad one can be named
+        records = files.interleave(_named_records, cycle_length=max(1, cycle_length),
+                                   block_length=1)
     if shard_records:
         records = records.shard(num_shards, shard_index)
     if shuffle:
@@ -132,6 +153,22 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
             image = tf.cond(draws[0] < 0.5, lambda: tf.reverse(image, axis=[1]), lambda: image)
         return image, example['label'], draws
 
+    def decode_or_report(index, record):
+        """decode's element, or nothing when it cannot be read or decoded (reported)."""
+        name, number, serialized, lost = record
+        decoded = tf.data.Dataset.from_tensors((index, serialized)).map(decode).apply(
+            tf.data.experimental.ignore_errors())
+        # TensorFlow 1.15 has no try/except in a graph: a one-element dataset whose
+        # error is ignored is empty, and the bad marker after it then comes first.
+        # (A corrupted file's marker holds no bytes: it never decodes.)
+        ok = decoded.map(lambda image, label, draws: (image, label, draws, True))
+        bad = tf.data.Dataset.from_tensors((tf.zeros([height, width, 3], tf.uint8),
+                                            tf.constant(0, tf.int64),
+                                            tf.zeros([_NUM_DRAWS], tf.float32), False))
+        chosen = ok.concatenate(bad).take(1)
+        return chosen.map(lambda image, label, draws, good: (
+            image, label, draws, _reported(good, name, number, lost, on_bad_record)))
+
     def finish(images, labels, draws):
         images = _geometric(images, draws, height, width, max_translation, crop_scale)
         images = _photometric(tf.cast(images, tf.float32), draws, brightness_delta,
@@ -143,7 +180,14 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
     # Per image only what must be: decode, size check, flip. Augmentation,
     # conversion to float and normalisation run as a few ops per batch (far
     # fewer op launches), and batching copies uint8, not float32.
-    dataset = indexed.map(decode, num_parallel_calls=parallel)
+    if on_bad_record is None:
+        dataset = indexed.map(decode, num_parallel_calls=parallel)
+    else:
+        threads = num_parallel_calls or max(2, multiprocessing.cpu_count())
+        dataset = indexed.interleave(decode_or_report, cycle_length=threads, block_length=1,
+                                     num_parallel_calls=parallel)
+        dataset = dataset.filter(lambda image, label, draws, good: good).map(
+            lambda image, label, draws, good: (image, label, draws))
     dataset = dataset.batch(batch_size, drop_remainder=True)
     dataset = dataset.map(finish, num_parallel_calls=parallel)
     return dataset.prefetch(AUTOTUNE)
@@ -221,6 +265,84 @@ def _check_args(filenames, batch_size, image_size, buffer_size, num_shards, shar
         raise ValueError('erase_max_side=%r: expected a fraction in [0, 1] (0: off)'
                          % (erase_max_side,))
     return height, width
+
+
+def _named_records(filename, expected):
+    """The records of one TFRecord file, each as (filename, index, serialized, 0).
+
+    A read error (DataLossError: a flipped or truncated byte fails the record's
+    CRC) ends the file, as the reader moves past a file that fails; when fewer
+    than `expected` records (-1: unknown) were read, one marker follows,
+    (filename, index of the first unread record, b'', records lost).
+    """
+    records = tf.data.Dataset.zip((tf.data.Dataset.range(_MAX_INDEX),
+                                   tf.data.TFRecordDataset(filename, buffer_size=_READ_BUFFER)))
+    records = records.apply(tf.data.experimental.ignore_errors())
+    end = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant(b'')))
+
+    def count(read, element):
+        index, serialized = element
+        is_end = tf.less(index, 0)
+        lost = tf.where(is_end, tf.maximum(expected - read, 0), tf.constant(0, tf.int64))
+        return read + 1, (filename, tf.where(is_end, read, index), serialized, lost, is_end)
+
+    records = records.concatenate(end).apply(
+        tf.data.experimental.scan(tf.constant(0, tf.int64), count))
+    records = records.filter(lambda name, index, serialized, lost, is_end: tf.logical_or(
+        tf.logical_not(is_end), tf.greater(lost, 0)))
+    return records.map(lambda name, index, serialized, lost, is_end: (
+        name, index, serialized, lost))
+
+
+def _reported(good, filename, index, lost, on_bad_record):
+    """`good`, after calling on_bad_record(filename, index, lost) when it is False.
+
+    A Python call from the graph (tf.py_function), made for bad records only.
+    """
+    def call(name, number, count):
+        on_bad_record(name.numpy().decode('utf-8'), int(number.numpy()), int(count.numpy()))
+        return False
+
+    return tf.cond(good, lambda: tf.constant(True), lambda: tf.reshape(
+        tf.py_function(call, [filename, index, lost], tf.bool), []))
+
+
+class BadRecords(object):
+    """Counts, names in the log, and limits the records build_dataset skips.
+
+    Its instance is build_dataset's on_bad_record. A record is counted once
+    however many epochs meet it; a corrupted file counts each record lost.
+    Called from tf.data's threads, hence the lock.
+    """
+
+    def __init__(self, max_count, log=logging.warning):
+        self.max_count = max_count  # more than this many stops the pipeline
+        self.count = 0
+        self.last = None            # the latest bad record: 'file record i' (or records i-j)
+        self.exceeded = False
+        self._log = log
+        self._seen = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, filename, index, lost):
+        with self._lock:
+            if (filename, index) in self._seen:
+                return
+            self._seen.add((filename, index))
+            if lost:
+                self.last = '%s records %d-%d' % (filename, index, index + lost - 1)
+                self.count += lost
+                self._log('bad records skipped: %s is corrupted from record %d on (the records '
+                          'cannot be read), %d records lost; %d bad records so far'
+                          % (filename, index, lost, self.count))
+            else:
+                self.last = '%s record %d' % (filename, index)
+                self.count += 1
+                self._log('bad record skipped: %s record %d: its image does not decode to the '
+                          'training size; %d bad records so far' % (filename, index, self.count))
+            self.exceeded = self.count > self.max_count
+        if self.exceeded:  # stops the pipeline: the trainer names the cause
+            raise ValueError('more than %d bad records' % self.max_count)
 
 
 def _decode_checked(encoded, height, width):

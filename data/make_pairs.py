@@ -21,6 +21,11 @@ Usage:
     python3 data/make_pairs.py --image_dir my_faces --output datasets/my_val.bin \\
         --num_pairs 600 --seed 0 --split_identities
 
+An existing --output is only replaced with --overwrite, and only if this tool
+wrote it: the .bin gets a hidden record beside it (`.my_val.bin.written.json`,
+its size and SHA-256; data/safe_files.py), and a file without one, such as a
+downloaded lfw.bin, is refused.
+
 Exit status: 0 done; 2 bad input or output (one line on stderr).
 """
 import argparse
@@ -35,7 +40,8 @@ if __name__ in ('__main__', '__mp_main__'):
 
 from data.image_files import (  # noqa: E402
     ImageChecker, ImageFolderError, add_image_dir_flags, scan_identities)
-from data.safe_files import write_atomically  # noqa: E402
+from data.safe_files import (  # noqa: E402
+    OutputError, check_output, write_atomically, write_recorded)
 from data.shard_writer import positive_int  # noqa: E402
 
 NROF_FOLDS = 10  # insightface's protocol (verification.NROF_FOLDS)
@@ -167,11 +173,16 @@ def encoded_images(identities, pairs, image_size=None, resize=False):
     return payloads
 
 
-def write_bin(path, pairs, payloads):
-    """Writes the insightface pickle: ([encoded images], [issame]) with pair i at 2i, 2i+1."""
+def bin_bytes(pairs, payloads):
+    """The insightface pickle: ([encoded images], [issame]) with pair i at 2i, 2i+1."""
     bins = [payloads[image] for a, b, _ in pairs for image in (a, b)]
     issame = [same for _, _, same in pairs]
-    write_atomically(path, pickle.dumps((bins, issame), protocol=PICKLE_PROTOCOL))
+    return pickle.dumps((bins, issame), protocol=PICKLE_PROTOCOL)
+
+
+def write_bin(path, pairs, payloads):
+    """Writes the insightface pickle of the pairs to `path`, atomically."""
+    write_atomically(path, bin_bytes(pairs, payloads))
 
 
 def _parse_args(argv):
@@ -187,7 +198,8 @@ def _parse_args(argv):
     parser.add_argument('--seed', type=int, default=0, help='random seed of the pairs')
     parser.add_argument('--split_identities', action='store_true',
                         help='put every person in one fold only (as LFW\'s folds)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing --output')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --output that this tool wrote')
     return parser.parse_args(argv)
 
 
@@ -197,8 +209,7 @@ def main(argv=None):
     try:
         if os.path.isdir(args.output):
             raise PairsError('--output %s is a folder; expected a .bin file name' % args.output)
-        if os.path.exists(args.output) and not args.overwrite:
-            raise PairsError('--output %s exists; pass --overwrite to replace it' % args.output)
+        check_output(args.output, PROG, '--output', args.overwrite)
         if args.resize and args.image_size is None:
             raise PairsError('--resize needs --image_size (the size to resize to)')
         folder = os.path.dirname(os.path.abspath(args.output))
@@ -207,8 +218,10 @@ def main(argv=None):
         identities = scan_identities(args.image_dir)
         pairs = make_pairs(identities, args.num_pairs, args.seed, args.split_identities)
         payloads = encoded_images(identities, pairs, args.image_size, args.resize)
-        write_bin(args.output, pairs, payloads)
-    except (PairsError, ImageFolderError, OSError) as error:
+        # Checked again as it is replaced: it may have changed while the images decoded.
+        write_recorded(args.output, bin_bytes(pairs, payloads), PROG, '--output',
+                       args.overwrite)
+    except (PairsError, ImageFolderError, OutputError, OSError) as error:
         sys.stderr.write('%s: error: %s\n' % (PROG, error))
         return 2
     people = len(set(image[0] for a, b, _ in pairs for image in (a, b)))

@@ -19,7 +19,9 @@ Output is a pure function of the flags (for given numpy and TensorFlow
 versions): every identity and every image has its own seed (see
 data/synthetic_faces.py), whatever --num_workers, and JPEGs are encoded by
 TensorFlow in a private graph. The folder is written under a temporary name and renamed into
-place at the end, so an interrupted run leaves no half dataset behind.
+place at the end, so an interrupted run leaves no half dataset behind. --overwrite
+replaces only what an earlier run wrote (the files its synthetic.json implies); a
+folder holding anything else is refused.
 
 Usage:
     python3 data/make_synthetic_dataset.py --output_dir ./datasets/synthetic \
@@ -45,6 +47,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 import cli_flags  # noqa: E402
 from data import image_ops, recordio, synthetic_faces  # noqa: E402
+from data.safe_files import check_holds_only, remove_recorded  # noqa: E402
 
 # Demo defaults: a few seconds to generate. Held-out verification improves more
 # with the number of identities than with images per identity, hence 500 x 10.
@@ -61,6 +64,11 @@ DEFAULTS = {
 NUM_FOLDS = 10  # LFW's protocol: the .bin is read as 10 consecutive folds
 _ENCODE_BATCH = 64
 _VAL_NAME = re.compile(r'^[A-Za-z0-9_]+$')
+GENERATOR = 'data/make_synthetic_dataset.py'  # synthetic.json's `generator`
+RECORD_NAME = 'synthetic.json'
+_TRAIN_FILES = ('train.rec', 'train.idx', 'property', RECORD_NAME)  # and one <name>.bin per set
+_NOT_OURS = ('make_synthetic_dataset.py did not write (its %s lists what it wrote)'
+             % RECORD_NAME)
 
 
 class JpegEncoder(object):
@@ -126,7 +134,8 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
       val_names: names of the verification sets; each becomes <name>.bin with its
         own held-out identities.
       jpeg_quality: 1..100.
-      overwrite: replace an existing output_dir instead of failing.
+      overwrite: replace the dataset an earlier run wrote in output_dir instead
+        of failing; a folder holding anything else is refused all the same.
       preview_path: if set, a PNG contact sheet (8 identities x 8 images) is
         written there.
       log: callable taking one progress line, or None for silence.
@@ -136,8 +145,9 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
       dict of what was written: 'output_dir', 'num_images', 'num_classes',
       'bin_paths', 'seconds', 'images_per_second'.
     Raises:
-      ValueError: on a bad argument (one-line message naming it), or if
-        output_dir exists and overwrite is False.
+      ValueError: on a bad argument (one-line message naming it), if
+        output_dir exists and overwrite is False, or if it holds anything an
+        earlier run did not write.
     """
     config = _check_config(output_dir, num_identities, images_per_identity, num_val_identities,
                            num_val_pairs, image_size, seed, val_names, jpeg_quality, overwrite,
@@ -164,7 +174,7 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
             # Each .bin has its own held-out pool: seed streams 2, 3, ...
             pair_plans[name] = _write_bin(staging, name, synthetic_faces.VAL_STREAM + index,
                                           config, encoder, renderer, progress)
-        _write_json(os.path.join(staging, 'synthetic.json'), config, pair_plans)
+        _write_json(os.path.join(staging, RECORD_NAME), config, pair_plans)
         if preview_path:
             _write_preview(preview_path, config, encoder)
         _move_into_place(staging, output_dir)
@@ -217,9 +227,7 @@ def _check_config(output_dir, num_identities, images_per_identity, num_val_ident
     quality = integer('jpeg_quality', jpeg_quality, 1)
     if quality > 100:
         raise ValueError('jpeg_quality=%d: expected an integer in 1..100' % quality)
-    if os.path.exists(output_dir) and not overwrite:
-        raise ValueError('output_dir %s already exists; remove it or pass --overwrite'
-                         % output_dir)
+    _check_output(output_dir, overwrite)
     return {
         'num_identities': integer('num_identities', num_identities, 1),
         'images_per_identity': integer('images_per_identity', images_per_identity, 1),
@@ -231,6 +239,35 @@ def _check_config(output_dir, num_identities, images_per_identity, num_val_ident
         'jpeg_quality': quality,
         'num_workers': integer('num_workers', num_workers, 1),
     }
+
+
+def recorded_files(output_dir):
+    """The files an earlier run wrote in output_dir, as its synthetic.json says; set() if none."""
+    try:
+        with open(os.path.join(output_dir, RECORD_NAME)) as record_file:
+            record = json.load(record_file)
+    except (IOError, OSError, ValueError):
+        return set()
+    if not isinstance(record, dict) or record.get('generator') != GENERATOR:
+        return set()
+    names = record.get('val_names')
+    # Only names this tool accepts: a doctored record cannot point outside the folder.
+    return set(_TRAIN_FILES) | {name + '.bin' for name in (names if isinstance(names, list)
+                                                           else [])
+                                if isinstance(name, str) and _VAL_NAME.match(name)}
+
+
+def _check_output(output_dir, overwrite):
+    """Refuses a folder holding anything an earlier run did not write, whatever the flags,
+    and an existing folder without overwrite (an empty one is fine with it)."""
+    if not os.path.lexists(output_dir):
+        return
+    if not os.path.isdir(output_dir):
+        raise ValueError('output_dir %s exists and is not a folder' % output_dir)
+    check_holds_only(output_dir, recorded_files(output_dir), 'output_dir', _NOT_OURS)
+    if not overwrite:
+        raise ValueError('output_dir %s already exists; remove it or pass --overwrite'
+                         % output_dir)
 
 
 class _Progress(object):
@@ -369,7 +406,7 @@ def _write_json(path, config, pair_plans):
     record['image_size'] = list(config['image_size'])
     record['val_names'] = list(config['val_names'])
     record['val_sets'] = pair_plans
-    record['generator'] = 'data/make_synthetic_dataset.py'
+    record['generator'] = GENERATOR  # with val_names, the record of the files written
     with open(path, 'w') as out:
         json.dump(record, out, indent=1, sort_keys=True)
         out.write('\n')
@@ -386,12 +423,18 @@ def _write_preview(path, config, encoder):
 
 
 def _move_into_place(staging, output_dir):
-    """Renames the finished folder to output_dir, replacing an old one last."""
+    """Renames the finished folder to output_dir, replacing an old one last.
+
+    The old folder is checked again (it may have changed while rendering) and
+    only the files an earlier run recorded are deleted from it.
+    """
     if os.path.exists(output_dir):
+        recorded = recorded_files(output_dir)
+        check_holds_only(output_dir, recorded, 'output_dir', _NOT_OURS)
         trash = staging + '.old'
         os.rename(output_dir, trash)
         os.rename(staging, output_dir)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_recorded(trash, recorded)
     else:
         os.rename(staging, output_dir)
 
@@ -426,7 +469,8 @@ def parse_args(argv=None):
                              'default %(default)s')
     # Output #
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing --output_dir')
+                        help='replace the dataset this tool wrote in --output_dir (a folder '
+                             'holding anything else is refused)')
     parser.add_argument('--preview_png', type=str, default=None,
                         help='also write a PNG contact sheet here; off if not given')
     parser.add_argument('--num_workers', type=int, default=0,

@@ -12,6 +12,8 @@ manifest.json fields:
     shards: [{'file': 'train-00000-of-00008.tfrecord', 'num_images': int,
               'size_bytes': int}, ...] in key order
     source: {'rec_path', 'idx_path', 'property_path' (or null)}
+    skipped: what --skip_bad left out, [{'key', 'byte_offset', 'problem'}] (a .rec)
+             or [{'file', 'problem'}] (a folder); [] when nothing was
 
 Typical use:
     manifest = load_manifest('datasets/faces_emore_tfrecords')

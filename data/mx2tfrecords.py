@@ -19,11 +19,18 @@ with one worker everything runs in this process. Progress goes to stderr.
 Output is atomic, and a folder that already has a manifest is only replaced
 with --overwrite (data/shard_writer.py, shared with folder2tfrecords.py).
 
+Every image is decoded in the workers (data.image_files.ImageChecker, the
+training decoder; a JPEG header alone says nothing of its body) and its size
+compared with the `property` file's (or, without one, the first image's). A bad
+image stops the conversion naming key and byte offset; --skip_bad leaves it
+out instead and lists it (stderr, manifest.json "skipped").
+
 Exit status: 0 done; 2 bad input or output (one line on stderr naming file,
 key and byte offset); 130 interrupted.
 """
 import argparse
 import collections
+import itertools
 import math
 import os
 import struct
@@ -35,9 +42,10 @@ if __name__ in ('__main__', '__mp_main__'):
 
 from data import manifest as manifest_lib  # noqa: E402 (needs the path above)
 from data import recordio  # noqa: E402
+from data.image_files import CHECK_BATCH, ImageChecker  # noqa: E402
 from data.shard_writer import (  # noqa: E402
     ConversionError, add_writer_flags, check_output, manifest_fields, partial_dir_for,
-    run_converter, write_dataset, write_records)
+    run_converter, skipped_report, write_dataset, write_records)
 
 JPEG_SIGNATURE = b'\xff\xd8\xff'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -46,12 +54,15 @@ PROPERTY_NAME = 'property'  # insightface's "num_classes,height,width" file
 # JPEG start-of-frame markers (they carry the size); C4, C8, CC are not frames.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
-_ShardTask = collections.namedtuple('_ShardTask', 'rec_path idx_path begin end path')
+# image_size: what every image must decode to; size_source: who says so, for messages.
+_ShardTask = collections.namedtuple(
+    '_ShardTask', 'rec_path idx_path begin end path image_size size_source skip_bad')
+_SKIP_HINT = '; pass --skip_bad to leave such images out'
 __all__ = ['convert', 'main', 'ConversionError', 'partial_dir_for']
 
 
 def convert(rec_path, idx_path, out_dir, num_shards=None, num_workers=1,
-            overwrite=False, progress=True):
+            overwrite=False, progress=True, skip_bad=False):
     """Converts the images of an indexed .rec file to TFRecord shards plus a manifest.
 
     Args:
@@ -63,10 +74,13 @@ def convert(rec_path, idx_path, out_dir, num_shards=None, num_workers=1,
       overwrite: replace a complete conversion already in `out_dir`.
       progress: True: a progress line on stderr; False: none; or an object with
         update(done, final=False) (see data.shard_writer.write_dataset).
+      skip_bad: leave out (and list in the manifest's `skipped`) images that are
+        not JPEG/PNG, do not decode or are not of the dataset's size.
     Returns:
       The manifest dict written to out_dir/manifest.json.
     Raises:
-      RecordIOError: missing file, bad record, payload not JPEG/PNG, no images.
+      RecordIOError: missing file, bad record, no images; without skip_bad an
+        image that is not JPEG/PNG, does not decode or has another size.
       ConversionError: bad arguments, output exists, bad property file.
     """
     out_dir = os.path.abspath(out_dir)
@@ -80,6 +94,7 @@ def convert(rec_path, idx_path, out_dir, num_shards=None, num_workers=1,
             raise recordio.RecordIOError(rec_path, 'no image records to convert')
         prop = _read_property(rec_path)
         image_size = prop['image_size'] if prop else _first_image_size(reader)
+    size_source = '%s says' % prop['path'] if prop else 'the first image is'
     if num_shards is None:
         num_shards = max(num_workers, int(math.ceil(os.path.getsize(rec_path)
                                                     / float(SHARD_BYTES))))
@@ -89,7 +104,8 @@ def convert(rec_path, idx_path, out_dir, num_shards=None, num_workers=1,
         return [_ShardTask(rec_path, idx_path, index * num_images // num_shards,
                            (index + 1) * num_images // num_shards,
                            os.path.join(temp_dir, manifest_lib.shard_file_name(index,
-                                                                               num_shards)))
+                                                                               num_shards)),
+                           tuple(image_size), size_source, skip_bad)
                 for index in range(num_shards)]
 
     def describe(results):
@@ -119,7 +135,11 @@ def _read_property(rec_path):
 def _first_image_size(reader):
     """[height, width] of the first image, read from its JPEG/PNG header."""
     first = next(reader.iter_images(0, 1))
-    size = _image_size(_checked_parts(first, reader.rec_path)[1])
+    payload = _checked_parts(first, reader.rec_path)[1]
+    problem = _payload_problem(payload)
+    if problem:
+        raise recordio.RecordIOError(reader.rec_path, problem, first.key, first.offset)
+    size = _image_size(payload)
     if size is None:
         raise ConversionError('%s: cannot read the image size of key %d; add a property '
                               'file "num_classes,height,width" beside it'
@@ -145,13 +165,17 @@ def _image_size(payload):
     return None
 
 
+def _payload_problem(payload):
+    """What is wrong with a payload that is not a JPEG or PNG; None if it is one."""
+    if payload.startswith(JPEG_SIGNATURE) or payload.startswith(PNG_SIGNATURE):
+        return None
+    return ('payload is not a JPEG or PNG: starts with %r, expected ff d8 ff or 89 50 4e 47 '
+            '0d 0a 1a 0a' % (payload[:8],))
+
+
 def _checked_parts(record, rec_path):
-    """Returns (label int, payload bytes) of an image record, validated."""
+    """Returns (label int, payload bytes) of an image record, its header and label validated."""
     header, payload = recordio.unpack(record.data, rec_path, record.key, record.offset)
-    if not (payload.startswith(JPEG_SIGNATURE) or payload.startswith(PNG_SIGNATURE)):
-        raise recordio.RecordIOError(
-            rec_path, 'payload is not a JPEG or PNG: starts with %r, expected ff d8 ff '
-            'or 89 50 4e 47 0d 0a 1a 0a' % (payload[:8],), record.key, record.offset)
     label = header.label if header.flag == 0 else header.label[0]
     if not (math.isfinite(label) and label >= 0 and label == int(label)):
         raise recordio.RecordIOError(rec_path, 'label %r is not a non-negative integer'
@@ -159,12 +183,54 @@ def _checked_parts(record, rec_path):
     return int(label), payload
 
 
+def _image_problem(payload, size, task):
+    """Why an image cannot go into the dataset (`size` decoded, None if it did not); or None."""
+    problem = _payload_problem(payload)
+    if problem is None and size is None:
+        problem = 'image does not decode (JPEG/PNG, as training decodes it)'
+    elif problem is None and tuple(size) != task.image_size:
+        problem = 'image is %dx%d (height x width), %s %dx%d' % (
+            size + (task.size_source,) + task.image_size)
+    return problem
+
+
+def _good_images(reader, task, checker, skipped, report):
+    """(payload, label) of the shard's good images, decoded CHECK_BATCH at a time.
+
+    A bad one raises RecordIOError, or with task.skip_bad is appended to
+    `skipped` (and counted as done for the progress line).
+    """
+    records = reader.iter_images(task.begin, task.end)
+    while True:
+        chunk = [(record,) + _checked_parts(record, task.rec_path)
+                 for record in itertools.islice(records, CHECK_BATCH)]
+        if not chunk:
+            return
+        sizes = checker.decoded_sizes([payload for _, _, payload in chunk])
+        for (record, label, payload), size in zip(chunk, sizes):
+            problem = _image_problem(payload, size, task)
+            if problem is None:
+                yield payload, label
+            elif task.skip_bad:
+                skipped.append({'key': record.key, 'byte_offset': record.offset,
+                                'problem': problem})
+                report(1)
+            else:
+                raise recordio.RecordIOError(task.rec_path, problem + _SKIP_HINT, record.key,
+                                             record.offset)
+
+
 def _convert_shard(task, report):
-    """Writes the images at positions [task.begin, task.end) to task.path."""
-    with recordio.IndexedRecordReader(task.rec_path, task.idx_path) as reader:
-        return write_records(task.path, ((payload, label) for label, payload in (
-            _checked_parts(record, task.rec_path)
-            for record in reader.iter_images(task.begin, task.end))), report)
+    """Writes the good images at positions [task.begin, task.end) to task.path."""
+    checker = ImageChecker()
+    skipped = []
+    try:
+        with recordio.IndexedRecordReader(task.rec_path, task.idx_path) as reader:
+            result = write_records(task.path, _good_images(reader, task, checker, skipped,
+                                                           report), report)
+    finally:
+        checker.close()
+    return result._replace(skipped=skipped)
 
 
 def _manifest(rec_path, idx_path, prop, image_size, results):
@@ -203,15 +269,21 @@ def main(argv=None):
     args = _parse_args(argv)
 
     def summary(manifest):
-        return 'wrote %d images of %d classes in %d shards to %s' % (
-            manifest['num_images'], manifest['num_classes'], len(manifest['shards']),
-            args.tfrecords_file_path)
+        rec_path = manifest['source']['rec_path']
+        return skipped_report(
+            manifest, lambda entry: '%s, key %d, byte offset %d' % (
+                rec_path, entry['key'], entry['byte_offset']),
+            args.tfrecords_file_path) + [
+                'wrote %d images of %d classes in %d shards to %s' % (
+                    manifest['num_images'], manifest['num_classes'], len(manifest['shards']),
+                    args.tfrecords_file_path)]
 
     return run_converter(
         'mx2tfrecords', args.tfrecords_file_path,
         lambda: convert(args.bin_path, args.idx_path, args.tfrecords_file_path,
                         num_shards=args.num_shards, num_workers=args.num_workers,
-                        overwrite=args.overwrite, progress=not args.no_progress),
+                        overwrite=args.overwrite, progress=not args.no_progress,
+                        skip_bad=args.skip_bad),
         summary, input_errors=(recordio.RecordIOError,))
 
 

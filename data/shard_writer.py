@@ -11,6 +11,11 @@ folder `.<name>.partial`, then moved into the output folder, manifest last. An
 interrupted run leaves at most the .partial folder, which the next run
 deletes. A folder that already has a manifest is only replaced with overwrite.
 
+Only what a conversion wrote is ever replaced or deleted: the files its
+manifest lists (and, while a replacement is under way, those of the list
+PENDING_NAME). An output folder holding anything else is refused, with or
+without overwrite; an empty one is fine.
+
 Typical use:
     def write_one(task, report):            # at module level: workers import it
         with tf.io.TFRecordWriter(task.path) as out:
@@ -21,6 +26,7 @@ Typical use:
 """
 import collections
 import functools
+import json
 import multiprocessing
 import os
 import pickle
@@ -32,9 +38,17 @@ import threading
 import time
 
 from data import manifest as manifest_lib
+from data.safe_files import OutputError, check_holds_only, write_atomically
 
-ShardResult = collections.namedtuple('ShardResult', 'path num_images max_label')
+# skipped: what --skip_bad left out of the shard, [{..., 'problem': text}] (manifest entries).
+ShardResult = collections.namedtuple('ShardResult', 'path num_images max_label skipped',
+                                     defaults=((),))
 REPORT_EVERY = 256  # images between progress reports of a shard writer
+SKIPPED_SHOWN = 20  # skipped images listed on stderr; manifest.json lists them all
+# Lists every file of ours in an output folder while a replacement is under way (the
+# manifest is gone then), so that an interrupted one can be finished by the next run.
+PENDING_NAME = '.manifest.pending.json'
+_NOT_OURS = 'no conversion wrote (its %s lists what one wrote)' % manifest_lib.MANIFEST_NAME
 _IMAGE_KEY = b'\x0a\x09image_raw'  # map-entry key field: tag, length 9, name
 _ONE_BYTE = [bytes([value]) for value in range(0x80)]  # varints of 0..127
 
@@ -49,10 +63,45 @@ def partial_dir_for(out_dir):
     return os.path.join(os.path.dirname(out_dir), '.%s.partial' % os.path.basename(out_dir))
 
 
+def _read_json(path):
+    """The JSON value in `path`; None if it is missing or not JSON."""
+    try:
+        with open(path) as json_file:
+            return json.load(json_file)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def recorded_names(out_dir):
+    """The names in out_dir a conversion wrote: its manifest's, and a pending list's.
+
+    Only manifest.json and shard names count, whatever a (possibly foreign)
+    manifest lists: nothing outside that pattern is ever ours to delete.
+    """
+    def ours(name):
+        return name == manifest_lib.MANIFEST_NAME or manifest_lib.is_shard_file_name(str(name))
+
+    names = set()
+    manifest = _read_json(os.path.join(out_dir, manifest_lib.MANIFEST_NAME))
+    if isinstance(manifest, dict) and manifest.get('format') == manifest_lib.FORMAT:
+        names.add(manifest_lib.MANIFEST_NAME)
+        names.update(shard.get('file') for shard in manifest.get('shards') or []
+                     if isinstance(shard, dict) and ours(shard.get('file')))
+    pending = _read_json(os.path.join(out_dir, PENDING_NAME))
+    if isinstance(pending, list):
+        names.add(PENDING_NAME)
+        names.update(name for name in pending if ours(name))
+    return names
+
+
 def check_output(out_dir, overwrite):
-    """Refuses a file in place of the folder, or a complete conversion without overwrite."""
+    """Refuses a file in place of the folder, a folder holding anything a conversion did
+    not write, or a complete conversion without overwrite."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConversionError('output %s exists and is not a folder' % out_dir)
+    if not os.path.isdir(out_dir):
+        return
+    check_holds_only(out_dir, recorded_names(out_dir), '--tfrecords_file_path', _NOT_OURS)
     if os.path.exists(os.path.join(out_dir, manifest_lib.MANIFEST_NAME)) and not overwrite:
         raise ConversionError('%s already holds a complete conversion (%s); pass '
                               '--overwrite to replace it' % (out_dir, manifest_lib.MANIFEST_NAME))
@@ -257,23 +306,42 @@ def _run_workers(tasks, write_shard, num_workers, tracker, name):
 
 
 def _commit(temp_dir, out_dir, shard_files):
-    """Moves finished shards from temp_dir into out_dir, manifest last."""
+    """Moves finished shards from temp_dir into out_dir, manifest last.
+
+    Into an existing folder, only the files an earlier conversion recorded are
+    replaced or deleted; the folder is checked again first, as it may have
+    changed during a long conversion.
+    """
     if not os.path.exists(out_dir):
         os.rename(temp_dir, out_dir)  # a single atomic step
         return
+    old = recorded_names(out_dir)
+    check_holds_only(out_dir, old, '--tfrecords_file_path', _NOT_OURS)
+    new = set(shard_files) | {manifest_lib.MANIFEST_NAME}
+    pending = os.path.join(out_dir, PENDING_NAME)
+    write_atomically(pending, json.dumps(sorted((old | new) - {PENDING_NAME})).encode('utf-8'))
     manifest_path = os.path.join(out_dir, manifest_lib.MANIFEST_NAME)
     if os.path.exists(manifest_path):  # --overwrite: stop claiming completeness first
         os.remove(manifest_path)
-    for name in os.listdir(out_dir):  # shards of an older or interrupted run
-        if manifest_lib.is_shard_file_name(name) and name not in shard_files:
+    for name in sorted(old - new - {PENDING_NAME}):  # shards of the older run
+        if os.path.lexists(os.path.join(out_dir, name)):
             os.remove(os.path.join(out_dir, name))
     for name in shard_files:
         os.replace(os.path.join(temp_dir, name), os.path.join(out_dir, name))
     os.replace(os.path.join(temp_dir, manifest_lib.MANIFEST_NAME), manifest_path)
+    os.remove(pending)
 
 
 def manifest_fields(results, num_classes, image_size):
-    """The manifest fields every conversion has, from its ShardResults in order."""
+    """The manifest fields every conversion has, from its ShardResults in order.
+
+    Raises:
+      ConversionError: --skip_bad left no image.
+    """
+    skipped = [entry for r in results for entry in r.skipped]
+    if not any(r.num_images for r in results):
+        raise ConversionError('all %d images were bad (--skip_bad left none); nothing written'
+                              % len(skipped))
     return {
         'format': manifest_lib.FORMAT,
         'version': manifest_lib.VERSION,
@@ -283,7 +351,25 @@ def manifest_fields(results, num_classes, image_size):
         'features': manifest_lib.FEATURES,
         'shards': [{'file': os.path.basename(r.path), 'num_images': r.num_images,
                     'size_bytes': os.path.getsize(r.path)} for r in results],
+        'skipped': skipped,
     }
+
+
+def skipped_report(manifest, where, out_dir):
+    """Lines on what --skip_bad left out: the first SKIPPED_SHOWN, then the count.
+
+    where(entry) names one skipped image (file, or .rec key and offset).
+    """
+    skipped = manifest.get('skipped') or []
+    lines = ['skipped %s: %s' % (where(entry), entry['problem'])
+             for entry in skipped[:SKIPPED_SHOWN]]
+    if len(skipped) > SKIPPED_SHOWN:
+        lines.append('... and %d more' % (len(skipped) - SKIPPED_SHOWN))
+    if skipped:
+        lines.append('skipped %d bad images (--skip_bad); all are listed in %s under '
+                     '"skipped"' % (len(skipped),
+                                    os.path.join(out_dir, manifest_lib.MANIFEST_NAME)))
+    return lines
 
 
 def write_dataset(out_dir, make_tasks, write_shard, num_workers, total, describe,
@@ -334,6 +420,10 @@ def add_writer_flags(parser, num_shards_help):
     parser.add_argument('--num_shards', type=positive_int, default=None, help=num_shards_help)
     parser.add_argument('--overwrite', action='store_true',
                         help='replace a complete conversion already in the folder')
+    parser.add_argument('--skip_bad', action='store_true',
+                        help='leave out images that do not decode or are not of the dataset\'s '
+                             'size, listing them (stderr, manifest.json "skipped"); default: '
+                             'stop at the first, writing nothing')
     parser.add_argument('--num_workers', type=positive_int,
                         default=min(4, multiprocessing.cpu_count()),
                         help='parallel worker processes (default: min(4, CPUs) = %(default)s)')
@@ -357,15 +447,15 @@ def run_converter(prog, output, convert, summary, input_errors=()):
     """Runs a converter's `convert()` as a command; returns the exit status.
 
     A plain `kill` cleans up like Ctrl-C (SIGTERM becomes KeyboardInterrupt,
-    which removes the partial output). 0: done, `summary(manifest)` printed;
-    2: bad input or output (one line); 130: interrupted.
+    which removes the partial output). 0: done, `summary(manifest)` (a line or
+    a list of lines) printed; 2: bad input or output (one line); 130: interrupted.
     """
     # Signal handlers can only be set from the main thread (tests call main() in others).
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         manifest = convert()
-    except tuple(input_errors) + (ConversionError, OSError) as error:
+    except tuple(input_errors) + (ConversionError, OutputError, OSError) as error:
         sys.stderr.write('%s: error: %s\n' % (prog, error))
         return 2
     except KeyboardInterrupt:
@@ -375,5 +465,7 @@ def run_converter(prog, output, convert, summary, input_errors=()):
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    sys.stderr.write('%s: %s\n' % (prog, summary(manifest)))
+    lines = summary(manifest)
+    for line in [lines] if isinstance(lines, str) else lines:
+        sys.stderr.write('%s: %s\n' % (prog, line))
     return 0

@@ -135,6 +135,47 @@ def combine_loss(embedding, labels, out_num, w_init=None, s=64.0, m1=1.0, m2=0.3
                                   labels, s, m1, m2, m3)
 
 
+# Angles at which a combined margin must penalise the target class: 0 to 90
+# degrees in steps of half a degree. Class centres start near 90 degrees from
+# an embedding (random directions in 512 dimensions are nearly orthogonal) and
+# training pulls the target's closer, so its angle stays below 90 degrees for
+# all but a few samples. Above that even ArcFace's cos(theta + m) rises again
+# once theta + m passes pi (arcface_logits falls back there; this head, as the
+# original's and insightface's, does not), so larger angles cannot be required.
+_MARGIN_CHECK_ANGLES = [math.pi / 2.0 * i / 180.0 for i in range(181)]
+
+
+def combined_margin_problem(m1, m2, m3):
+    """Why margins m1, m2, m3 do not penalise the target class, or None.
+
+    The combined head replaces the target logit s * cos(theta) by
+    s * (cos(m1 * theta + m2) - m3); a margin must make it no larger, for
+    every angle the target class takes in training (0 to 90 degrees, see
+    _MARGIN_CHECK_ANGLES). Defaults and insightface's settings pass: (1, 0.3,
+    0.2), ArcFace (1, 0.5, 0), CosFace (1, 0, 0.35), (0.9, 0.4, 0.15), and
+    (1, 0, 0), no margin. The original's combine_loss_val checked nothing
+    and skipped a negative m2 or m3 in some branches but applied them in
+    others.
+
+    Returns:
+      None, or the end of a sentence starting with the margins, e.g.
+      'make the target logit ... larger than the plain cos(theta) (by 0.707 at
+      theta = 90 degrees); expected ...'.
+    """
+    excesses = [math.cos(m1 * theta + m2) - m3 - math.cos(theta)
+                for theta in _MARGIN_CHECK_ANGLES]
+    excess = max(excesses)
+    if excess <= 1e-9:  # (1, 0, 0) is the plain logit, up to rounding
+        return None
+    # The smallest angle where it is largest (a constant excess is reported at 0).
+    worst = next(theta for theta, value in zip(_MARGIN_CHECK_ANGLES, excesses)
+                 if value >= excess - 1e-9)
+    return ('make the target logit cos(m1*theta+m2)-m3 larger than the plain cos(theta) '
+            '(by %.3g at theta = %.0f degrees); expected margins that lower it for theta in '
+            '[0, 90] degrees, e.g. 1,0.3,0.2 or ArcFace\'s 1,0.5,0'
+            % (excess, math.degrees(worst)))
+
+
 # loss_type -> (variable scope of the class centres, logits function)
 HEADS = {
     'arcface': (ARCFACE_SCOPE, arcface_logits),
@@ -142,6 +183,12 @@ HEADS = {
     'combine': (COMBINE_SCOPE, combined_margin_logits),
 }
 LOSS_TYPES = tuple(HEADS)
+
+
+def centres_name(loss_type):
+    """The variable name of a head's class centres, e.g. 'arcface_loss/embedding_weights'."""
+    scope = HEADS[loss_type][0]
+    return scope + '/embedding_weights' if scope else 'embedding_weights'
 
 
 def margin_logits(loss_type, embedding, labels, out_num, **margin_args):

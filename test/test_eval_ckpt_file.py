@@ -7,6 +7,7 @@ skip. The CLI runs as a real subprocess for the main path and one refusal;
 the rest calls main() in-process (a TensorFlow start-up costs seconds).
 """
 import json
+import logging
 import os
 import pickle
 import re
@@ -248,6 +249,26 @@ def test_folder_means_latest_checkpoint(data, tmp_path, capsys):
     lfw = os.path.join(data['db'], 'lfw.bin')
     assert_same_result(record, direct_results([data['prefixes'][2]], [lfw])[
         (data['prefixes'][2], lfw)])
+
+
+def test_every_checkpoint_is_named_by_its_full_path(data, tmp_path, monkeypatch, caplog):
+    """A relative --ckpt_file: the log and the JSON name each checkpoint evaluated by its
+    full path, so a result read elsewhere still says which file it came from."""
+    monkeypatch.chdir(data['root'])
+    out_json = str(tmp_path / 'eval.json')
+    with caplog.at_level(logging.INFO):
+        code = eval_ckpt_file.main(eval_flags(
+            data, '--ckpt_file', os.path.join('ckpt', 'InsightFace_iter_'),
+            '--ckpt_index_list', '1.ckpt', '2.ckpt', '--eval_datasets', 'lfw',
+            '--output_json', out_json))
+    assert code == 0
+    for step in (1, 2):
+        assert os.path.isabs(data['prefixes'][step])
+        assert ('evaluating %s (depth %d, standard)' % (data['prefixes'][step], DEPTH)
+                in caplog.text), caplog.text
+    with open(out_json) as json_file:
+        records = json.load(json_file)['results']
+    assert [r['checkpoint'] for r in records] == [data['prefixes'][1], data['prefixes'][2]]
 
 
 def test_error_report_follows_each_row(data, capsys):

@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -145,6 +146,49 @@ def test_malicious_pickle_is_refused(tmp_path, faces_encoded):
         with pytest.raises(BinFileError, match='refused to unpickle global %s.%s'
                            % (module, name)):
             eval_data_reader.read_bin(path)
+
+
+# Hand-made pickles that ask the unpickler for far more memory than the file holds.
+_BIG = 1 << 29  # 512 MiB
+
+
+def _bytearray_pickle():
+    """bytearray(2**29) in 33 bytes."""
+    return (b'\x80\x02c__builtin__\nbytearray\nJ' + (_BIG).to_bytes(4, 'little')
+            + b'\x85R.'), 'bytearray(%d)' % _BIG
+
+
+def _ndarray_pickle():
+    """numpy's _reconstruct(ndarray, (2**29,), 'b'): what an array's pickle starts with."""
+    return (b'\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nJ'
+            + (_BIG).to_bytes(4, 'little') + b'\x85U\x01b\x87R.'), 'array of %d bytes' % _BIG
+
+
+def _hex_chain_pickle():
+    """_codecs.encode(..., 'hex') nested 24 times: 4 bytes doubled to 64 MiB in ~300 bytes."""
+    depth = 24
+    blob = (b'\x80\x02c_codecs\nencode\nq\x00' + b'h\x00' * (depth - 1) + b'C\x04abcd'
+            + b'X\x03\x00\x00\x00hex\x86R' * depth + b'.')
+    return blob, "encoding 'hex'"
+
+
+@pytest.mark.parametrize('make', [_bytearray_pickle, _ndarray_pickle, _hex_chain_pickle])
+def test_allocation_is_bounded_by_the_file_size(tmp_path, make):
+    blob, fragment = make()
+    path = str(tmp_path / 'bomb.bin')
+    with open(path, 'wb') as f:
+        f.write(blob)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BinFileError) as error:
+            eval_data_reader.read_bin(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(error.value)
+    assert message.startswith('%s: refused' % path) and fragment in message, message
+    assert '\n' not in message
+    assert peak < (1 << 20), 'the unpickler allocated %d bytes first' % peak
 
 
 def test_truncated_file(tmp_path, faces_bin):

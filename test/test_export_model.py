@@ -168,7 +168,9 @@ def test_node_names_and_signature(exported):
     assert signature.inputs['images'].dtype == tf.uint8.as_datatype_enum
     assert signature.outputs['embeddings'].name == 'embeddings:0'
     assert signature.outputs['embeddings'].dtype == tf.float32.as_datatype_enum
-    assert sorted(os.listdir(exported['dir'])) == ['frozen_model.pb', 'saved_model']
+    assert sorted(os.listdir(exported['dir'])) == [  # each with its record
+        '.frozen_model.pb.written.json', '.saved_model.written.json', 'frozen_model.pb',
+        'saved_model']
 
 
 def test_atc_command():
@@ -210,7 +212,8 @@ def test_static_batch_frozen_graph_only(exported, tmp_path):
     output_dir = str(tmp_path / 'static')
     assert export_model.main(export_flags(exported, output_dir, '--format', 'pb',
                                           '--batch_size', '5')) == 0
-    assert os.listdir(output_dir) == ['frozen_model.pb']
+    assert sorted(os.listdir(output_dir)) == ['.frozen_model.pb.written.json',
+                                              'frozen_model.pb']  # and its record
     graph_def = load_frozen(os.path.join(output_dir, 'frozen_model.pb'))
     nodes = {node.name: node for node in graph_def.node}
     assert [d.size for d in nodes['input_images'].attr['shape'].shape.dim] == [5, 32, 32, 3]
@@ -241,13 +244,54 @@ def test_refuses_to_overwrite_unless_asked(exported, tmp_path, capsys):
     assert err == ('export_model.py: error: --output_dir %s already holds frozen_model.pb; '
                    'pass --overwrite to replace it' % output_dir)
     assert os.stat(frozen).st_ino == before.st_ino
-    assert sorted(os.listdir(output_dir)) == ['frozen_model.pb', 'notes.txt']
+    assert visible(output_dir) == ['frozen_model.pb', 'notes.txt']
     capsys.readouterr()
     assert export_model.main(export_flags(exported, output_dir, '--overwrite')) == 0
     assert os.stat(frozen).st_ino != before.st_ino
-    assert sorted(os.listdir(output_dir)) == ['frozen_model.pb', 'notes.txt', 'saved_model']
+    assert visible(output_dir) == ['frozen_model.pb', 'notes.txt', 'saved_model']
     err = refusal(capsys, export_flags(exported, output_dir, '--format', 'saved_model'))
     assert 'already holds saved_model' in err
+
+
+def visible(folder):
+    """The entries of a folder but the hidden records of what export_model.py wrote."""
+    return sorted(name for name in os.listdir(folder) if not name.endswith('.written.json'))
+
+
+def test_overwrite_replaces_only_what_it_wrote(exported, tmp_path, capsys):
+    output_dir = str(tmp_path / 'out')
+    os.makedirs(output_dir)
+    frozen = os.path.join(output_dir, 'frozen_model.pb')
+    with open(frozen, 'wb') as f:  # the user's own model, by that name
+        f.write(b'mine')
+    err = refusal(capsys, export_flags(exported, output_dir, '--format', 'pb', '--overwrite'))
+    assert err == ('export_model.py: error: --output_dir entry %s was not written by '
+                   'export_model.py (it has no record .frozen_model.pb.written.json); '
+                   '--overwrite replaces only that: move it away or choose another name'
+                   % frozen)
+    with open(frozen, 'rb') as f:
+        assert f.read() == b'mine'
+    os.remove(frozen)
+    assert export_model.main(export_flags(exported, output_dir)) == 0
+    notes = os.path.join(output_dir, 'saved_model', 'assets', 'notes.txt')
+    os.makedirs(os.path.dirname(notes))
+    with open(notes, 'w') as f:  # the user's file inside the SavedModel folder
+        f.write('mine')
+    err = refusal(capsys, export_flags(exported, output_dir, '--overwrite'))
+    assert err == ('export_model.py: error: --output_dir entry %s has changed since '
+                   'export_model.py wrote it (assets, assets/notes.txt); --overwrite replaces '
+                   'only what it wrote: move it away or choose another name'
+                   % os.path.join(output_dir, 'saved_model'))
+    with open(notes) as f:
+        assert f.read() == 'mine'
+    os.remove(notes)
+    os.rmdir(os.path.dirname(notes))
+    before = os.stat(frozen).st_ino
+    assert export_model.main(export_flags(exported, output_dir, '--overwrite')) == 0
+    assert os.stat(frozen).st_ino != before
+    assert sorted(os.listdir(output_dir)) == ['.frozen_model.pb.written.json',
+                                              '.saved_model.written.json', 'frozen_model.pb',
+                                              'saved_model']
 
 
 def test_missing_checkpoint_as_subprocess(exported, tmp_path):

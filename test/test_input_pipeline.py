@@ -93,6 +93,59 @@ def test_flip_mirrors_some_images_exactly(data):
     assert 0 < sum(flipped) < len(flipped)
 
 
+def test_reporting_bad_records_keeps_the_clean_data_unchanged(data):
+    reported = []
+    images, labels = _in_order(data, flip=False, on_bad_record=lambda *bad: reported.append(bad),
+                               records_per_file=[10, 10, 10])
+    np.testing.assert_array_equal(labels, data['labels'])
+    np.testing.assert_array_equal(images, data['images'])
+    assert reported == []
+
+
+def test_bad_records_are_skipped_and_reported_by_file_and_index(data, tmp_path):
+    """An undecodable image: that record; a flipped byte: the file's rest (record CRCs)."""
+    files = []
+    for number, source in enumerate(data['files']):
+        files.append(str(tmp_path / os.path.basename(source)))
+        records = list(tf.io.tf_record_iterator(source))
+        if number == 0:  # record 4's JPEG cut short
+            example = tf.train.Example.FromString(records[4])
+            jpeg = example.features.feature['image_raw'].bytes_list.value[0]
+            example.features.feature['image_raw'].bytes_list.value[0] = jpeg[:len(jpeg) // 3]
+            records[4] = example.SerializeToString()
+        with tf.io.TFRecordWriter(files[-1]) as writer:
+            for record in records:
+                writer.write(record)
+    with open(files[2], 'rb') as shard:
+        content = bytearray(shard.read())
+    record_size = len(content) // 10  # the synthetic JPEGs are not all of one size:
+    content[6 * record_size + record_size // 2] ^= 0x5A  # a byte of record 5, 6 or 7
+    with open(files[2], 'wb') as shard:
+        shard.write(bytes(content))
+    reported = []
+    _, labels = _in_order({'files': files}, flip=False, records_per_file=[10, 10, 10],
+                          on_bad_record=lambda *bad: reported.append(bad))
+    assert reported[0] == (files[0], 4, 0)
+    name, first, lost = reported[1]
+    assert len(reported) == 2 and name == files[2] and 5 <= first <= 7 and lost == 10 - first
+    expected = [label for i, label in enumerate(data['labels'])
+                if i != 4 and not 20 + first <= i]
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_bad_records_over_the_limit_stop_the_pipeline(data):
+    logged = []
+    bad = input_pipeline.BadRecords(1, log=logged.append)
+    bad('a.tfrecord', 3, 0)
+    bad('a.tfrecord', 3, 0)  # the same record in the next epoch: counted once
+    assert (bad.count, bad.exceeded, bad.last) == (1, False, 'a.tfrecord record 3')
+    with pytest.raises(ValueError, match='more than 1 bad records'):
+        bad('b.tfrecord', 7, 3)
+    assert (bad.count, bad.exceeded, bad.last) == (4, True, 'b.tfrecord records 7-9')
+    assert logged[-1] == ('bad records skipped: b.tfrecord is corrupted from record 7 on (the '
+                          'records cannot be read), 3 records lost; 4 bad records so far')
+
+
 def test_drop_remainder_gives_full_batches_only(data):
     with tf.Graph().as_default():
         images, labels = _run_all(input_pipeline.build_dataset(

@@ -150,13 +150,82 @@ def test_overwrite_replaces_old_shards(shared_data, tmp_path, capsys):
              os.path.join(folder, 'train.idx'), '--tfrecords_file_path', out,
              '--num_workers', '1', '--no_progress']
     assert mx2tfrecords.main(flags + ['--num_shards', '2']) == 0
-    os.makedirs(out + '/keep')  # not ours: left alone
     assert mx2tfrecords.main(flags + ['--num_shards', '3']) == 2
     assert mx2tfrecords.main(flags + ['--num_shards', '3', '--overwrite']) == 0
-    assert _folder_files(out) == ['keep', 'manifest.json'] + [
+    assert _folder_files(out) == ['manifest.json'] + [
         manifest_lib.shard_file_name(i, 3) for i in range(3)]
     assert len(_tfrecord_examples(manifest_lib.load_manifest(out))) == 6
     capsys.readouterr()
+
+
+def _snapshot(folder):
+    """{name: bytes} of a folder's files: what must survive a refused run unchanged."""
+    out = {}
+    for name in _folder_files(folder):
+        path = os.path.join(folder, name)
+        with open(path, 'rb') if os.path.isfile(path) else io.BytesIO(b'<folder>') as f:
+            out[name] = f.read()
+    return out
+
+
+def test_overwrite_removes_only_what_a_conversion_wrote(rec, tmp_path, capsys):
+    out = str(tmp_path / 'out')
+    flags = ['--num_workers', '1', '--num_shards', '2']
+    assert _convert_cli(rec[0], rec[1], out, *flags) == 0
+    with open(os.path.join(out, 'notes.txt'), 'w') as f:
+        f.write('mine')
+    before = _snapshot(out)
+    capsys.readouterr()
+    for more in ([], ['--overwrite']):
+        assert _convert_cli(rec[0], rec[1], out, *flags + more) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            'mx2tfrecords: error: --tfrecords_file_path %s holds notes.txt, which no conversion '
+            'wrote (its manifest.json lists what one wrote); give a new or empty folder' % out]
+        assert _snapshot(out) == before
+    os.remove(os.path.join(out, 'notes.txt'))
+    assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--num_shards', '3',
+                        '--overwrite') == 0
+    assert _folder_files(out) == ['manifest.json'] + [
+        manifest_lib.shard_file_name(i, 3) for i in range(3)]
+
+
+def test_a_folder_of_other_files_is_refused(rec, tmp_path, capsys):
+    """Shard-like names included: only a manifest says which files a conversion wrote."""
+    out = str(tmp_path / 'mine')
+    os.makedirs(os.path.join(out, 'photos'))
+    with open(os.path.join(out, manifest_lib.shard_file_name(0, 3)), 'w') as f:
+        f.write('not a shard of ours')
+    before = _snapshot(out)
+    assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--overwrite') == 2
+    assert capsys.readouterr().err.splitlines() == [
+        'mx2tfrecords: error: --tfrecords_file_path %s holds photos, %s, which no conversion '
+        'wrote (its manifest.json lists what one wrote); give a new or empty folder'
+        % (out, manifest_lib.shard_file_name(0, 3))]
+    assert _snapshot(out) == before
+    assert _folder_files(str(tmp_path)) == ['mine']
+
+
+def test_interrupted_replacement_is_finished_by_the_next_run(rec, tmp_path, monkeypatch):
+    out = str(tmp_path / 'out')
+    assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--num_shards', '2') == 0
+    real_replace, calls = os.replace, []
+
+    def dies_after_one_move(source, target):  # 1: the pending list, 2: the first new shard
+        calls.append(target)
+        if len(calls) == 3:
+            raise KeyboardInterrupt()
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, 'replace', dies_after_one_move)
+    assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--num_shards', '3',
+                        '--overwrite') == 130
+    monkeypatch.setattr(os, 'replace', real_replace)
+    assert _folder_files(out) == [shard_writer.PENDING_NAME,  # caught half-way
+                                  manifest_lib.shard_file_name(0, 3)]
+    assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--num_shards', '3') == 0
+    assert _folder_files(out) == ['manifest.json'] + [
+        manifest_lib.shard_file_name(i, 3) for i in range(3)]
+    assert len(_tfrecord_examples(manifest_lib.load_manifest(out))) == 48
 
 
 # --- malformed inputs ------------------------------------------------------
@@ -321,6 +390,94 @@ def test_png_payloads_and_size_without_property(tmp_path):
     assert (manifest['image_size'], manifest['num_classes']) == ([48, 40], 4)
     assert _tfrecord_examples(manifest_lib.load_manifest(str(tmp_path / 'out'))) == [
         (png, 1), (png, 2), (png, 3)]  # the first label of each label array
+
+
+# --- images that do not decode, or are not the size the property file says ---
+
+def _zero_body(jpeg):
+    """The JPEG with everything after its start-of-scan header zeroed: the header (and
+    its size) still reads, the image does not decode."""
+    sos = jpeg.index(b'\xff\xda')
+    body = sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], 'big')
+    return jpeg[:body] + b'\0' * (len(jpeg) - body)
+
+
+def _jpeg(size):
+    with tf.Graph().as_default(), tf.Session() as session:
+        return session.run(tf.image.encode_jpeg(tf.fill(list(size) + [3], tf.constant(
+            90, tf.uint8))))
+
+
+def _tiny_copy(rec, folder, replace=None, prop=None):
+    """The tiny .rec rewritten into `folder` with payloads replaced ({key: bytes}) and a
+    property file (its own unless `prop` is given); returns (rec, idx, {key: offset})."""
+    os.makedirs(folder)
+    out_rec, out_idx = os.path.join(folder, 'train.rec'), os.path.join(folder, 'train.idx')
+    with recordio.IndexedRecordReader(*rec) as reader, \
+            recordio.IndexedRecordWriter(out_rec, out_idx) as writer:
+        for key in reader.keys.tolist():
+            header, payload = recordio.unpack(reader.read(key))
+            writer.write(key, recordio.pack(header, (replace or {}).get(key, payload)))
+    with open(os.path.join(os.path.dirname(rec[0]), 'property')) as f:
+        own = f.read()
+    with open(os.path.join(folder, 'property'), 'w') as f:
+        f.write(own if prop is None else prop)
+    with open(out_idx) as f:
+        offsets = {int(k): int(v) for k, v in (line.split() for line in f)}
+    return out_rec, out_idx, offsets
+
+
+def _convert_cli(rec, idx, out, *flags):
+    return mx2tfrecords.main(['--bin_path', rec, '--idx_path', idx, '--tfrecords_file_path',
+                              out, '--no_progress'] + list(flags))
+
+
+def test_image_that_does_not_decode_is_refused(rec, tmp_path, capsys):
+    good = _rec_images(*rec)[6][0]  # key 7
+    in_rec, in_idx, offsets = _tiny_copy(rec, str(tmp_path / 'in'), {7: _zero_body(good)})
+    out = str(tmp_path / 'out')
+    assert _convert_cli(in_rec, in_idx, out, '--num_workers', '1') == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ['mx2tfrecords: error: %s, key 7, byte offset %d: image does not decode '
+                     '(JPEG/PNG, as training decodes it); pass --skip_bad to leave such '
+                     'images out' % (in_rec, offsets[7])]
+    assert _folder_files(str(tmp_path)) == ['in']  # no output, no .partial folder
+
+
+def test_image_size_other_than_the_property_is_refused(rec, tmp_path, capsys):
+    in_rec, in_idx, offsets = _tiny_copy(rec, str(tmp_path / 'in'), prop='8,112,112\n')
+    out = str(tmp_path / 'out')
+    assert _convert_cli(in_rec, in_idx, out, '--num_workers', '1') == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ['mx2tfrecords: error: %s, key 1, byte offset %d: image is 32x32 '
+                     '(height x width), %s says 112x112; pass --skip_bad to leave such '
+                     'images out' % (in_rec, offsets[1], os.path.join(str(tmp_path / 'in'),
+                                                                      'property'))]
+    assert _folder_files(str(tmp_path)) == ['in']
+
+
+def test_skip_bad_leaves_them_out_and_reports_them(rec, tmp_path, capsys):
+    images = _rec_images(*rec)  # key k is images[k - 1]
+    bad = {7: _zero_body(images[6][0]), 30: _jpeg((16, 16))}
+    in_rec, in_idx, offsets = _tiny_copy(rec, str(tmp_path / 'in'), bad)
+    out = str(tmp_path / 'out')
+    # Two workers: key 7 is in the first shard, key 30 in the second.
+    assert _convert_cli(in_rec, in_idx, out, '--skip_bad', '--num_workers', '2',
+                        '--num_shards', '2') == 0
+    problems = {7: 'image does not decode (JPEG/PNG, as training decodes it)',
+                30: 'image is 16x16 (height x width), %s says 32x32'
+                    % os.path.join(str(tmp_path / 'in'), 'property')}
+    err = capsys.readouterr().err
+    for key, problem in problems.items():
+        assert 'mx2tfrecords: skipped %s, key %d, byte offset %d: %s\n' % (
+            in_rec, key, offsets[key], problem) in err, err
+    assert 'mx2tfrecords: skipped 2 bad images' in err
+    manifest = manifest_lib.load_manifest(out)
+    assert manifest['skipped'] == [{'key': key, 'byte_offset': offsets[key], 'problem': problem}
+                                   for key, problem in sorted(problems.items())]
+    assert manifest['num_images'] == 46
+    kept = [image for key, image in enumerate(images, 1) if key not in bad]
+    assert _tfrecord_examples(manifest) == kept
 
 
 # --- manifest reading ------------------------------------------------------

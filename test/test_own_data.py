@@ -19,6 +19,7 @@ import checkpoint_utils
 import export_model
 import face_model
 import verification
+import extract_features
 from data import eval_data_reader, folder2tfrecords, image_ops, make_pairs, mx2tfrecords
 from data import recordio
 from data import manifest as manifest_lib
@@ -143,6 +144,33 @@ def test_folder_refusals_are_one_line(tmp_path, case, message):
     assert not os.path.exists(out) and not os.path.exists(str(tmp_path / 'p.bin'))
 
 
+def test_skip_bad_leaves_out_and_lists_bad_images(tmp_path):
+    faces = str(tmp_path / 'faces')
+    make_image(os.path.join(faces, 'alice', '1.jpg'), (16, 16), value=60)
+    make_image(os.path.join(faces, 'bob', '1.jpg'), (16, 16), value=120)
+    make_image(os.path.join(faces, 'bob', '2.jpg'), (16, 16), corrupt=True)
+    make_image(os.path.join(faces, 'bob', '3.jpg'), (20, 24))
+    out = str(tmp_path / 'out')
+    result = run('data/folder2tfrecords.py', ['--image_dir', faces, '--tfrecords_file_path',
+                                              out, '--num_workers', '1', '--skip_bad'])
+    assert result.returncode == 0, result.stderr
+    bad = {os.path.join(faces, 'bob', '2.jpg'): 'not a decodable JPEG or PNG image',
+           os.path.join(faces, 'bob', '3.jpg'): 'is 20x24, expected 16x16'}
+    lines = own_lines(result.stderr)
+    for path, problem in bad.items():
+        assert any(line.startswith('folder2tfrecords: skipped %s' % path) and problem in line
+                   for line in lines), lines
+    assert 'folder2tfrecords: skipped 2 bad images' in result.stderr
+    manifest = manifest_lib.load_manifest(out)
+    assert sorted(entry['file'] for entry in manifest['skipped']) == sorted(bad)
+    assert (manifest['num_images'], manifest['num_classes']) == (2, 2)
+    records = [tf.train.Example.FromString(r) for r in tf.python_io.tf_record_iterator(
+        manifest['shard_paths'][0])]
+    for record, name in zip(records, ['alice/1.jpg', 'bob/1.jpg']):
+        with open(os.path.join(faces, name), 'rb') as image:
+            assert record.features.feature['image_raw'].bytes_list.value[0] == image.read()
+
+
 def test_resize_reencodes_only_images_of_another_size(tmp_path):
     faces = str(tmp_path / 'faces')
     make_image(os.path.join(faces, 'alice', '1.jpg'), (16, 16), value=60)
@@ -214,6 +242,63 @@ def test_pairs_refusals(orl_folder, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
     assert not os.path.exists(out)
+
+
+# ---- --overwrite replaces only the tool's own output ----
+
+@pytest.fixture(scope='module')
+def tiny_faces(tiny_data, tmp_path_factory):
+    """8 people x 6 synthetic faces of 32x32 as files (from the tiny dataset's .rec)."""
+    return write_folder(tiny_data['raw'], str(tmp_path_factory.mktemp('tiny_faces')))
+
+
+def _refused(capsys, status, message):
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [message]
+
+
+def test_pairs_overwrite_replaces_only_its_own_bin(tiny_faces, tmp_path, capsys):
+    out = str(tmp_path / 'lfw.bin')
+    with open(out, 'wb') as f:
+        f.write(b'a downloaded lfw.bin')
+    flags = ['--image_dir', tiny_faces, '--output', out, '--num_pairs', '20']
+    _refused(capsys, make_pairs.main(flags),
+             'make_pairs: error: --output %s exists; pass --overwrite to replace it' % out)
+    _refused(capsys, make_pairs.main(flags + ['--overwrite']),
+             'make_pairs: error: --output %s was not written by make_pairs (it has no '
+             'record .lfw.bin.written.json); --overwrite replaces only that: move it away or '
+             'choose another name' % out)
+    with open(out, 'rb') as f:
+        assert f.read() == b'a downloaded lfw.bin'
+    os.remove(out)
+    assert make_pairs.main(flags) == 0
+    first = eval_data_reader.read_bin(out)
+    assert make_pairs.main(flags + ['--seed', '1', '--overwrite']) == 0  # its own: replaced
+    assert eval_data_reader.read_bin(out)[0] != first[0]
+    assert sorted(os.listdir(str(tmp_path))) == ['.lfw.bin.written.json', 'lfw.bin']
+
+
+def test_features_overwrite_replaces_only_its_own_npz(tiny_faces, tmp_path, capsys):
+    from test_eval_ckpt_file import make_backbone_checkpoint
+    out = str(tmp_path / 'features.npz')
+    with open(out, 'wb') as f:
+        f.write(b'mine')
+    flags = ['--ckpt_file', str(tmp_path / 'no_checkpoint'), '--image_dir', tiny_faces,
+             '--output', out, '--device', 'cpu', '--net_depth', '18', '--image_size', '32,32']
+    _refused(capsys, extract_features.main(flags),
+             'extract_features.py: error: --output %s exists; pass --overwrite to replace it'
+             % out)
+    _refused(capsys, extract_features.main(flags + ['--overwrite']),
+             'extract_features.py: error: --output %s was not written by extract_features.py '
+             '(it has no record .features.npz.written.json); --overwrite replaces only that: '
+             'move it away or choose another name' % out)
+    with open(out, 'rb') as f:
+        assert f.read() == b'mine'
+    os.remove(out)
+    flags[1] = make_backbone_checkpoint(str(tmp_path), 18, (32, 32))
+    assert extract_features.main(flags) == 0
+    assert extract_features.main(flags + ['--overwrite']) == 0
+    assert np.load(out)['embeddings'].shape == (48, 512)
 
 
 # ---- from a folder to a model, end to end ----

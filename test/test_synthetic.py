@@ -164,6 +164,38 @@ def test_bad_arguments_fail_with_one_line(tmp_path, capsys):
     assert not os.listdir(str(tmp_path / 'x'))
 
 
+def test_overwrite_replaces_only_its_own_files(tmp_path):
+    small = dict(TINY, num_identities=2, images_per_identity=1)
+    out = str(tmp_path / 'set')
+    make_synthetic_dataset.make_dataset(out, **small)
+    notes = os.path.join(out, 'notes.txt')
+    with open(notes, 'w') as f:
+        f.write('mine')
+    refusal = ('output_dir %s holds notes.txt, which make_synthetic_dataset.py did not write '
+               '(its synthetic.json lists what it wrote); give a new or empty folder' % out)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError) as error:
+            make_synthetic_dataset.make_dataset(out, overwrite=overwrite, **small)
+        assert str(error.value) == refusal
+        assert sorted(os.listdir(out)) == sorted(FILES + ('notes.txt',))
+        assert _read(notes) == b'mine'
+    os.remove(notes)
+    make_synthetic_dataset.make_dataset(out, overwrite=True, val_names='agedb_30', **small)
+    assert sorted(os.listdir(out)) == ['agedb_30.bin', 'property', 'synthetic.json',
+                                       'train.idx', 'train.rec']  # lfw.bin was its own
+    mine = str(tmp_path / 'mine')  # someone else's folder: refused, even with --overwrite
+    os.makedirs(os.path.join(mine, 'photos'))
+    with pytest.raises(ValueError, match='holds photos, which make_synthetic_dataset.py did '
+                                         'not write'):
+        make_synthetic_dataset.make_dataset(mine, overwrite=True, **small)
+    assert os.listdir(mine) == ['photos']
+    empty = str(tmp_path / 'empty')
+    os.makedirs(empty)
+    make_synthetic_dataset.make_dataset(empty, overwrite=True, **small)
+    assert sorted(os.listdir(empty)) == sorted(FILES)
+    assert sorted(os.listdir(str(tmp_path))) == ['empty', 'mine', 'set']  # no staging left
+
+
 def test_cli_writes_the_folder_atomically(tmp_path):
     """Runs the script as a user would, from another working directory."""
     out = tmp_path / 'cli'

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -196,13 +197,6 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
     assert actual == expected
 
 
-def test_resuming_another_network_is_one_line(tiny_data, tmp_path, capsys):
-    out = str(tmp_path)
-    assert run_training(flags(tiny_data, out, '--max_steps', '1', '--validate_interval', '100',
-                              '--summary_histograms', 'False')).returncode == 0
-    err = refusal(capsys, flags(tiny_data, out, '--max_steps', '2', '--loss_type', 'cosineface'))
-    assert 'lacks 2 variables of this graph, e.g. cosineface_loss/embedding_weights' in err
-    assert '--loss_type' in err
 
 
 def test_a_copied_checkpoint_folder_uses_its_own_files(tiny_data, tmp_path):
@@ -295,6 +289,22 @@ def refusal(capsys, argv):
     return err
 
 
+# Appended to a command line that should be refused: if it is accepted after all, the run
+# stops after one step on one thread, so the test fails in seconds (and spares the machine).
+ONE_STEP = ['--max_steps', '1', '--validate_interval', '100', '--summary_histograms', 'False',
+            '--num_threads', '1']
+
+
+def parser_refusal(capsys, argv):
+    """A flag refused by the parser: one line, exit status 2, before anything is read."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_nets.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
 def test_missing_tfrecords_tells_how_to_make_them(tiny_data, tmp_path, capsys):
     err = refusal(capsys, flags(dict(tiny_data, records=str(tmp_path / 'none')), str(tmp_path)))
     assert 'does not exist' in err and 'data/mx2tfrecords.py' in err and 'make demo' in err
@@ -320,6 +330,202 @@ def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
 ])
 def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
     assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
+
+
+@pytest.mark.parametrize('extra,expected', [
+    # '=': argparse takes '-0.01,0.001' and '-5e-4' alone for options (refused too, as
+    # "expected one argument").
+    (['--lr_values=-0.01,0.001'], "argument --lr_values: expected comma-separated learning "
+                                     "rates >= 0, got '-0.01,0.001'"),
+    (['--lr_values', '0.01,nan'], "argument --lr_values: expected comma-separated learning "
+                                  "rates >= 0, got '0.01,nan'"),
+    (['--lr_values', '0,0'], "argument --lr_values: every learning rate is 0, so nothing "
+                             "would train; expected at least one positive, got '0,0'"),
+    (['--momentum', '-0.9'], "argument --momentum: expected a number in [0, 1), got '-0.9'"),
+    (['--momentum', '1'], "argument --momentum: expected a number in [0, 1), got '1'"),
+    (['--weight_decay=-5e-4'], "argument --weight_deacy/--weight_decay: expected a number "
+                                  "in [0, inf), got '-5e-4'"),
+    (['--weight_deacy', 'inf'], "argument --weight_deacy/--weight_decay: expected a number "
+                                "in [0, inf), got 'inf'"),
+    (['--margin_s', '0'], "argument --margin_s: expected a number in (0, inf), got '0'"),
+    (['--margin_s', '-64'], "argument --margin_s: expected a number in (0, inf), got '-64'"),
+    (['--margin_m', '-0.5'], "argument --margin_m: expected a number in [0, pi), got '-0.5'"),
+    (['--margin_m', '3.1416'], "argument --margin_m: expected a number in [0, pi), got "
+                               "'3.1416'"),
+    (['--loss_type', 'combine', '--combine_margins', '1,-0.3,0'],
+     "argument --combine_margins: 1,-0.3,0 make the target logit cos(m1*theta+m2)-m3 larger "
+     "than the plain cos(theta) (by 0.296 at theta = 90 degrees); expected margins that "
+     "lower it for theta in [0, 90] degrees, e.g. 1,0.3,0.2 or ArcFace's 1,0.5,0"),
+    (['--loss_type', 'combine', '--combine_margins', '0.5,0,0'], "by 0.707 at theta = 90"),
+    (['--loss_type', 'combine', '--combine_margins', '1,0,-0.2'], "by 0.2 at theta = 0"),
+    (['--loss_type', 'combine', '--combine_margins', '0,0.3,0.2'],
+     "argument --combine_margins: expected m1 > 0 (the target logit must depend on the "
+     "angle), got '0,0.3,0.2'"),
+])
+def test_nonsense_hyper_parameters_are_refused_by_the_parser(tiny_data, tmp_path, capsys,
+                                                             extra, expected):
+    err = parser_refusal(capsys, flags(tiny_data, str(tmp_path), *extra) + ONE_STEP)
+    assert err.startswith('train_nets.py: error: ') and expected in err, err
+
+
+@pytest.mark.parametrize('extra', [
+    [],                                                # the original's defaults
+    ['--momentum', '0', '--weight_decay', '0'],        # plain SGD, no decay
+    ['--lr_values', '0.1,0', '--lr_steps', '100'],     # a frozen last phase
+    ['--loss_type', 'arcface', '--margin_m', '0', '--margin_s', '0.5'],   # normalised softmax
+    ['--loss_type', 'cosineface', '--margin_m', '0.35', '--margin_s', '30'],
+    ['--loss_type', 'combine', '--combine_margins', '0.9,0.4,0.15'],   # insightface's example
+    ['--loss_type', 'combine', '--combine_margins', '1,0.5,0'],        # ArcFace
+    ['--loss_type', 'combine', '--combine_margins', '1,0,0.35'],       # CosFace
+    ['--loss_type', 'combine', '--combine_margins', '1.35,0,0'],       # SphereFace-like
+    ['--loss_type', 'combine', '--combine_margins', '1,0,0'],          # no margin
+])
+def test_legitimate_hyper_parameters_are_accepted(extra):
+    args = train_nets.get_parser().parse_args(extra)
+    assert train_nets.check_args(args) == []
+
+
+def read_pairs(path):
+    """The encoded images and pair labels of a .bin, as lists."""
+    from data import eval_data_reader
+    encoded, issame = eval_data_reader.read_bin(path)
+    return encoded, [bool(s) for s in issame]
+
+
+@pytest.mark.parametrize('num_pairs', [0, 9])
+def test_a_verification_set_that_cannot_be_scored_is_refused_before_training(
+        tiny_data, tmp_path, capsys, num_pairs):
+    """eval_ckpt_file.py's rule (10 folds need 10 pairs), before any graph is built."""
+    encoded, issame = read_pairs(os.path.join(tiny_data['raw'], 'lfw.bin'))
+    path = tmp_path / 'db' / 'small.bin'
+    path.parent.mkdir()
+    with open(str(path), 'wb') as out:
+        pickle.dump((encoded[:2 * num_pairs], issame[:num_pairs]), out, protocol=2)
+    # Accepted after all, it would fail at its first validation, after step 1.
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--eval_db_path', str(path.parent),
+                                '--eval_datasets', 'small', '--max_steps', '1',
+                                '--validate_interval', '1', '--num_threads', '1'))
+    assert err == ('train_nets.py: %s holds %d pairs; the 10-fold protocol needs at least 10 '
+                   '(--eval_datasets small)\n' % (path, num_pairs)), err
+    assert not os.path.exists(str(tmp_path / 'ckpt'))  # nothing written
+
+
+@pytest.mark.parametrize('flag,target,expected', [
+    ('--log_file_path', 'a_file', '--log_file_path {path} is a file; expected a folder'),
+    ('--summary_path', 'a_file', '--summary_path {path} is a file; expected a folder'),
+    ('--ckpt_path', 'a_file', '--ckpt_path {path} is a file; expected a folder'),
+    ('--summary_path', 'a_file/summary', '--summary_path {path}: cannot create the folder '
+                                         '(Not a directory)'),
+    ('--ckpt_path', 'a_file/ckpt', '--ckpt_path {path}: cannot create the folder '
+                                   '(Not a directory)'),
+])
+def test_an_output_path_that_is_no_folder_is_refused_before_training(
+        tiny_data, tmp_path, capsys, flag, target, expected):
+    (tmp_path / 'a_file').write_text(u'not a folder')
+    path = str(tmp_path / target)
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), flag, path, *ONE_STEP))
+    assert err == 'train_nets.py: %s\n' % expected.format(path=path), err
+    assert (tmp_path / 'a_file').read_text() == u'not a folder'
+
+
+def without_write_override():
+    """A command prefix under which a read-only folder is read-only, also for root.
+
+    root writes anywhere through the CAP_DAC_OVERRIDE capability; setpriv drops it from
+    the child's bounding set (root still owns the test's files, so reads work).
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which('setpriv')
+    if setpriv is None:
+        pytest.skip('running as root without setpriv: a read-only folder stays writable')
+    return [setpriv, '--bounding-set', '-dac_override,-dac_read_search']
+
+
+def test_a_read_only_checkpoint_folder_is_refused_before_the_first_step(tiny_data, tmp_path):
+    prefix = without_write_override()
+    ckpt = tmp_path / 'ckpt'
+    ckpt.mkdir()
+    ckpt.chmod(0o555)
+    try:
+        result = subprocess.run(prefix + [sys.executable, 'train_nets.py'] + flags(
+            tiny_data, str(tmp_path), *ONE_STEP), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True, timeout=240)
+    finally:
+        ckpt.chmod(0o755)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert 'Traceback' not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('train_nets.py')]
+    assert errors == ['train_nets.py: --ckpt_path %s: cannot write in the folder (Permission '
+                      'denied)' % ckpt], result.stderr
+    assert 'total_step' not in result.stdout + result.stderr and not os.listdir(str(ckpt))
+
+
+@pytest.fixture(scope='module')
+def trained_checkpoint(tiny_data, tmp_path_factory):
+    """A checkpoint folder as train_nets.py leaves it: depth 18, arcface, 8 identities,
+    32x32 (the variables of trainer.build_graph, saved untrained: no training needed)."""
+    import trainer
+    out = str(tmp_path_factory.mktemp('trained'))
+    args = train_nets.get_parser().parse_args(flags(tiny_data, out))
+    plan = trainer.prepare(args)  # creates the output folders
+    with tf.Graph().as_default():
+        trainer.build_graph(args, plan)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(save_relative_paths=True).save(
+                sess, os.path.join(args.ckpt_path, trainer.CKPT_PREFIX % 1),
+                write_meta_graph=False)
+    return os.path.join(out, 'ckpt')
+
+
+def resume_refusal(capsys, tiny_data, tmp_path, ckpt_path, *extra):
+    return refusal(capsys, flags(tiny_data, str(tmp_path), '--ckpt_path', ckpt_path, *extra)
+                   + ONE_STEP)
+
+
+def test_resuming_with_another_depth_names_the_flag(tiny_data, tmp_path, capsys,
+                                                    trained_checkpoint):
+    prefix = os.path.join(trained_checkpoint, 'InsightFace_iter_1.ckpt')
+    err = resume_refusal(capsys, tiny_data, tmp_path, trained_checkpoint, '--net_depth', '34')
+    assert err == ('train_nets.py: --net_depth 34: the checkpoint to resume, %s, holds a '
+                   'depth-18 network (resnet_v1_18/...); resume with --net_depth 18, or start '
+                   'afresh with another --ckpt_path\n' % prefix), err
+
+
+def test_resuming_with_another_loss_type_names_the_flag(tiny_data, tmp_path, capsys,
+                                                        trained_checkpoint):
+    prefix = os.path.join(trained_checkpoint, 'InsightFace_iter_1.ckpt')
+    err = resume_refusal(capsys, tiny_data, tmp_path, trained_checkpoint,
+                         '--loss_type', 'cosineface')
+    assert err == ('train_nets.py: --loss_type cosineface: the checkpoint to resume, %s, was '
+                   'trained with --loss_type arcface (arcface_loss/embedding_weights); resume '
+                   'with --loss_type arcface, or start afresh with another --ckpt_path\n'
+                   % prefix), err
+
+
+def test_resuming_with_another_class_count_names_the_flag(tiny_data, tmp_path, capsys,
+                                                          trained_checkpoint):
+    prefix = os.path.join(trained_checkpoint, 'InsightFace_iter_1.ckpt')
+    err = resume_refusal(capsys, tiny_data, tmp_path, trained_checkpoint, '--num_output', '12')
+    assert err == ('train_nets.py: --num_output 12: the checkpoint to resume, %s, has 8 '
+                   'classes (arcface_loss/embedding_weights is [512, 8]); resume with '
+                   '--num_output 8 (or, without it, data of 8 identities), or start afresh '
+                   'with another --ckpt_path\n' % prefix), err
+
+
+def test_resuming_with_another_network_input_size_names_the_flag(tiny_data, tmp_path,
+                                                                 trained_checkpoint):
+    """Shapes only the built graph knows: compared before restoring, one line, exit 2."""
+    result = run_training(flags(tiny_data, str(tmp_path), '--ckpt_path', trained_checkpoint,
+                                '--net_input_size', '16,16', *ONE_STEP))
+    assert result.returncode == 2, result.stdout
+    assert 'Traceback' not in result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith('train_nets.py: ')]
+    assert len(errors) == 1, result.stdout
+    assert ('resnet_v1_18/E_DenseLayer/W has shape [2048, 512]; this graph has [512, 512]'
+            in errors[0]), errors[0]
+    assert '--net_input_size' in errors[0] and 'total_step' not in result.stdout
 
 
 def test_unknown_depth_is_refused(tiny_data, tmp_path, capsys):
