@@ -479,39 +479,32 @@ def trained_checkpoint(tiny_data, tmp_path_factory):
     return os.path.join(out, 'ckpt')
 
 
-def resume_refusal(capsys, tiny_data, tmp_path, ckpt_path, *extra):
-    return refusal(capsys, flags(tiny_data, str(tmp_path), '--ckpt_path', ckpt_path, *extra)
-                   + ONE_STEP)
+# Another flag than the checkpoint to resume was trained with -> the one line expected
+# (%s: the checkpoint's prefix), found before any graph is built.
+RESUME_REFUSALS = [
+    (['--net_depth', '34'],
+     'train_nets.py: --net_depth 34: the checkpoint to resume, %s, holds a depth-18 network '
+     '(resnet_v1_18/...); resume with --net_depth 18, or start afresh with another '
+     '--ckpt_path\n'),
+    (['--loss_type', 'cosineface'],
+     'train_nets.py: --loss_type cosineface: the checkpoint to resume, %s, was trained with '
+     '--loss_type arcface (arcface_loss/embedding_weights); resume with --loss_type arcface, '
+     'or start afresh with another --ckpt_path\n'),
+    (['--num_output', '12'],
+     'train_nets.py: --num_output 12: the checkpoint to resume, %s, has 8 classes '
+     '(arcface_loss/embedding_weights is [512, 8]); resume with --num_output 8 (or, without '
+     'it, data of 8 identities), or start afresh with another --ckpt_path\n'),
+]
 
 
-def test_resuming_with_another_depth_names_the_flag(tiny_data, tmp_path, capsys,
-                                                    trained_checkpoint):
+@pytest.mark.parametrize('extra,expected', RESUME_REFUSALS,
+                         ids=['net_depth', 'loss_type', 'num_output'])
+def test_resuming_with_another_network_names_the_flag(tiny_data, tmp_path, capsys,
+                                                      trained_checkpoint, extra, expected):
     prefix = os.path.join(trained_checkpoint, 'InsightFace_iter_1.ckpt')
-    err = resume_refusal(capsys, tiny_data, tmp_path, trained_checkpoint, '--net_depth', '34')
-    assert err == ('train_nets.py: --net_depth 34: the checkpoint to resume, %s, holds a '
-                   'depth-18 network (resnet_v1_18/...); resume with --net_depth 18, or start '
-                   'afresh with another --ckpt_path\n' % prefix), err
-
-
-def test_resuming_with_another_loss_type_names_the_flag(tiny_data, tmp_path, capsys,
-                                                        trained_checkpoint):
-    prefix = os.path.join(trained_checkpoint, 'InsightFace_iter_1.ckpt')
-    err = resume_refusal(capsys, tiny_data, tmp_path, trained_checkpoint,
-                         '--loss_type', 'cosineface')
-    assert err == ('train_nets.py: --loss_type cosineface: the checkpoint to resume, %s, was '
-                   'trained with --loss_type arcface (arcface_loss/embedding_weights); resume '
-                   'with --loss_type arcface, or start afresh with another --ckpt_path\n'
-                   % prefix), err
-
-
-def test_resuming_with_another_class_count_names_the_flag(tiny_data, tmp_path, capsys,
-                                                          trained_checkpoint):
-    prefix = os.path.join(trained_checkpoint, 'InsightFace_iter_1.ckpt')
-    err = resume_refusal(capsys, tiny_data, tmp_path, trained_checkpoint, '--num_output', '12')
-    assert err == ('train_nets.py: --num_output 12: the checkpoint to resume, %s, has 8 '
-                   'classes (arcface_loss/embedding_weights is [512, 8]); resume with '
-                   '--num_output 8 (or, without it, data of 8 identities), or start afresh '
-                   'with another --ckpt_path\n' % prefix), err
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--ckpt_path', trained_checkpoint,
+                                *extra) + ONE_STEP)
+    assert err == expected % prefix, err
 
 
 def test_resuming_with_another_network_input_size_names_the_flag(tiny_data, tmp_path,
