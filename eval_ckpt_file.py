@@ -53,7 +53,7 @@ import runtime
 import verification
 from checkpoint_utils import CheckpointError, RestoreError
 from data import eval_data_reader
-from data.safe_files import write_atomically
+from data.safe_files import OutputError, check_output, write_recorded
 
 PROG = 'eval_ckpt_file.py'
 FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'
@@ -66,6 +66,9 @@ Plan = collections.namedtuple('Plan', [
     'network',      # the checkpoints' common checkpoint_utils.Network
     'bin_paths',    # [(dataset name, path of its .bin)]
 ])
+
+
+WRITER = 'eval_ckpt_file.py'  # names this tool in the records of what it wrote
 
 
 class UsageError(ValueError):
@@ -103,6 +106,9 @@ def get_parser():
     output.add_argument('--plot_dir', type=str, default=None,
                         help='write roc_<dataset>.png here, one curve per checkpoint; '
                              'None: off')
+    output.add_argument('--overwrite', action='store_true',
+                        help='replace --output_json and the ROC plots of an earlier '
+                             'evaluation (only files this tool wrote and nobody changed)')
     output.add_argument('--error_report', type=cli_flags.str2bool, default=False,
                         help='after each row, which identities the wrong pairs belong to '
                              '(identities are rebuilt from the same pairs; see pair_errors.py)')
@@ -129,6 +135,14 @@ def _make_folder(path, flag):
     problem = path and cli_flags.output_folder_problem(path, flag)
     if problem:
         raise UsageError(problem)
+
+
+def output_paths(args, datasets):
+    """[(flag, path)] of the files this evaluation writes: the JSON, one ROC per dataset."""
+    paths = [('--output_json', args.output_json)] if args.output_json else []
+    if args.plot_dir:
+        paths += [('--plot_dir', roc_plot.plot_path(args.plot_dir, name)) for name in datasets]
+    return paths
 
 
 def prepare(args):
@@ -161,6 +175,11 @@ def prepare(args):
                              % args.output_json)
         _make_folder(os.path.dirname(os.path.abspath(args.output_json)), '--output_json')
     _make_folder(args.plot_dir, '--plot_dir')
+    for flag, path in output_paths(args, [name for name, _ in bin_paths]):
+        try:
+            check_output(path, WRITER, flag, args.overwrite)
+        except OutputError as error:
+            raise UsageError(str(error))
     return Plan(device, checkpoints, network, bin_paths)
 
 
@@ -291,14 +310,16 @@ def write_outputs(args, network, records):
                    'roc_thresholds': verification.ACCURACY_THRESHOLDS.tolist(),
                    'results': [record for _, record in records]}
         text = json.dumps(payload, indent=1, sort_keys=True) + '\n'
-        write_atomically(args.output_json, text.encode('utf-8'))
+        write_recorded(args.output_json, text.encode('utf-8'), WRITER, '--output_json',
+                       args.overwrite)
         logging.info('results: %s', os.path.abspath(args.output_json))
     if args.plot_dir:
         for dataset in unique(args.eval_datasets):
             curves = [roc_plot.RocCurve(label, record['fpr'], record['tpr'], record['accuracy'])
                       for label, record in records if record['dataset'] == dataset]
             path = roc_plot.plot_path(args.plot_dir, dataset)
-            write_atomically(path, roc_plot.render_roc(dataset, curves))
+            write_recorded(path, roc_plot.render_roc(dataset, curves), WRITER, '--plot_dir',
+                           args.overwrite)
             logging.info('ROC: %s', os.path.abspath(path))
 
 
@@ -319,6 +340,8 @@ def main(argv=None):
                      % (checkpoint_utils.op_error_text(error), type(error).__name__), 1)
     try:
         write_outputs(args, plan.network, records)
+    except OutputError as error:  # an output changed while evaluating
+        return cli_flags.fail(PROG, error, 2)
     except (IOError, OSError) as error:
         return cli_flags.fail(PROG, 'cannot write the results: %s' % error, 1)
     return 0

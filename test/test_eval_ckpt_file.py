@@ -232,8 +232,12 @@ def test_index_list_table_json_log_lines_and_plots(data, tmp_path):
         with open(os.path.join(plot_dir, 'roc_%s.png' % dataset), 'rb') as png:
             content = png.read()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 10000
-    assert sorted(os.listdir(plot_dir)) == ['roc_cfp_fp.png', 'roc_lfw.png']  # no temp files
-    assert os.listdir(os.path.dirname(out_json)) == ['eval.json']
+    # Each output and the record of it (for --overwrite), and no temporary files.
+    assert sorted(os.listdir(plot_dir)) == ['.roc_cfp_fp.png.written.json',
+                                            '.roc_lfw.png.written.json',
+                                            'roc_cfp_fp.png', 'roc_lfw.png']
+    assert sorted(os.listdir(os.path.dirname(out_json))) == ['.eval.json.written.json',
+                                                             'eval.json']
 
 
 def test_folder_means_latest_checkpoint(data, tmp_path, capsys):
@@ -421,6 +425,34 @@ def test_truncated_checkpoint_data_is_a_runtime_failure(data, tmp_path, capsys):
                   code=1)
     assert err == ('eval_ckpt_file.py: error: cannot restore checkpoint %s: Read less bytes '
                    'than requested (OutOfRangeError); is it complete?' % prefix)
+
+
+@pytest.mark.parametrize('flag', ['--output_json', '--plot_dir'])
+def test_earlier_results_are_kept_unless_overwrite(data, tmp_path, capsys, flag):
+    """An earlier evaluation's file is refused before anything runs; --overwrite replaces
+    it, but never a file the tool did not write."""
+    value = str(tmp_path / 'eval.json') if flag == '--output_json' else str(tmp_path)
+    output = value if flag == '--output_json' else str(tmp_path / 'roc_lfw.png')
+    argv = eval_flags(data, '--ckpt_file', data['prefixes'][1], '--eval_datasets', 'lfw',
+                      flag, value)
+    assert eval_ckpt_file.main(argv) == 0
+    capsys.readouterr()
+    with open(output, 'rb') as written:
+        earlier = written.read()
+    err = refusal(capsys, argv)
+    assert err == ('eval_ckpt_file.py: error: %s %s exists; pass --overwrite to replace it'
+                   % (flag, output))
+    with open(output, 'rb') as kept:
+        assert kept.read() == earlier
+    assert eval_ckpt_file.main(argv + ['--overwrite']) == 0
+    capsys.readouterr()
+    with open(output, 'wb') as mine:
+        mine.write(b'my own notes')
+    err = refusal(capsys, argv + ['--overwrite'])
+    assert err.startswith('eval_ckpt_file.py: error: %s %s has changed since eval_ckpt_file.py '
+                          'wrote it' % (flag, output)), err
+    with open(output, 'rb') as kept:
+        assert kept.read() == b'my own notes'
 
 
 def test_corrupt_checkpoint_index(data, tmp_path, capsys):

@@ -27,7 +27,13 @@ def run_recipe(recipe, env_overrides):
 
 
 def test_demo_script_generates_trains_validates_and_evaluates(tmp_path):
+    """...and moves an earlier run in its output folder aside instead of deleting it."""
     out = tmp_path / 'demo'
+    earlier = ['ckpt/InsightFace_iter_9.ckpt.index', 'summary/events', 'logs/train.log',
+               'eval_final.json', 'eval_best.json', 'roc/roc_lfw.png']
+    for name in earlier:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text('earlier run: ' + name)
     result = run_recipe('demo', {'DEMO_DATA': str(tmp_path / 'synthetic'),
                                     'DEMO_OUT': str(out), 'DEMO_STEPS': '2',
                                     'DEMO_IDENTITIES': '20', 'DEMO_IMAGES_PER_IDENTITY': '4'})
@@ -40,6 +46,11 @@ def test_demo_script_generates_trains_validates_and_evaluates(tmp_path):
         assert 0.0 <= results[0]['accuracy'] <= 1.0
     assert (out / 'ckpt' / 'checkpoint').exists()
     assert list((out / 'roc').glob('*.png'))
+    assert not (out / 'ckpt' / 'InsightFace_iter_9.ckpt.index').exists()
+    (aside,) = (out / 'previous').iterdir()
+    assert 'earlier run in %s moved to %s' % (out, aside) in result.stdout
+    for name in earlier:
+        assert (aside / name).read_text() == 'earlier run: ' + name
 
 
 def small_bin(bin_path, out_dir, name, pairs_per_kind=10):

@@ -5,7 +5,7 @@
 #   1. data: generate it (recipes with SYNTHETIC) or convert insightface's train.rec to
 #      TFRecords (a folder that already holds TFRecords + manifest.json is used as it is)
 #   2. train with train_nets.py, validating on VAL.bin every VALIDATE steps and keeping the
-#      best checkpoint in ckpt/best/
+#      best checkpoint in ckpt/best/ (an earlier run in OUT is moved to OUT/previous/ first)
 #   3. evaluate the final and the best checkpoint with eval_ckpt_file.py (table, JSON, ROC,
 #      and the wrong pairs of the final one)
 # Environment overrides, <NAME> being the recipe's name in capitals (ORL_DATA, LFW_STEPS, ...):
@@ -88,7 +88,18 @@ else
 fi
 
 echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDATE steps"
-rm -rf "$OUT/ckpt" "$OUT/summary" "$OUT/logs"
+# An earlier run's results are moved aside, never deleted: training would resume from its
+# checkpoints, and the evaluations refuse to replace its files.
+earlier=()
+for name in ckpt summary logs roc eval_final.json eval_best.json; do
+  [ ! -e "$OUT/$name" ] || earlier+=("$OUT/$name")
+done
+if [ ${#earlier[@]} -gt 0 ]; then
+  mkdir -p "$OUT/previous"
+  aside=$(mktemp -d "$OUT/previous/$(date +%Y%m%d-%H%M%S)-XXXX")
+  mv -- "${earlier[@]}" "$aside/"
+  echo "   the earlier run in $OUT moved to $aside (delete it when you no longer need it)"
+fi
 $PY train_nets.py --tfrecords_file_path "$RECORDS" "${NET[@]}" --batch_size "$BATCH" \
   --max_steps "$STEPS" --lr_steps "$(lr_steps)" --seed "$SEED" "${TRAIN[@]}" \
   --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
