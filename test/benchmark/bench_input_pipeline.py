@@ -29,6 +29,8 @@ from data import image_ops, input_pipeline, make_synthetic_dataset, recordio  # 
 SETTINGS = (
     ('flip (default)', {}),
     ('flip, 1 map thread', {'num_parallel_calls': 1}),
+    # train_nets.py's input: each record decoded on its own so that a bad one is named.
+    ('flip, bad records named', {'on_bad_record': lambda *bad: None}),
     ('flip + augmentation', {'max_translation': 4, 'crop_scale': (0.85, 1.0),
                              'brightness_delta': 0.1, 'contrast_range': (0.8, 1.2)}),
 )
