@@ -90,7 +90,11 @@ def test_full_1p_on_cpu(data_path, tmp_path):
 
 
 def test_performance_1p_on_cpu(data_path, tmp_path):
+    """...and an earlier run's folder of that device is moved aside, not deleted."""
     out = str(tmp_path)
+    os.makedirs(os.path.join(out, '3', 'ckpt'))
+    with open(os.path.join(out, '3', 'ckpt', 'notes.txt'), 'w') as notes:
+        notes.write('my notes')
     result = run_script('train_performance_1p.sh', ['--data_path', data_path, '--device', 'cpu']
                         + TINY_FLAGS, out, ASCEND_DEVICE_ID='3')
     assert result.returncode == 0, result.stdout + result.stderr
@@ -100,6 +104,11 @@ def test_performance_1p_on_cpu(data_path, tmp_path):
     assert fields['RankSize'] == '1' and 'TrainAccuracy' not in fields
     with open(log_path) as log:
         assert '[lfw][2]' not in log.read()  # no validation before the last step
+    (aside,) = os.listdir(os.path.join(out, 'previous'))
+    aside = os.path.join(out, 'previous', aside)
+    assert 'the earlier run in %s moved to %s' % (out, aside) in result.stdout
+    with open(os.path.join(aside, '3', 'ckpt', 'notes.txt')) as notes:
+        assert notes.read() == 'my notes'
 
 
 @pytest.mark.parametrize('script', ['train_full_1p.sh', 'train_performance_1p.sh',

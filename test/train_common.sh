@@ -6,11 +6,14 @@
 # (--eval_datasets, default lfw) sit in DIR.
 # Outputs: ${OUTPUT_DIR:-test/output}/${ASCEND_DEVICE_ID}/train_${ASCEND_DEVICE_ID}.log,
 # ckpt/, summary/, logs/ beside it, and ${CaseName}.log with the ModelZoo summary.
-# Each run starts afresh: the device's output folder is removed first, as in ModelZoo.
+# Each run starts afresh, as in ModelZoo, but nothing is deleted: an earlier run's folder of
+# the device moves to ${OUTPUT_DIR}/previous/<date-time>-XXXX/.
 
 test_path=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 project_path=$(dirname "$test_path")
 output_root=${OUTPUT_DIR:-$test_path/output}
+# shellcheck source=../tools/move_aside.sh
+. "$project_path/tools/move_aside.sh"
 PYTHON=${PYTHON:-python3}
 export JOB_ID=${JOB_ID:-10087}
 
@@ -66,7 +69,8 @@ parse_args() {  # "$@"
 run_training() {  # device_id extra-flags... : one training process, its output in output/<id>/
   local out=$output_root/$1
   shift
-  rm -rf "$out" && mkdir -p "$out"
+  move_aside "$output_root" "$(basename "$out")"
+  mkdir -p "$out"
   (cd "$project_path" && exec "$PYTHON" train_nets.py \
      --tfrecords_file_path "$tfrecords_path" --eval_db_path "$data_path" \
      --net_depth "$net_depth" --batch_size "$batch_size" ${max_steps:+--max_steps "$max_steps"} \

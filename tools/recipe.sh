@@ -17,6 +17,7 @@
 #   PYTHON           interpreter to use (default: .venv, installed from requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/move_aside.sh
 KNOWN=$(cd tools/recipes && ls -- *.sh | sed 's/\.sh$//' | xargs)
 RECIPE=${1:?usage: tools/recipe.sh RECIPE (one of: $KNOWN)}
 case " $KNOWN " in
@@ -90,16 +91,7 @@ fi
 echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDATE steps"
 # An earlier run's results are moved aside, never deleted: training would resume from its
 # checkpoints, and the evaluations refuse to replace its files.
-earlier=()
-for name in ckpt summary logs roc eval_final.json eval_best.json; do
-  [ ! -e "$OUT/$name" ] || earlier+=("$OUT/$name")
-done
-if [ ${#earlier[@]} -gt 0 ]; then
-  mkdir -p "$OUT/previous"
-  aside=$(mktemp -d "$OUT/previous/$(date +%Y%m%d-%H%M%S)-XXXX")
-  mv -- "${earlier[@]}" "$aside/"
-  echo "   the earlier run in $OUT moved to $aside (delete it when you no longer need it)"
-fi
+move_aside "$OUT" ckpt summary logs roc eval_final.json eval_best.json
 $PY train_nets.py --tfrecords_file_path "$RECORDS" "${NET[@]}" --batch_size "$BATCH" \
   --max_steps "$STEPS" --lr_steps "$(lr_steps)" --seed "$SEED" "${TRAIN[@]}" \
   --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
