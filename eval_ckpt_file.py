@@ -44,16 +44,14 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
-import cli_flags
-import face_model
-import pair_errors
-import roc_plot  # imports matplotlib only when drawing
-import runtime
 import verification
-from checkpoint_utils import CheckpointError, RestoreError
 from data import eval_data_reader
 from data.safe_files import OutputError, check_output, write_recorded
+from devices import runtime
+from nets import inference
+from training import checkpoint_utils, cli_flags, pair_errors
+from training import roc_plot  # imports matplotlib only when drawing
+from training.checkpoint_utils import CheckpointError, RestoreError
 
 PROG = 'eval_ckpt_file.py'
 FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'
@@ -267,7 +265,7 @@ def evaluate(args, plan):
     """
     logger = logging.getLogger()
     with tf.Graph().as_default():
-        images_ph, embeddings = face_model.inference_graph(
+        images_ph, embeddings = inference.inference_graph(
             plan.network.depth, tuple(args.image_size), args.batch_size,
             net_input_size=args.net_input_size, variant=plan.network.variant)
         variables = checkpoint_utils.backbone_variables(plan.network.depth)

@@ -61,18 +61,17 @@ import tempfile
 
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
-import cli_flags
-import face_model
-import runtime
-from checkpoint_utils import CheckpointError, RestoreError
 from data.safe_files import OutputError, check_output, write_record
+from devices import runtime
+from nets import inference
+from training import checkpoint_utils, cli_flags
+from training.checkpoint_utils import CheckpointError, RestoreError
 
 PROG = 'export_model.py'
 FROZEN_GRAPH = 'frozen_model.pb'
 SAVED_MODEL = 'saved_model'
-INPUT_NODE = face_model.INPUT_NODE      # 'input_images'
-OUTPUT_NODE = face_model.OUTPUT_NODE    # 'embeddings'
+INPUT_NODE = inference.INPUT_NODE      # 'input_images'
+OUTPUT_NODE = inference.OUTPUT_NODE    # 'embeddings'
 NORMALIZED_NODE = 'embeddings_normalized'
 SIGNATURE_INPUT = 'images'
 SIGNATURE_OUTPUT = 'embeddings'
@@ -168,7 +167,7 @@ def check_replaceable(output_dir, names):
 
 def build_inference(args, network):
     """The inference graph in the default graph; returns (images, {name: output})."""
-    images, embeddings = face_model.inference_graph(network.depth, tuple(args.image_size),
+    images, embeddings = inference.inference_graph(network.depth, tuple(args.image_size),
                                                     args.batch_size,
                                                     net_input_size=args.net_input_size,
                                                     variant=network.variant)

@@ -31,15 +31,14 @@ import sys
 
 import numpy as np
 
-import checkpoint_utils
-import cli_flags
-import face_model
-import runtime
 import verification
-from checkpoint_utils import CheckpointError, RestoreError
 from data import eval_data_reader
 from data.image_files import ImageChecker, ImageFolderError, list_images
 from data.safe_files import check_output, write_recorded
+from devices import runtime
+from nets import inference
+from training import checkpoint_utils, cli_flags
+from training.checkpoint_utils import CheckpointError, RestoreError
 
 PROG = 'extract_features.py'
 
@@ -133,7 +132,7 @@ def embed(args, images):
     prefix, names, network = checkpoint_utils.check_checkpoint_names(args.ckpt_file,
                                                                      args.net_depth)
     with tf.Graph().as_default():
-        images_ph, embeddings = face_model.inference_graph(
+        images_ph, embeddings = inference.inference_graph(
             network.depth, tuple(args.image_size), args.batch_size,
             net_input_size=args.net_input_size, variant=network.variant)
         variables = checkpoint_utils.backbone_variables(network.depth)

@@ -14,10 +14,10 @@ import logging
 import math
 import sys
 
-import cli_flags
-import runtime
+from devices import runtime
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
+from training import cli_flags
 
 DEFAULT_LR_STEPS = '40000,60000,80000'
 DEFAULT_LR_VALUES = '0.001,0.0005,0.0003,0.0001'  # the original's train_nets.py
@@ -253,8 +253,8 @@ def main(argv=None, parser=None, complete_args=None):
             sys.stderr.write('%s: %s\n' % (parser.prog, problem))
         return 2
     runtime.init()
-    import trainer  # after runtime.init(): builds graphs in graph mode
-    from checkpoint_utils import CheckpointError, RestoreError
+    from training import trainer  # after runtime.init(): builds graphs in graph mode
+    from training.checkpoint_utils import CheckpointError, RestoreError
     try:
         plan = trainer.prepare(args)
         return trainer.train(args, plan)

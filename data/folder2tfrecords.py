@@ -26,11 +26,11 @@ import collections
 import os
 import sys
 
-if __name__ in ('__main__', '__mp_main__'):
-    # Run as `python3 data/folder2tfrecords.py`: make the `data` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__' and not __package__:  # run as a file: see data/as_module.py
+    import as_module
+    as_module.rerun_as_module(__file__)
 
-from data import manifest as manifest_lib  # noqa: E402 (needs the path above)
+from data import manifest as manifest_lib  # noqa: E402
 from data.image_files import (  # noqa: E402
     ImageChecker, ImageFolderError, add_image_dir_flags, scan_identities)
 from data.shard_writer import (  # noqa: E402

@@ -21,9 +21,9 @@ import argparse
 import os
 import sys
 
-if __name__ in ('__main__', '__mp_main__'):
-    # Run as `python3 data/lfw_pairs.py`: make the `data` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__' and not __package__:  # run as a file: see data/as_module.py
+    import as_module
+    as_module.rerun_as_module(__file__)
 
 from data.image_files import ImageFolderError  # noqa: E402
 from data.make_pairs import NROF_FOLDS, PairsError, encoded_images, write_bin  # noqa: E402

@@ -34,15 +34,15 @@ import pickle
 import random
 import sys
 
-if __name__ in ('__main__', '__mp_main__'):
-    # Run as `python3 data/make_pairs.py`: make the `data` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__' and not __package__:  # run as a file: see data/as_module.py
+    import as_module
+    as_module.rerun_as_module(__file__)
 
 from data.image_files import (  # noqa: E402
     ImageChecker, ImageFolderError, add_image_dir_flags, scan_identities)
 from data.safe_files import (  # noqa: E402
     OutputError, check_output, write_atomically, write_recorded)
-from data.shard_writer import positive_int  # noqa: E402
+from data.cli import positive_int  # noqa: E402
 
 NROF_FOLDS = 10  # insightface's protocol (verification.NROF_FOLDS)
 PICKLE_PROTOCOL = 2  # readable by Python 2 tools too, as insightface's own files

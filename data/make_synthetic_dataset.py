@@ -37,16 +37,14 @@ import shutil
 import sys
 import time
 
-# Runnable as a script from anywhere: put the project root on the path first.
-_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _PROJECT_ROOT not in sys.path:
-    sys.path.insert(0, _PROJECT_ROOT)
+if __name__ == '__main__' and not __package__:  # run as a file: see data/as_module.py
+    import as_module
+    as_module.rerun_as_module(__file__)
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-import cli_flags  # noqa: E402
-from data import image_ops, recordio, synthetic_faces  # noqa: E402
+from data import cli, image_ops, recordio, synthetic_faces  # noqa: E402
 from data.safe_files import check_holds_only, remove_recorded  # noqa: E402
 
 # Demo defaults: a few seconds to generate. Held-out verification improves more
@@ -441,7 +439,7 @@ def _move_into_place(staging, output_dir):
 
 def parse_args(argv=None):
     """Parses command-line flags (argv without the program name)."""
-    parser = cli_flags.OneLineParser(description=__doc__.split('\n')[0])
+    parser = cli.OneLineParser(description=__doc__.split('\n')[0])
     # Dataset size #
     parser.add_argument('--output_dir', type=str, required=True,
                         help='folder to create (must not exist unless --overwrite)')

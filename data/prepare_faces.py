@@ -22,9 +22,9 @@ import os
 import shutil
 import sys
 
-if __name__ in ('__main__', '__mp_main__'):
-    # Run as `python3 data/prepare_faces.py`: make the `data` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__' and not __package__:  # run as a file: see data/as_module.py
+    import as_module
+    as_module.rerun_as_module(__file__)
 
 import numpy as np  # noqa: E402
 

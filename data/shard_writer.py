@@ -38,6 +38,7 @@ import threading
 import time
 
 from data import manifest as manifest_lib
+from data.cli import positive_int
 from data.safe_files import OutputError, check_holds_only, write_atomically
 
 # skipped: what --skip_bad left out of the shard, [{..., 'problem': text}] (manifest entries).
@@ -429,14 +430,6 @@ def add_writer_flags(parser, num_shards_help):
                         help='parallel worker processes (default: min(4, CPUs) = %(default)s)')
     parser.add_argument('--no_progress', action='store_true',
                         help='do not print the progress line on stderr')
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise ValueError('%r is not a positive integer' % text)
-    return value
 
 
 def _interrupt(unused_signum, unused_frame):

@@ -1,0 +1,2 @@
+"""The margin heads (ArcFace, CosFace, combined) and the training objective built on them.
+May import data/ and nets/."""

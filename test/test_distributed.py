@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import distributed
+from devices import distributed
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS_FILE = os.path.abspath(__file__)

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from training import checkpoint_utils
 import eval_ckpt_file
-import face_model
-import runtime
+from losses import objective
+from nets import inference
+from devices import runtime
 import verification
-from checkpoint_utils import CheckpointError
+from training.checkpoint_utils import CheckpointError
 from data import eval_data_reader, image_ops, synthetic_faces
 from data.make_synthetic_dataset import JpegEncoder
 
@@ -59,7 +60,7 @@ def make_checkpoints(folder, steps, net_depth=DEPTH, image_size=IMAGE_SIZE, num_
         tf.set_random_seed(0)
         global_step = tf.train.get_or_create_global_step()
         labels = tf.constant(np.arange(batch_size) % num_classes, tf.int64)
-        losses = face_model.training_losses(image_ops.normalize(tf.constant(faces)), labels,
+        losses = objective.training_losses(image_ops.normalize(tf.constant(faces)), labels,
                                             net_depth, num_classes)
         update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         with tf.control_dependencies(update_ops):
@@ -83,7 +84,7 @@ def make_backbone_checkpoint(folder, net_depth, image_size, step=0):
     """A freshly initialised backbone alone (no head, no slots), saved by tf.train.Saver."""
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        face_model.inference_graph(net_depth, image_size)
+        inference.inference_graph(net_depth, image_size)
         saver = tf.train.Saver()
         with tf.Session(config=runtime.session_config('cpu')) as sess:
             sess.run(tf.global_variables_initializer())
@@ -152,7 +153,7 @@ def direct_results(prefixes, bin_paths):
     sets = [(path, eval_data_reader.load_bin(path, IMAGE_SIZE)) for path in bin_paths]
     results = {}
     with tf.Graph().as_default():
-        images_ph, embeddings = face_model.inference_graph(DEPTH, IMAGE_SIZE, BATCH)
+        images_ph, embeddings = inference.inference_graph(DEPTH, IMAGE_SIZE, BATCH)
         saver = tf.train.Saver(var_list=checkpoint_utils.backbone_variables(DEPTH))
         with tf.Session(config=runtime.session_config('cpu')) as sess:
             for prefix in prefixes:
@@ -548,7 +549,7 @@ def test_network_detection_by_names():
 
 def test_missing_backbone_variable_is_named():
     with tf.Graph().as_default():
-        face_model.inference_graph(DEPTH, IMAGE_SIZE)
+        inference.inference_graph(DEPTH, IMAGE_SIZE)
         variables = checkpoint_utils.backbone_variables(DEPTH)
         names = dict((v.op.name, v.shape.as_list()) for v in variables)
         del names['resnet_v1_18/E_BN2/moving_variance']
@@ -579,7 +580,7 @@ def test_original_insightface_tf_checkpoint_names_restore(shared_reference):
     """
     original = read_tsv(os.path.join(shared_reference, 'insightface_tf_r50_variables.tsv'))
     with tf.Graph().as_default():
-        face_model.inference_graph(50, (112, 112), BATCH)
+        inference.inference_graph(50, (112, 112), BATCH)
         restored = checkpoint_utils.backbone_variables(50)
         assert len(restored) == len(tf.global_variables())
         for var in restored:
@@ -600,7 +601,7 @@ def test_original_wide_checkpoint_names_restore():
     network = checkpoint_utils.detect_network('wide50', original)
     assert network == (50, 'wide')
     with tf.Graph().as_default():
-        face_model.inference_graph(50, (112, 112), BATCH, variant=network.variant)
+        inference.inference_graph(50, (112, 112), BATCH, variant=network.variant)
         restored = checkpoint_utils.backbone_variables(50)
         assert set(original) - set(v.op.name for v in restored) == \
             {'arcface_loss/embedding_weights'}

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from training import checkpoint_utils
 import export_model
-import face_model
+from nets import inference
 from test_eval_ckpt_file import make_checkpoints, synthetic_pairs
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ def plain_config():
 def checkpoint_embeddings(prefix, batch, config):
     """The embeddings of `batch` from the checkpoint, as eval_ckpt_file.py computes them."""
     with tf.Graph().as_default():
-        images, embeddings = face_model.inference_graph(DEPTH, IMAGE_SIZE)
+        images, embeddings = inference.inference_graph(DEPTH, IMAGE_SIZE)
         saver = tf.train.Saver(var_list=checkpoint_utils.backbone_variables(DEPTH))
         with tf.Session(config=config) as sess:
             checkpoint_utils.restore(sess, saver, prefix)

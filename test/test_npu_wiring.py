@@ -17,8 +17,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
-import face_model
-import runtime
+from losses import objective
+from devices import runtime
 import train_nets
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
@@ -247,7 +247,7 @@ def test_broadcast_covers_every_global_variable(standin):
     with tf.Graph().as_default():
         images = tf.random_uniform([2, IMAGE_SIZE[0], IMAGE_SIZE[1], 3])
         labels = tf.constant([0, 1])
-        losses = face_model.training_losses(images, labels, 18, 4,
+        losses = objective.training_losses(images, labels, 18, 4,
                                             dropout_fn=runtime.dropout_fn('npu'))
         optimizer = runtime.wrap_optimizer(tf.train.MomentumOptimizer(0.1, 0.9), 'npu',
                                            runtime.loss_scaling('npu'), distributed=True)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
+from training import checkpoint_utils
 import export_model
-import face_model
+from losses import objective
+from nets import inference
 import verification
 import extract_features
 from data import eval_data_reader, folder2tfrecords, image_ops, make_pairs, mx2tfrecords
@@ -395,7 +396,7 @@ def test_onnx_matches_the_checkpoint_on_orl_val(orl, tmp_path):
     with tf.Graph().as_default():
         tf.set_random_seed(0)
         faces = image_ops.normalize(tf.constant(images[distinct[:16]]))
-        face_model.training_losses(faces, tf.constant(np.arange(16) % 4, tf.int64), 18, 4)
+        objective.training_losses(faces, tf.constant(np.arange(16) % 4, tf.int64), 18, 4)
         update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -403,7 +404,7 @@ def test_onnx_matches_the_checkpoint_on_orl_val(orl, tmp_path):
                 sess.run(update_ops)
             tf.train.Saver().save(sess, prefix, write_meta_graph=False)
     with tf.Graph().as_default():
-        images_ph, embeddings = face_model.inference_graph(18, (112, 112))
+        images_ph, embeddings = inference.inference_graph(18, (112, 112))
         with tf.Session() as sess:
             tf.train.Saver(checkpoint_utils.backbone_variables(18)).restore(sess, prefix)
             tf_passes = verification.embed_images(sess, images_ph, embeddings, images, 32)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import pair_errors
+from training import pair_errors
 import verification
 
 DIM = 8

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import face_model
-import parallel
+from losses import objective
+from devices import parallel
 import train_nets_mgpu
 from nets import layers
 
@@ -50,7 +50,7 @@ def build_step(images, labels, devices=None, combine_fn=None, weight_decay=5e-3)
     global_step = tf.train.get_or_create_global_step()
 
     def loss_fn(batch_images, batch_labels):
-        return face_model.training_losses(batch_images, batch_labels, DEPTH, NUM_CLASSES,
+        return objective.training_losses(batch_images, batch_labels, DEPTH, NUM_CLASSES,
                                           weight_decay=weight_decay, keep_prob=1.0)
 
     optimizer = tf.train.MomentumOptimizer(LEARNING_RATE, 0.9)

@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 
 import eval_ckpt_file
 import export_model
-import face_model
+from nets import inference
 import train_nets
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,7 +177,7 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
     """trainer.build_graph at depth 50 saves the variables (names, shapes, types) of a
     checkpoint the original's train_nets.py wrote, but global_step: int64 here, int32 there
     (read and converted on resume, see the test above)."""
-    import trainer
+    from training import trainer
     expected = {}
     with open(ORIGINAL_TRAIN_CHECKPOINT) as tsv:
         for line in tsv:
@@ -202,7 +202,7 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
 def test_a_copied_checkpoint_folder_uses_its_own_files(tiny_data, tmp_path):
     """Relative names in the `checkpoint` index; an index with absolute names (earlier
     releases, the original) is looked up inside its own folder, not where it points."""
-    import checkpoint_utils
+    from training import checkpoint_utils
     out = str(tmp_path / 'first')
     assert run_training(flags(tiny_data, out, '--max_steps', '1', '--validate_interval', '100',
                               '--summary_histograms', 'False')).returncode == 0
@@ -465,7 +465,7 @@ def test_a_read_only_checkpoint_folder_is_refused_before_the_first_step(tiny_dat
 def trained_checkpoint(tiny_data, tmp_path_factory):
     """A checkpoint folder as train_nets.py leaves it: depth 18, arcface, 8 identities,
     32x32 (the variables of trainer.build_graph, saved untrained: no training needed)."""
-    import trainer
+    from training import trainer
     out = str(tmp_path_factory.mktemp('trained'))
     args = train_nets.get_parser().parse_args(flags(tiny_data, out))
     plan = trainer.prepare(args)  # creates the output folders
@@ -561,7 +561,7 @@ ORIGINAL_LR_VALUES = [0.001, 0.0005, 0.0003, 0.0001]  # the original train_nets.
     (1024, [20000, 30000, 40000]),       # over 512 the original's factor would be 0
 ])
 def test_default_learning_rate_schedule_is_the_originals(batch, boundaries):
-    import trainer
+    from training import trainer
     args = train_nets.get_parser().parse_args(['--batch_size', str(batch)])
     assert trainer.lr_boundaries(args.lr_steps, args.batch_size) == boundaries
     with tf.Graph().as_default():
@@ -578,7 +578,7 @@ def test_default_learning_rate_schedule_is_the_originals(batch, boundaries):
 
 
 def test_clip_gradient_norm_clips_the_backbone_only():
-    import trainer
+    from training import trainer
     with tf.Graph().as_default():
         conv = tf.Variable(np.zeros(3, np.float32), name='resnet_v1_18/conv1/W_conv2d')
         head = tf.Variable(np.zeros(2, np.float32), name='arcface_loss/embedding_weights')
@@ -593,7 +593,7 @@ def test_clip_gradient_norm_clips_the_backbone_only():
 
 
 def test_boundaries_use_the_batch_of_all_devices():
-    import trainer
+    from training import trainer
     assert trainer.lr_boundaries([1000], 128 * 4) == [1000]   # 4 workers of 128
     assert trainer.lr_boundaries([1000], 100) == [5000]       # int(5.12) = 5, not 5120
 
@@ -612,7 +612,7 @@ def test_mgpu_has_the_original_mgpu_defaults():
 
 
 def test_augment_strength_scales_every_range():
-    import trainer
+    from training import trainer
     parser = train_nets.get_parser()
     base = ['--tfrecords_file_path', 'x', '--augment', 'True']
     plain = trainer.augmentation(parser.parse_args(base))
@@ -663,5 +663,5 @@ def test_net_input_size_trains_validates_evaluates_and_exports_at_the_smaller_si
     graph_def = tf.GraphDef()
     with open(os.path.join(out, 'export', export_model.FROZEN_GRAPH), 'rb') as f:
         graph_def.ParseFromString(f.read())
-    placeholder = [n for n in graph_def.node if n.name == face_model.INPUT_NODE][0]
+    placeholder = [n for n in graph_def.node if n.name == inference.INPUT_NODE][0]
     assert [d.size for d in placeholder.attr['shape'].shape.dim][1:] == [32, 32, 3]

@@ -76,7 +76,7 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
     """Seconds per training step of one variant, in this process."""
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
-    import face_model
+    from losses import objective
     import flops
     from nets import layers
     if variant == 'unfused_bn':
@@ -98,7 +98,7 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
                              trainable=False)
         labels = tf.Variable(tf.random_uniform([batch_size], 0, 1000, tf.int32), trainable=False)
         global_step = tf.train.get_or_create_global_step()
-        losses = face_model.training_losses(images, labels, depth, 1000)
+        losses = objective.training_losses(images, labels, depth, 1000)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % depth)
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(losses.total, global_step)

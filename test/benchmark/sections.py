@@ -93,7 +93,7 @@ def bench_pipeline(records, batch_size, warmup, batches):
     import bench_input_pipeline
     from data.manifest import load_manifest
     import train_nets
-    import trainer
+    from training import trainer
     files = load_manifest(records)['shard_paths']
     # train_nets.py's own --augment defaults, through its parser.
     augment_args = train_nets.get_parser().parse_args(
@@ -158,8 +158,8 @@ def section_train(args):
     """train_nets.py's graph, timed over wall time with its input pipeline."""
     import tensorflow.compat.v1 as tf
     import flops
-    import runtime
-    import trainer
+    from devices import runtime
+    from training import trainer
     train_args = _train_args(args, _paths(args.work_dir))
     plan = trainer.prepare(train_args)
     with tf.Graph().as_default() as graph:
@@ -205,12 +205,12 @@ def _time_inference(sess, tensors, args):
 def section_eval_memory(args):
     """Peak memory of verifying a .bin: decoded uint8 images, embedded batch by batch."""
     import tensorflow.compat.v1 as tf
-    import face_model
+    from nets import inference
     import verification
     from data import eval_data_reader
     bin_path = os.path.join(_paths(args.work_dir)['source'], 'lfw.bin')
     with tf.Graph().as_default():
-        images_ph, embedding = face_model.inference_graph(args.depth, IMAGE_SIZE, args.batch_size)
+        images_ph, embedding = inference.inference_graph(args.depth, IMAGE_SIZE, args.batch_size)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(embedding, {images_ph: np.zeros(images_ph.get_shape().as_list(), np.uint8)})
@@ -247,10 +247,10 @@ def section_export(args):
     """The exported frozen graph in TensorFlow against its ONNX model in onnxruntime."""
     import tensorflow.compat.v1 as tf
     import export_model
-    import face_model
+    from nets import inference
     prefix = os.path.join(args.work_dir, 'export_ckpt_d%d' % args.depth, 'model.ckpt')
     with tf.Graph().as_default():
-        face_model.inference_graph(args.depth, IMAGE_SIZE)
+        inference.inference_graph(args.depth, IMAGE_SIZE)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             tf.train.Saver().save(sess, prefix, write_meta_graph=False)

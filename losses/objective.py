@@ -1,25 +1,15 @@
-"""Graph assembly shared by training, validation, evaluation and export.
+"""The training objective: the margin head's loss on the backbone's embedding, plus weight decay.
 
-`inference_graph` turns raw uint8 BGR images into embeddings with the moving
-batch-norm statistics and no dropout; `training_losses` builds the margin head
-and the losses of the original's training script. Both build on
-nets.L_Resnet_E_IR and losses.face_losses and read no flags.
-
-Typical use:
-    images, embedding = inference_graph(net_depth=50, image_size=(112, 112), batch_size=32)
-    saver = tf.train.Saver(); saver.restore(sess, checkpoint)
+`training_losses` builds the original training script's losses on
+nets.L_Resnet_E_IR and losses.face_losses; it reads no flags.
 """
 import collections
 
 import tensorflow.compat.v1 as tf
 
-from data import image_ops
 from losses import face_losses
 from nets import layers
-from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, STANDARD, default_dropout, get_resnet
-
-INPUT_NODE = 'input_images'
-OUTPUT_NODE = 'embeddings'
+from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, default_dropout, get_resnet
 
 TrainingLosses = collections.namedtuple('TrainingLosses', [
     'total',      # inference + weight decay: what the optimizer minimises
@@ -27,30 +17,6 @@ TrainingLosses = collections.namedtuple('TrainingLosses', [
     'weight_decay',
     'accuracy',   # top-1 on the plain cosines (no margin), what a reader expects
 ])
-
-
-def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_input_size=None,
-                    variant=STANDARD):
-    """Raw images in, embeddings out, with inference-mode batch norm.
-
-    Args:
-      net_depth: backbone depth.
-      image_size: (height, width) of the images fed.
-      batch_size: static batch size (the NPU needs static shapes), or None.
-      reuse: True to share the variables of a training graph built before.
-      net_input_size: (height, width) the network was trained at, if smaller
-        than image_size (see image_ops.resize_for_network); None: image_size.
-      variant: the backbone's width variant (nets.L_Resnet_E_IR.VARIANTS).
-    Returns:
-      (images uint8 placeholder [batch, H, W, 3] BGR named INPUT_NODE,
-       embedding float32 [batch, 512] named OUTPUT_NODE, not normalised).
-    """
-    images = tf.placeholder(tf.uint8, [batch_size, image_size[0], image_size[1], 3],
-                            name=INPUT_NODE)
-    net_input = image_ops.resize_for_network(image_ops.normalize(images), net_input_size)
-    embedding, _ = get_resnet(net_input, net_depth, is_training=False, reuse=reuse,
-                              variant=variant)
-    return images, tf.identity(embedding, name=OUTPUT_NODE)
 
 
 def weight_decay_loss(weight_decay):

@@ -1,42 +1,14 @@
-"""argparse pieces shared by every command-line tool of the project.
+"""The flags of the training, evaluation and export tools: types that refuse bad values
+in the parser, naming the flag, and the network flags they share.
 
-Flag types turn text into checked values (so a bad value is refused by the
-parser, naming the flag); `OneLineParser` reports such errors as one line;
-`fail` prints a one-line error for problems found after parsing;
-`output_folder_problem` finds an output folder that cannot be written before
-any work is done.
+The generic pieces (the one-line parser, `fail`, booleans, positive integers,
+output folders) are data.cli's, imported here so that a tool needs one module.
 """
 import argparse
 import math
-import os
-import sys
-import tempfile
 
-from data import image_ops
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Reports flag errors as one line (no usage dump) and exits with status 2."""
-
-    def error(self, message):
-        if message.endswith('expected one argument'):
-            # argparse takes a value such as '-0.01,0.1' or '-5e-4' for an option.
-            message += " (a value starting with '-' goes after '=', e.g. --flag=-1e-4)"
-        self.exit(2, '%s: error: %s\n' % (self.prog, message))
-
-
-def fail(prog, message, code):
-    """Writes '<prog>: error: <message>' to stderr; returns `code` for main() to return."""
-    sys.stderr.write('%s: error: %s\n' % (prog, message))
-    return code
-
-
-def image_size(text):
-    """'112,112' -> (112, 112)."""
-    try:
-        return image_ops.parse_image_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error))
+from data.cli import (OneLineParser, fail, image_size, output_folder_problem,  # noqa: F401
+                      positive_int, str2bool)
 
 
 def add_checkpoint_network(group, images_are):
@@ -76,27 +48,6 @@ def check_net_input_size(net_input_size, image_size):
         return ('--net_input_size %d,%d: expected at most --image_size %d,%d (images are '
                 'only shrunk)' % (tuple(net_input_size) + tuple(image_size)))
     return None
-
-
-def positive_int(text):
-    """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError('expected a positive integer, got %r' % (text,))
-    return value
-
-
-def str2bool(text):
-    """True/False flags ('True', 'false', '1', 'no', ...), as the original's string flags."""
-    value = str(text).strip().lower()
-    if value in ('true', '1', 'yes', 'y'):
-        return True
-    if value in ('false', '0', 'no', 'n'):
-        return False
-    raise argparse.ArgumentTypeError('expected True or False, got %r' % (text,))
 
 
 def int_list(text):
@@ -192,28 +143,3 @@ def combine_margins(text):
     return values
 
 
-def output_folder_problem(path, flag):
-    """Creates the output folder `path` if needed and checks that files can be written in it.
-
-    A folder that cannot be written would otherwise be found at the first
-    checkpoint, log line or result, after the work it was meant to keep. The
-    check writes and removes an empty file, the only test that also holds for
-    root, read-only mounts and network file systems.
-
-    Returns:
-      None, or a one-line problem naming `flag`.
-    """
-    if os.path.exists(path) and not os.path.isdir(path):
-        return '%s %s is a file; expected a folder' % (flag, path)
-    if not os.path.isdir(path):
-        try:
-            os.makedirs(path)
-        except OSError as error:
-            return '%s %s: cannot create the folder (%s)' % (flag, path, error.strerror or error)
-    try:
-        handle, probe = tempfile.mkstemp(prefix='.write-test-', dir=path)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as error:
-        return '%s %s: cannot write in the folder (%s)' % (flag, path, error.strerror or error)
-    return None

@@ -27,16 +27,13 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import checkpoint_utils
-import cli_flags
-import distributed
-import face_model
-import parallel
-import runtime
-import summaries
 import verification
 from data import eval_data_reader, image_ops, input_pipeline
 from data.manifest import ManifestError, load_manifest
+from devices import distributed, parallel, runtime
+from losses import objective
+from nets import inference
+from training import checkpoint_utils, cli_flags, summaries
 
 CKPT_PREFIX = 'InsightFace_iter_%d.ckpt'  # the original's checkpoint names
 REFERENCE_BATCH = 512  # --lr_steps count iterations at this batch, as in the original
@@ -356,7 +353,7 @@ def build_graph(args, plan):
     images = image_ops.resize_for_network(images, args.net_input_size)
 
     def loss_fn(batch_images, batch_labels):
-        return face_model.training_losses(
+        return objective.training_losses(
             batch_images, batch_labels, args.net_depth, plan.num_classes, args.loss_type,
             margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device))
 
@@ -371,7 +368,7 @@ def build_graph(args, plan):
         gradient_fn=clip_backbone_gradients(args.clip_gradient_norm)
         if args.clip_gradient_norm else None)
     eval_batch = args.eval_batch_size or args.batch_size
-    eval_images, eval_embedding = face_model.inference_graph(
+    eval_images, eval_embedding = inference.inference_graph(
         args.net_depth, tuple(args.image_size), eval_batch, reuse=True,
         net_input_size=args.net_input_size)
     fetches = {'train': train_op, 'step': global_step, 'lr': lr, 'total_loss': losses.total,

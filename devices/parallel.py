@@ -186,7 +186,7 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
     Args:
       images: float [N, H, W, 3] normalised batch (N divisible by the towers).
       labels: int [N].
-      loss_fn: fn(images, labels) -> face_model.TrainingLosses; called once per
+      loss_fn: fn(images, labels) -> losses.objective.TrainingLosses; called once per
         tower, creating the variables on the first call.
       optimizer: a tf.train.Optimizer (possibly wrapped by runtime).
       global_step: incremented once per applied step.

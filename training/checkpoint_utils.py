@@ -6,7 +6,7 @@ A checkpoint written by trainer.py holds the backbone (`resnet_v1_<depth>/...`)
 plus the margin head (`arcface_loss/embedding_weights`), the Momentum slots and
 `global_step`; a checkpoint of the original InsightFace_TF has the same
 backbone names. Evaluation and export restore ONLY the backbone variables of
-an inference graph (face_model.inference_graph), so both kinds load.
+an inference graph (nets.inference.inference_graph), so both kinds load.
 
 Everything a user can get wrong is checked from the checkpoint's variable list
 (`tf.train.list_variables`, no tensor data read) before any heavy work, and
@@ -18,8 +18,8 @@ networks, see nets.L_Resnet_E_IR) are read from the checkpoint itself.
 
 Typical use:
     prefix, names, network = check_checkpoint_names('output/ckpt')   # folder -> latest
-    images, embedding = face_model.inference_graph(network.depth, (112, 112), 32,
-                                                   variant=network.variant)
+    images, embedding = inference.inference_graph(network.depth, (112, 112), 32,
+                                                  variant=network.variant)
     variables = backbone_variables(network.depth)
     check_shapes(prefix, names, variables, network)
     restore(sess, tf.train.Saver(var_list=variables), prefix)
