@@ -46,12 +46,12 @@ import tensorflow.compat.v1 as tf
 
 import verification
 from data import eval_data_reader
+from data.cli import UsageError
 from data.safe_files import OutputError, check_output, write_recorded
 from devices import runtime
 from nets import inference
 from training import checkpoint_utils, cli_flags, pair_errors
 from training import roc_plot  # imports matplotlib only when drawing
-from training.checkpoint_utils import CheckpointError, RestoreError
 
 PROG = 'eval_ckpt_file.py'
 FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'
@@ -67,10 +67,6 @@ Plan = collections.namedtuple('Plan', [
 
 
 WRITER = 'eval_ckpt_file.py'  # names this tool in the records of what it wrote
-
-
-class UsageError(ValueError):
-    """An input that makes evaluation impossible; one-line message for the user."""
 
 
 def get_parser():
@@ -326,23 +322,12 @@ def main(argv=None):
     """Parses flags, checks inputs, evaluates. Returns the process exit code."""
     args = get_parser().parse_args(argv)
     runtime.init()
-    try:
+
+    def work():
         plan = prepare(args)
-        records = evaluate(args, plan)
-    except (UsageError, CheckpointError) as error:
-        return cli_flags.fail(PROG, error, 2)
-    except RestoreError as error:
-        return cli_flags.fail(PROG, error, 1)
-    except tf.errors.OpError as error:
-        return cli_flags.fail(PROG, 'evaluation failed: %s (%s)'
-                     % (checkpoint_utils.op_error_text(error), type(error).__name__), 1)
-    try:
-        write_outputs(args, plan.network, records)
-    except OutputError as error:  # an output changed while evaluating
-        return cli_flags.fail(PROG, error, 2)
-    except (IOError, OSError) as error:
-        return cli_flags.fail(PROG, 'cannot write the results: %s' % error, 1)
-    return 0
+        write_outputs(args, plan.network, evaluate(args, plan))
+
+    return cli_flags.run_tool(PROG, work, failing='evaluation', writing='the results')
 
 
 if __name__ == '__main__':

@@ -61,11 +61,11 @@ import tempfile
 
 import tensorflow.compat.v1 as tf
 
+from data.cli import UsageError
 from data.safe_files import OutputError, check_output, write_record
 from devices import runtime
 from nets import inference
 from training import checkpoint_utils, cli_flags
-from training.checkpoint_utils import CheckpointError, RestoreError
 
 PROG = 'export_model.py'
 FROZEN_GRAPH = 'frozen_model.pb'
@@ -80,10 +80,6 @@ ONNX_MODEL = 'model.onnx'
 ONNX_OPSET = 13  # onnxruntime, TensorRT 8+ and ATC's ONNX front end all take it
 _ONNX_CATCH_ERRORS = 'TF2ONNX_CATCH_ERRORS'
 _ENTRY = '--output_dir entry'  # how messages name one output
-
-
-class UsageError(ValueError):
-    """An input that makes the export impossible; one-line message for the user."""
 
 
 def get_parser():
@@ -304,34 +300,24 @@ def atc_command(args, net_depth):
     return command
 
 
-
 def main(argv=None):
     """Parses flags, checks inputs, exports. Returns the process exit code."""
     args = get_parser().parse_args(argv)
     runtime.init()
-    try:
+
+    def work():
         prefix, variables, network = prepare(args)
-    except (UsageError, CheckpointError) as error:
-        return cli_flags.fail(PROG, error, 2)
-    try:
         export(args, prefix, variables, network)
-    except (CheckpointError, UsageError) as error:
-        return cli_flags.fail(PROG, error, 2)
-    except RestoreError as error:
-        return cli_flags.fail(PROG, error, 1)
-    except tf.errors.OpError as error:
-        return cli_flags.fail(PROG, 'export of %s failed: %s (%s)'
-                     % (prefix, checkpoint_utils.op_error_text(error), type(error).__name__), 1)
-    except (IOError, OSError) as error:
-        return cli_flags.fail(PROG, 'cannot write to --output_dir %s: %s' % (args.output_dir, error), 1)
-    for name in output_names(args.format, args.onnx):
-        logging.info('wrote %s', os.path.join(args.output_dir, name))
-    logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s (float32, '
-                 'not normalised)', os.path.abspath(prefix), network.depth, network.variant,
-                 INPUT_NODE, OUTPUT_NODE)
-    if args.format in ('pb', 'both'):
-        logging.info('for the Ascend 910: %s', atc_command(args, network.depth))
-    return 0
+        for name in output_names(args.format, args.onnx):
+            logging.info('wrote %s', os.path.join(args.output_dir, name))
+        logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s '
+                     '(float32, not normalised)', os.path.abspath(prefix), network.depth,
+                     network.variant, INPUT_NODE, OUTPUT_NODE)
+        if args.format in ('pb', 'both'):
+            logging.info('for the Ascend 910: %s', atc_command(args, network.depth))
+
+    return cli_flags.run_tool(PROG, work, failing='export of --ckpt_file %s' % args.ckpt_file,
+                              writing='to --output_dir %s' % args.output_dir)
 
 
 if __name__ == '__main__':

@@ -33,18 +33,14 @@ import numpy as np
 
 import verification
 from data import eval_data_reader
-from data.image_files import ImageChecker, ImageFolderError, list_images
+from data.cli import UsageError
+from data.image_files import ImageChecker, list_images
 from data.safe_files import check_output, write_recorded
 from devices import runtime
 from nets import inference
 from training import checkpoint_utils, cli_flags
-from training.checkpoint_utils import CheckpointError, RestoreError
 
 PROG = 'extract_features.py'
-
-
-class UsageError(ValueError):
-    """An input that makes the run impossible; one-line message for the user."""
 
 
 def get_parser():
@@ -197,23 +193,17 @@ def main(argv=None):
     if problem:
         return cli_flags.fail(PROG, problem, 2)
     runtime.init()
-    import tensorflow.compat.v1 as tf
-    try:
+
+    def work():
         if args.image_dir is not None:
             check_output(args.output, PROG, '--output', args.overwrite)  # before the long part
             extract(args)
         else:
             compare(args)
-    except (UsageError, CheckpointError, ImageFolderError, ValueError) as error:
-        return cli_flags.fail(PROG, error, 2)
-    except RestoreError as error:
-        return cli_flags.fail(PROG, error, 1)
-    except tf.errors.OpError as error:
-        return cli_flags.fail(PROG, 'failed: %s (%s)' % (
-            checkpoint_utils.op_error_text(error), type(error).__name__), 1)
-    except (IOError, OSError) as error:
-        return cli_flags.fail(PROG, 'cannot write the output: %s' % error, 1)
-    return 0
+
+    # ValueError too: an image or .bin the decoders refuse.
+    return cli_flags.run_tool(PROG, work, failing='embedding', writing='the output',
+                              input_errors=(ValueError,))
 
 
 if __name__ == '__main__':

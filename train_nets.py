@@ -36,22 +36,24 @@ def get_parser():
                            'data/mx2tfrecords.py')
     data.add_argument('--image_size', type=cli_flags.image_size, default=(112, 112),
                       help='height,width of the training images; must match the data')
-    data.add_argument('--buffer_size', type=int, default=10000,
+    data.add_argument('--buffer_size', type=cli_flags.positive_int, default=10000,
                       help='shuffle buffer, in images')
-    data.add_argument('--num_output', type=int, default=None,
+    data.add_argument('--num_output', type=cli_flags.positive_int, default=None,
                       help='number of identities of the margin head; default: from the '
                            'dataset manifest')
     data.add_argument('--augment', type=cli_flags.str2bool, default=False,
                       help='random translation and brightness/contrast jitter on top of the '
                            'random flip (the original only flips); for small datasets')
-    data.add_argument('--augment_strength', type=float, default=1.0,
+    data.add_argument('--augment_strength', type=cli_flags.bounded_float(0.0, low_open=True),
+                      default=1.0,
                       help='scales every --augment range (1: shifts up to 1/14 of the width, '
                            'crops of 90-100%% of the side, brightness +-0.1, contrast x0.8-1.2)')
-    data.add_argument('--random_erase', type=float, default=0.0,
+    data.add_argument('--random_erase', type=cli_flags.bounded_float(0.0, 1.0, high_open=False),
+                      default=0.0,
                       help='random erasing: blank one rectangle per training image (mean '
                            'colour), each side up to this fraction of the image and at least '
                            'a fifth of it; 0: off. With or without --augment; for small datasets')
-    data.add_argument('--max_bad_records', type=int, default=100,
+    data.add_argument('--max_bad_records', type=cli_flags.non_negative_int, default=100,
                       help='training records that cannot be read or decoded are skipped and '
                            'named in the log (shard, record); more than this many distinct '
                            'ones stop training with a checkpoint (exit 1); 0: stop at the first')
@@ -62,7 +64,8 @@ def get_parser():
     model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
                        help='L_Resnet_E_IR depth')
     cli_flags.add_net_input_size(model)
-    model.add_argument('--keep_prob', type=float, default=DEFAULT_KEEP_PROB,
+    model.add_argument('--keep_prob', default=DEFAULT_KEEP_PROB,
+                       type=cli_flags.bounded_float(0.0, 1.0, low_open=True, high_open=False),
                        help='dropout keep probability before the embedding layer')
     model.add_argument('--loss_type', default='arcface', choices=face_losses.LOSS_TYPES,
                        help='margin head')
@@ -79,9 +82,10 @@ def get_parser():
                             'not exceed s*cos(theta) for theta in [0, 90] degrees')
 
     optim = parser.add_argument_group('optimization')
-    optim.add_argument('--batch_size', type=int, default=32, help='images per step')
-    optim.add_argument('--epoch', type=int, default=200, help='epochs to train')
-    optim.add_argument('--max_steps', type=int, default=None,
+    optim.add_argument('--batch_size', type=cli_flags.positive_int, default=32,
+                       help='images per step')
+    optim.add_argument('--epoch', type=cli_flags.positive_int, default=200, help='epochs to train')
+    optim.add_argument('--max_steps', type=cli_flags.positive_int, default=None,
                        help='stop after this global step (demos, benchmarks); None: run '
                             'all epochs')
     # 0 is plain SGD; 1 never forgets a gradient and above 1 the updates grow without bound.
@@ -90,7 +94,8 @@ def get_parser():
     optim.add_argument('--weight_deacy', '--weight_decay', dest='weight_decay',
                        type=cli_flags.bounded_float(0.0), default=5e-4,
                        help='L2 weight decay >= 0 (0: none; the original spelling is kept)')
-    optim.add_argument('--lr_steps', type=cli_flags.int_list, default=cli_flags.int_list(DEFAULT_LR_STEPS),
+    optim.add_argument('--lr_steps', type=cli_flags.int_list,
+                       default=cli_flags.int_list(DEFAULT_LR_STEPS),
                        help='learning-rate boundaries in iterations for batch 512, '
                             'multiplied by int(512 / batch of one step over all devices) as '
                             'in the original (see README)')
@@ -98,10 +103,11 @@ def get_parser():
                        default=cli_flags.learning_rates(DEFAULT_LR_VALUES),
                        help='learning rates >= 0, one more than --lr_steps; a 0 freezes the '
                             'weights in its phase, and at least one must be positive')
-    optim.add_argument('--clip_gradient_norm', type=float, default=None,
+    optim.add_argument('--clip_gradient_norm', type=cli_flags.bounded_float(0.0, low_open=True),
+                       default=None,
                        help='clip the backbone\'s gradients to this global norm (insightface\'s '
                             'PyTorch trainer uses 5); None: off, as the original')
-    optim.add_argument('--warmup_steps', type=int, default=0,
+    optim.add_argument('--warmup_steps', type=cli_flags.non_negative_int, default=0,
                        help='linear learning-rate warm-up over this many iterations; 0: off')
 
     ckpt = parser.add_argument_group('checkpoints and logs')
@@ -109,15 +115,18 @@ def get_parser():
     ckpt.add_argument('--ckpt_path', default='./output/ckpt',
                       help='checkpoint folder; training resumes from its latest checkpoint')
     ckpt.add_argument('--log_file_path', default='./output/logs', help='log folder')
-    ckpt.add_argument('--saver_maxkeep', type=int, default=100, help='checkpoints kept')
-    ckpt.add_argument('--summary_interval', type=int, default=300, help='steps between summaries')
+    ckpt.add_argument('--saver_maxkeep', type=cli_flags.positive_int, default=100,
+                      help='checkpoints kept')
+    ckpt.add_argument('--summary_interval', type=cli_flags.positive_int, default=300,
+                      help='steps between summaries')
     ckpt.add_argument('--summary_histograms', type=cli_flags.str2bool, default=True,
                       help='with each summary, histograms of every gradient and trainable '
                            'variable, as the original (fetched to the host; see README)')
-    ckpt.add_argument('--ckpt_interval', type=int, default=10000, help='steps between checkpoints')
-    ckpt.add_argument('--validate_interval', type=int, default=2000,
+    ckpt.add_argument('--ckpt_interval', type=cli_flags.positive_int, default=10000,
+                      help='steps between checkpoints')
+    ckpt.add_argument('--validate_interval', type=cli_flags.positive_int, default=2000,
                       help='steps between validations')
-    ckpt.add_argument('--show_info_interval', type=int, default=20,
+    ckpt.add_argument('--show_info_interval', type=cli_flags.positive_int, default=20,
                       help='steps between log lines')
     ckpt.add_argument('--log_device_mapping', type=cli_flags.str2bool, default=False,
                       help='log the device of every op')
@@ -127,7 +136,7 @@ def get_parser():
                        help='names of .bin verification sets in --eval_db_path')
     evals.add_argument('--eval_db_path', default='./datasets/faces_ms1m_112x112',
                        help='folder holding the .bin verification sets')
-    evals.add_argument('--eval_batch_size', type=int, default=None,
+    evals.add_argument('--eval_batch_size', type=cli_flags.positive_int, default=None,
                        help='images per validation batch; default: --batch_size')
 
     device = parser.add_argument_group('device')
@@ -141,11 +150,11 @@ def get_parser():
                         help='NPU steps per sess.run; only 1: this loop logs, validates and '
                              'checkpoints between steps (loop sinking needs NPUEstimator, see '
                              'runtime.npu_run_config)')
-    device.add_argument('--graph_memory_max_size', type=int, default=None,
+    device.add_argument('--graph_memory_max_size', type=cli_flags.positive_int, default=None,
                         help='NPU graph memory in bytes; None: CANN decides')
-    device.add_argument('--variable_memory_max_size', type=int, default=None,
+    device.add_argument('--variable_memory_max_size', type=cli_flags.positive_int, default=None,
                         help='NPU variable memory in bytes; None: CANN decides')
-    device.add_argument('--num_threads', type=int, default=None,
+    device.add_argument('--num_threads', type=cli_flags.positive_int, default=None,
                         help='CPU threads per op pool; None: TensorFlow decides')
 
     scaling = parser.add_argument_group('mixed precision and loss scaling')
@@ -157,17 +166,19 @@ def get_parser():
     scaling.add_argument('--loss_scale', type=cli_flags.loss_scale, default='dynamic',
                          help='dynamic (ExponentialUpdateLossScaleManager on the NPU, '
                               'DynamicLossScale on a GPU) or a fixed number')
-    scaling.add_argument('--init_loss_scale', type=float, default=None,
+    scaling.add_argument('--init_loss_scale', type=cli_flags.bounded_float(0.0, low_open=True),
+                         default=None,
                          help='first dynamic loss scale; None: 2**32 on the NPU (Huawei), '
                               '2**15 on a GPU (TensorFlow)')
-    scaling.add_argument('--incr_every_n_steps', type=int, default=1000,
+    scaling.add_argument('--incr_every_n_steps', type=cli_flags.positive_int, default=1000,
                          help='double the dynamic scale after this many finite steps')
-    scaling.add_argument('--decr_every_n_nan_or_inf', type=int, default=2,
+    scaling.add_argument('--decr_every_n_nan_or_inf', type=cli_flags.positive_int, default=2,
                          help='lower the dynamic scale after this many overflows (NPU; a GPU '
                               'lowers it at every overflow)')
-    scaling.add_argument('--decr_ratio', type=float, default=0.5,
+    scaling.add_argument('--decr_ratio', type=cli_flags.bounded_float(0.0, 1.0, low_open=True),
+                         default=0.5,
                          help='factor lowering the dynamic scale (a GPU raises it by 1/ratio)')
-    scaling.add_argument('--max_consecutive_overflows', type=int, default=100,
+    scaling.add_argument('--max_consecutive_overflows', type=cli_flags.positive_int, default=100,
                          help='stop (exit 1) after this many overflowed steps in a row; the '
                               'scale falls from 2**32 into float16 range in about 34')
 
@@ -185,33 +196,11 @@ def get_parser():
 
 
 def check_args(args):
-    """Refuses impossible flag values before any work. Returns a list of messages."""
+    """What the parser's types cannot check alone: flags that must agree. Returns messages."""
     problems = []
-    for name in ('batch_size', 'epoch', 'saver_maxkeep', 'summary_interval', 'ckpt_interval',
-                 'validate_interval', 'show_info_interval', 'buffer_size'):
-        if getattr(args, name) < 1:
-            problems.append('--%s %r: expected a positive integer' % (name, getattr(args, name)))
-    for name in ('incr_every_n_steps', 'decr_every_n_nan_or_inf', 'max_consecutive_overflows'):
-        if getattr(args, name) < 1:
-            problems.append('--%s %r: expected a positive integer' % (name, getattr(args, name)))
-    for name in ('max_steps', 'num_output', 'eval_batch_size', 'num_threads',
-                 'graph_memory_max_size', 'variable_memory_max_size'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            problems.append('--%s %r: expected a positive integer' % (name, value))
-    if args.max_bad_records < 0:
-        problems.append('--max_bad_records %r: expected 0 or more' % args.max_bad_records)
-    if not args.augment_strength > 0.0:
-        problems.append('--augment_strength %r: expected a positive number'
-                        % args.augment_strength)
-    if not 0.0 <= args.random_erase <= 1.0:
-        problems.append('--random_erase %r: expected a fraction in [0, 1] (0: off)'
-                        % args.random_erase)
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
         problems.append(size_problem)
-    if not 0.0 < args.keep_prob <= 1.0:
-        problems.append('--keep_prob %r: expected a probability in (0, 1]' % args.keep_prob)
     if len(args.lr_values) != len(args.lr_steps) + 1:
         problems.append('--lr_values has %d values for %d --lr_steps; expected one more value '
                         'than steps' % (len(args.lr_values), len(args.lr_steps)))
@@ -223,15 +212,6 @@ def check_args(args):
                         'need enable_data_pre_proc and util.set_iteration_per_loop (use '
                         'NPUEstimator with runtime.npu_run_config for that)'
                         % args.iterations_per_loop)
-    if not 0.0 < args.decr_ratio < 1.0:
-        problems.append('--decr_ratio %r: expected a factor in (0, 1)' % args.decr_ratio)
-    if args.init_loss_scale is not None and not args.init_loss_scale > 0.0:
-        problems.append('--init_loss_scale %r: expected a positive number' % args.init_loss_scale)
-    if args.clip_gradient_norm is not None and not args.clip_gradient_norm > 0.0:
-        problems.append('--clip_gradient_norm %r: expected a positive number'
-                        % args.clip_gradient_norm)
-    if args.warmup_steps < 0:
-        problems.append('--warmup_steps %r: expected 0 or more' % args.warmup_steps)
     return problems
 
 
@@ -250,21 +230,12 @@ def main(argv=None, parser=None, complete_args=None):
     problems = check_args(args)
     if problems:
         for problem in problems:
-            sys.stderr.write('%s: %s\n' % (parser.prog, problem))
+            cli_flags.fail(parser.prog, problem, 2)
         return 2
     runtime.init()
     from training import trainer  # after runtime.init(): builds graphs in graph mode
-    from training.checkpoint_utils import CheckpointError, RestoreError
-    try:
-        plan = trainer.prepare(args)
-        return trainer.train(args, plan)
-    except (trainer.SetupError, CheckpointError) as error:
-        sys.stderr.write('%s: %s\n' % (parser.prog, error))
-        return 2
-    except RestoreError as error:
-        sys.stderr.write('%s: %s\n' % (parser.prog, error))
-        return 1
-
+    return cli_flags.run_tool(parser.prog, lambda: trainer.train(args, trainer.prepare(args)),
+                              failing='training', writing='the training outputs')
 
 if __name__ == '__main__':
     logging.getLogger().handlers[:] = []

@@ -12,6 +12,10 @@ import sys
 import tempfile
 
 
+class UsageError(ValueError):
+    """An input that makes a tool's work impossible; the message is one line for the user."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Reports flag errors as one line (no usage dump) and exits with status 2."""
 
@@ -47,6 +51,17 @@ def positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError('expected a positive integer, got %r' % (text,))
+    return value
+
+
+def non_negative_int(text):
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError('expected an integer >= 0, got %r' % (text,))
     return value
 
 

@@ -307,7 +307,7 @@ def test_batch_not_divisible_by_the_towers_is_refused(tiny_data, tmp_path, capsy
     code = train_nets_mgpu.main(flags(tiny_data, str(tmp_path), '--batch_size', '5'))
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert err.startswith('train_nets_mgpu.py: --batch_size 5 is not divisible by the 2 tower '
+    assert err.startswith('train_nets_mgpu.py: error: --batch_size 5 is not divisible by the 2 tower '
                           'devices'), err
 
 

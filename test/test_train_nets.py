@@ -321,12 +321,8 @@ def test_image_size_other_than_the_data_is_refused(tiny_data, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('extra,expected', [
-    (['--batch_size', '0'], '--batch_size 0'),
-    (['--lr_values', '0.1'], '--lr_values'),
-    (['--augment', 'True', '--augment_strength', '0'], '--augment_strength 0'),
-    (['--random_erase', '1.5'], '--random_erase 1.5: expected a fraction in [0, 1]'),
+    (['--lr_values', '0.1'], '--lr_values has 1 values for 1 --lr_steps; expected one more'),
     (['--net_input_size', '64,32'], '--net_input_size 64,32: expected at most --image_size'),
-    (['--clip_gradient_norm', '0'], '--clip_gradient_norm 0.0: expected a positive number'),
 ])
 def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
     assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
@@ -358,6 +354,21 @@ def test_impossible_flags_are_refused(tiny_data, tmp_path, capsys, extra, expect
      "lower it for theta in [0, 90] degrees, e.g. 1,0.3,0.2 or ArcFace's 1,0.5,0"),
     (['--loss_type', 'combine', '--combine_margins', '0.5,0,0'], "by 0.707 at theta = 90"),
     (['--loss_type', 'combine', '--combine_margins', '1,0,-0.2'], "by 0.2 at theta = 0"),
+    (['--batch_size', '0'], "argument --batch_size: expected a positive integer, got '0'"),
+    (['--max_bad_records=-1'], "argument --max_bad_records: expected an integer >= 0, got '-1'"),
+    (['--augment', 'True', '--augment_strength', '0'],
+     "argument --augment_strength: expected a number in (0, inf), got '0'"),
+    (['--random_erase', '1.5'], "argument --random_erase: expected a number in [0, 1], got "
+                                "'1.5'"),
+    (['--keep_prob', '0'], "argument --keep_prob: expected a number in (0, 1], got '0'"),
+    (['--clip_gradient_norm', '0'], "argument --clip_gradient_norm: expected a number in "
+                                    "(0, inf), got '0'"),
+    (['--decr_ratio', '1'], "argument --decr_ratio: expected a number in (0, 1), got '1'"),
+    # The NPU's FixedLossScaleManager raises ValueError for a scale below 1.
+    (['--loss_scale', '0.5'], "argument --loss_scale: expected 'dynamic' or a number >= 1, "
+                              "got '0.5'"),
+    (['--loss_scale', 'inf'], "argument --loss_scale: expected 'dynamic' or a number >= 1, "
+                              "got 'inf'"),
     (['--loss_type', 'combine', '--combine_margins', '0,0.3,0.2'],
      "argument --combine_margins: expected m1 > 0 (the target logit must depend on the "
      "angle), got '0,0.3,0.2'"),
@@ -405,8 +416,8 @@ def test_a_verification_set_that_cannot_be_scored_is_refused_before_training(
     err = refusal(capsys, flags(tiny_data, str(tmp_path), '--eval_db_path', str(path.parent),
                                 '--eval_datasets', 'small', '--max_steps', '1',
                                 '--validate_interval', '1', '--num_threads', '1'))
-    assert err == ('train_nets.py: %s holds %d pairs; the 10-fold protocol needs at least 10 '
-                   '(--eval_datasets small)\n' % (path, num_pairs)), err
+    assert err == ('train_nets.py: error: %s holds %d pairs; the 10-fold protocol needs at '
+                   'least 10 (--eval_datasets small)\n' % (path, num_pairs)), err
     assert not os.path.exists(str(tmp_path / 'ckpt'))  # nothing written
 
 
@@ -424,7 +435,7 @@ def test_an_output_path_that_is_no_folder_is_refused_before_training(
     (tmp_path / 'a_file').write_text(u'not a folder')
     path = str(tmp_path / target)
     err = refusal(capsys, flags(tiny_data, str(tmp_path), flag, path, *ONE_STEP))
-    assert err == 'train_nets.py: %s\n' % expected.format(path=path), err
+    assert err == 'train_nets.py: error: %s\n' % expected.format(path=path), err
     assert (tmp_path / 'a_file').read_text() == u'not a folder'
 
 
@@ -456,7 +467,7 @@ def test_a_read_only_checkpoint_folder_is_refused_before_the_first_step(tiny_dat
     assert result.returncode == 2, result.stdout + result.stderr
     assert 'Traceback' not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith('train_nets.py')]
-    assert errors == ['train_nets.py: --ckpt_path %s: cannot write in the folder (Permission '
+    assert errors == ['train_nets.py: error: --ckpt_path %s: cannot write in the folder (Permission '
                       'denied)' % ckpt], result.stderr
     assert 'total_step' not in result.stdout + result.stderr and not os.listdir(str(ckpt))
 
@@ -483,15 +494,15 @@ def trained_checkpoint(tiny_data, tmp_path_factory):
 # (%s: the checkpoint's prefix), found before any graph is built.
 RESUME_REFUSALS = [
     (['--net_depth', '34'],
-     'train_nets.py: --net_depth 34: the checkpoint to resume, %s, holds a depth-18 network '
-     '(resnet_v1_18/...); resume with --net_depth 18, or start afresh with another '
+     'train_nets.py: error: --net_depth 34: the checkpoint to resume, %s, holds a depth-18 '
+     'network (resnet_v1_18/...); resume with --net_depth 18, or start afresh with another '
      '--ckpt_path\n'),
     (['--loss_type', 'cosineface'],
-     'train_nets.py: --loss_type cosineface: the checkpoint to resume, %s, was trained with '
-     '--loss_type arcface (arcface_loss/embedding_weights); resume with --loss_type arcface, '
+     'train_nets.py: error: --loss_type cosineface: the checkpoint to resume, %s, was trained '
+     'with --loss_type arcface (arcface_loss/embedding_weights); resume with --loss_type arcface, '
      'or start afresh with another --ckpt_path\n'),
     (['--num_output', '12'],
-     'train_nets.py: --num_output 12: the checkpoint to resume, %s, has 8 classes '
+     'train_nets.py: error: --num_output 12: the checkpoint to resume, %s, has 8 classes '
      '(arcface_loss/embedding_weights is [512, 8]); resume with --num_output 8 (or, without '
      'it, data of 8 identities), or start afresh with another --ckpt_path\n'),
 ]

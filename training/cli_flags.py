@@ -7,8 +7,16 @@ output folders) are data.cli's, imported here so that a tool needs one module.
 import argparse
 import math
 
-from data.cli import (OneLineParser, fail, image_size, output_folder_problem,  # noqa: F401
-                      positive_int, str2bool)
+import tensorflow.compat.v1 as tf
+
+from data.cli import (OneLineParser, UsageError, fail, image_size,  # noqa: F401
+                      non_negative_int, output_folder_problem, positive_int, str2bool)
+from data.image_files import ImageFolderError
+from data.safe_files import OutputError
+from training.checkpoint_utils import CheckpointError, RestoreError, op_error_text
+
+# What the user gave is wrong (a flag, a file, a checkpoint): one line, exit status 2.
+INPUT_ERRORS = (UsageError, CheckpointError, OutputError, ImageFolderError)
 
 
 def add_checkpoint_network(group, images_are):
@@ -67,16 +75,15 @@ def float_list(text):
 
 
 def loss_scale(text):
-    """'dynamic' or a positive number."""
+    """'dynamic' or a fixed scale >= 1 (the NPU's FixedLossScaleManager refuses less)."""
     if text == 'dynamic':
         return text
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError("expected 'dynamic' or a positive number, got %r"
-                                         % (text,))
+        value = float('nan')
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError("expected 'dynamic' or a number >= 1, got %r" % (text,))
     return value
 
 
@@ -143,3 +150,29 @@ def combine_margins(text):
     return values
 
 
+def run_tool(prog, work, failing, writing, input_errors=()):
+    """Runs a tool's work and turns the errors every tool meets into one line and a status.
+
+    Args:
+      prog: the tool's name, which starts every error line.
+      work: fn() -> None (done) or an exit status.
+      failing: what was running, for a TensorFlow error ('evaluation' -> 'evaluation
+        failed: ...').
+      writing: what could not be written, for an IOError/OSError.
+      input_errors: more exception types that mean a bad input (status 2).
+    Returns:
+      work()'s status (0 for None); 2 after one line for INPUT_ERRORS and input_errors;
+      1 after one line for a checkpoint that cannot be read, a TensorFlow error while
+      running, or an output that cannot be written.
+    """
+    try:
+        return work() or 0
+    except INPUT_ERRORS + tuple(input_errors) as error:
+        return fail(prog, error, 2)
+    except RestoreError as error:
+        return fail(prog, error, 1)
+    except tf.errors.OpError as error:
+        return fail(prog, '%s failed: %s (%s)' % (failing, op_error_text(error),
+                                                 type(error).__name__), 1)
+    except (IOError, OSError) as error:
+        return fail(prog, 'cannot write %s: %s' % (writing, error), 1)

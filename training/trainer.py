@@ -29,6 +29,7 @@ import tensorflow.compat.v1 as tf
 
 import verification
 from data import eval_data_reader, image_ops, input_pipeline
+from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, parallel, runtime
 from losses import objective
@@ -60,10 +61,6 @@ Plan = collections.namedtuple('Plan', [
 ])
 
 
-class SetupError(ValueError):
-    """An input that makes training impossible; one-line message for the user."""
-
-
 def prepare(args):
     """Checks data, flags, the checkpoint to resume and the output folders before any work.
 
@@ -73,20 +70,20 @@ def prepare(args):
     folder that cannot be written (at the first log line or checkpoint).
 
     Raises:
-      SetupError: with a message naming the file or flag and what was expected.
+      UsageError: with a message naming the file or flag and what was expected.
       CheckpointError: the checkpoint to resume does not fit the flags.
     """
     try:
         manifest = load_manifest(args.tfrecords_file_path)
     except ManifestError as error:
-        raise SetupError('%s (or run the demo: make demo)' % error)
+        raise UsageError('%s (or run the demo: make demo)' % error)
     data_size = tuple(manifest['image_size'])
     if data_size != tuple(args.image_size):
-        raise SetupError('--image_size %d,%d does not match the data in %s, which holds %d,%d '
+        raise UsageError('--image_size %d,%d does not match the data in %s, which holds %d,%d '
                          'images' % (args.image_size + (args.tfrecords_file_path,) + data_size))
     num_classes = args.num_output or manifest['num_classes']
     if num_classes < manifest['num_classes']:
-        raise SetupError('--num_output %d is smaller than the %d identities of %s'
+        raise UsageError('--num_output %d is smaller than the %d identities of %s'
                          % (num_classes, manifest['num_classes'], args.tfrecords_file_path))
     try:
         device = runtime.select_device(args.device)
@@ -95,13 +92,13 @@ def prepare(args):
             args.init_loss_scale, args.incr_every_n_steps, args.decr_every_n_nan_or_inf,
             args.decr_ratio)
     except ValueError as error:
-        raise SetupError(str(error))
+        raise UsageError(str(error))
     towers = _towers(args, device)
     cluster = _tf_cluster(args, device)
     rank, world_size = (cluster.rank, len(cluster.hosts)) if cluster else _hccl_ranks(device)
     steps_per_epoch = manifest['num_images'] // (args.batch_size * world_size)
     if steps_per_epoch < 1:
-        raise SetupError('--batch_size %d is larger than the %d images of %s'
+        raise UsageError('--batch_size %d is larger than the %d images of %s'
                          % (args.batch_size, manifest['num_images'], args.tfrecords_file_path))
     lr_boundaries_ = lr_boundaries(args.lr_steps, args.batch_size * world_size)
     last_step = steps_per_epoch * args.epoch
@@ -111,16 +108,16 @@ def prepare(args):
     for name in args.eval_datasets:
         path = os.path.join(args.eval_db_path, name + '.bin')
         if not os.path.isfile(path):
-            raise SetupError('verification set %s not found (--eval_db_path %s, '
+            raise UsageError('verification set %s not found (--eval_db_path %s, '
                              '--eval_datasets %s)' % (path, args.eval_db_path, name))
         try:
             images, issame = eval_data_reader.load_bin(path, tuple(args.image_size))
         except ValueError as error:
-            raise SetupError(str(error))
+            raise UsageError(str(error))
         try:  # eval_ckpt_file.py's rule, or validation would fail after training
             verification.check_scorable(len(issame), path)
         except ValueError as error:
-            raise SetupError('%s (--eval_datasets %s)' % (error, name))
+            raise UsageError('%s (--eval_datasets %s)' % (error, name))
         eval_sets.append((name, images, np.asarray(issame, bool)))
     latest = checkpoint_utils.latest_in_folder(args.ckpt_path) if os.path.isdir(
         args.ckpt_path) else None
@@ -140,7 +137,7 @@ def _check_output_folders(ckpt_path, summary_path, log_file_path):
                        (summary_path, '--summary_path'), (log_file_path, '--log_file_path')):
         problem = cli_flags.output_folder_problem(path, flag)
         if problem:
-            raise SetupError(problem)
+            raise UsageError(problem)
 
 
 def _hccl_ranks(device):
@@ -150,7 +147,7 @@ def _hccl_ranks(device):
     try:
         return runtime.hccl_ranks()
     except ValueError as error:
-        raise SetupError(str(error))
+        raise UsageError(str(error))
 
 
 def _towers(args, device):
@@ -159,12 +156,12 @@ def _towers(args, device):
         towers = parallel.resolve_devices(getattr(args, 'num_gpus', None),
                                           getattr(args, 'devices', None))
     except ValueError as error:
-        raise SetupError(str(error))
+        raise UsageError(str(error))
     if towers and device == 'npu':
-        raise SetupError('in-graph towers run on GPUs or CPUs; on Ascend NPUs start one '
+        raise UsageError('in-graph towers run on GPUs or CPUs; on Ascend NPUs start one '
                          'process per device with HCCL (RANK_SIZE, RANK_ID, ...; see README)')
     if towers and args.batch_size % len(towers):
-        raise SetupError('--batch_size %d is not divisible by the %d tower devices (%s)'
+        raise UsageError('--batch_size %d is not divisible by the %d tower devices (%s)'
                          % (args.batch_size, len(towers), ','.join(towers)))
     return towers
 
@@ -174,9 +171,9 @@ def _tf_cluster(args, device):
     try:
         cluster = distributed.parse_cluster(args.worker_hosts, args.task_index)
     except ValueError as error:
-        raise SetupError(str(error))
+        raise UsageError(str(error))
     if cluster is not None and device == 'npu':
-        raise SetupError('--worker_hosts/TF_CONFIG: TensorFlow\'s gRPC collectives do not run '
+        raise UsageError('--worker_hosts/TF_CONFIG: TensorFlow\'s gRPC collectives do not run '
                          'on the NPU; start one process per device with HCCL (RANK_SIZE, '
                          'RANK_ID, ...; see README)')
     return cluster
