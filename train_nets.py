@@ -233,8 +233,8 @@ def main(argv=None, parser=None, complete_args=None):
             cli_flags.fail(parser.prog, problem, 2)
         return 2
     runtime.init()
-    from training import trainer  # after runtime.init(): builds graphs in graph mode
-    return cli_flags.run_tool(parser.prog, lambda: trainer.train(args, trainer.prepare(args)),
+    from training import setup, trainer  # after runtime.init(): builds graphs in graph mode
+    return cli_flags.run_tool(parser.prog, lambda: trainer.train(args, setup.prepare(args)),
                               failing='training', writing='the training outputs')
 
 if __name__ == '__main__':

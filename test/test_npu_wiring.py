@@ -371,12 +371,23 @@ def test_incomplete_hccl_environment_stops_train_nets(standin, tiny_data, tmp_pa
 
 @pytest.mark.parametrize('extra,expected', [
     (['--iterations_per_loop', '10'], '--iterations_per_loop 10: only 1 is supported'),
-    (['--decr_ratio', '2'], '--decr_ratio 2.0: expected a factor in (0, 1)'),
     (['--device', 'cpu', '--mixed_precision', 'on'], '--mixed_precision on needs a GPU or an NPU'),
-    (['--max_consecutive_overflows', '0'], '--max_consecutive_overflows 0'),
 ])
 def test_impossible_device_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
     assert expected in refusal(capsys, flags(tiny_data, str(tmp_path), *extra))
+
+
+@pytest.mark.parametrize('extra,expected', [
+    (['--decr_ratio', '2'], "argument --decr_ratio: expected a number in (0, 1), got '2'"),
+    (['--max_consecutive_overflows', '0'],
+     "argument --max_consecutive_overflows: expected a positive integer, got '0'"),
+])
+def test_impossible_loss_scaling_flags_are_refused_by_the_parser(tiny_data, tmp_path, capsys,
+                                                                  extra, expected):
+    with pytest.raises(SystemExit) as stop:
+        train_nets.main(flags(tiny_data, str(tmp_path), *extra))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == 'train_nets.py: error: %s\n' % expected
 
 
 def test_help_documents_the_device_flags():

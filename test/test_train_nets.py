@@ -174,10 +174,10 @@ ORIGINAL_TRAIN_CHECKPOINT = os.path.join(PROJECT_ROOT, 'test', 'reference',
 
 
 def test_training_graph_holds_what_the_original_train_nets_saves():
-    """trainer.build_graph at depth 50 saves the variables (names, shapes, types) of a
+    """train_graph.build_graph at depth 50 saves the variables (names, shapes, types) of a
     checkpoint the original's train_nets.py wrote, but global_step: int64 here, int32 there
     (read and converted on resume, see the test above)."""
-    from training import trainer
+    from training import setup, train_graph
     expected = {}
     with open(ORIGINAL_TRAIN_CHECKPOINT) as tsv:
         for line in tsv:
@@ -185,10 +185,10 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
                 name, shape, dtype = line.rstrip('\n').split('\t')
                 expected[name] = ([int(d) for d in shape.split(',')] if shape else [], dtype)
     args = train_nets.get_parser().parse_args(['--net_depth', '50', '--device', 'cpu'])
-    plan = trainer.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], 'cpu', 0, 1, None,
+    plan = setup.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], 'cpu', 0, 1, None,
                         [], None, [1, 2, 3])
     with tf.Graph().as_default():
-        trainer.build_graph(args, plan)
+        train_graph.build_graph(args, plan)
         actual = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype.name)
                   for v in tf.global_variables()}
     assert sorted(actual) == sorted(expected)
@@ -475,17 +475,17 @@ def test_a_read_only_checkpoint_folder_is_refused_before_the_first_step(tiny_dat
 @pytest.fixture(scope='module')
 def trained_checkpoint(tiny_data, tmp_path_factory):
     """A checkpoint folder as train_nets.py leaves it: depth 18, arcface, 8 identities,
-    32x32 (the variables of trainer.build_graph, saved untrained: no training needed)."""
-    from training import trainer
+    32x32 (the variables of train_graph.build_graph, saved untrained: no training needed)."""
+    from training import checkpointing, setup, train_graph
     out = str(tmp_path_factory.mktemp('trained'))
     args = train_nets.get_parser().parse_args(flags(tiny_data, out))
-    plan = trainer.prepare(args)  # creates the output folders
+    plan = setup.prepare(args)  # creates the output folders
     with tf.Graph().as_default():
-        trainer.build_graph(args, plan)
+        train_graph.build_graph(args, plan)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             tf.train.Saver(save_relative_paths=True).save(
-                sess, os.path.join(args.ckpt_path, trainer.CKPT_PREFIX % 1),
+                sess, os.path.join(args.ckpt_path, checkpointing.CKPT_PREFIX % 1),
                 write_meta_graph=False)
     return os.path.join(out, 'ckpt')
 
@@ -572,12 +572,12 @@ ORIGINAL_LR_VALUES = [0.001, 0.0005, 0.0003, 0.0001]  # the original train_nets.
     (1024, [20000, 30000, 40000]),       # over 512 the original's factor would be 0
 ])
 def test_default_learning_rate_schedule_is_the_originals(batch, boundaries):
-    from training import trainer
+    from training import setup, train_graph
     args = train_nets.get_parser().parse_args(['--batch_size', str(batch)])
-    assert trainer.lr_boundaries(args.lr_steps, args.batch_size) == boundaries
+    assert setup.lr_boundaries(args.lr_steps, args.batch_size) == boundaries
     with tf.Graph().as_default():
         global_step = tf.train.get_or_create_global_step()
-        rate = trainer.learning_rate(global_step, trainer.lr_boundaries(args.lr_steps, batch),
+        rate = train_graph.learning_rate(global_step, setup.lr_boundaries(args.lr_steps, batch),
                                      args.lr_values, args.warmup_steps)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -589,13 +589,13 @@ def test_default_learning_rate_schedule_is_the_originals(batch, boundaries):
 
 
 def test_clip_gradient_norm_clips_the_backbone_only():
-    from training import trainer
+    from training import train_graph
     with tf.Graph().as_default():
         conv = tf.Variable(np.zeros(3, np.float32), name='resnet_v1_18/conv1/W_conv2d')
         head = tf.Variable(np.zeros(2, np.float32), name='arcface_loss/embedding_weights')
         pairs = [(tf.constant([3.0, 0.0, 4.0]), conv), (tf.constant([30.0, 40.0]), head),
                  (None, tf.Variable(0.0, name='resnet_v1_18/unused'))]
-        clipped = trainer.clip_backbone_gradients(1.0)(pairs)
+        clipped = train_graph.clip_backbone_gradients(1.0)(pairs)
         with tf.Session() as sess:
             backbone, margin_head = sess.run([clipped[0][0], clipped[1][0]])
     np.testing.assert_allclose(backbone, [0.6, 0.0, 0.8], rtol=1e-6)  # norm 5 -> 1
@@ -604,9 +604,9 @@ def test_clip_gradient_norm_clips_the_backbone_only():
 
 
 def test_boundaries_use_the_batch_of_all_devices():
-    from training import trainer
-    assert trainer.lr_boundaries([1000], 128 * 4) == [1000]   # 4 workers of 128
-    assert trainer.lr_boundaries([1000], 100) == [5000]       # int(5.12) = 5, not 5120
+    from training import setup
+    assert setup.lr_boundaries([1000], 128 * 4) == [1000]   # 4 workers of 128
+    assert setup.lr_boundaries([1000], 100) == [5000]       # int(5.12) = 5, not 5120
 
 
 def test_mgpu_has_the_original_mgpu_defaults():
@@ -623,20 +623,20 @@ def test_mgpu_has_the_original_mgpu_defaults():
 
 
 def test_augment_strength_scales_every_range():
-    from training import trainer
+    from training import train_graph
     parser = train_nets.get_parser()
     base = ['--tfrecords_file_path', 'x', '--augment', 'True']
-    plain = trainer.augmentation(parser.parse_args(base))
-    double = trainer.augmentation(parser.parse_args(base + ['--augment_strength', '2']))
+    plain = train_graph.augmentation(parser.parse_args(base))
+    double = train_graph.augmentation(parser.parse_args(base + ['--augment_strength', '2']))
     assert plain == {'max_translation': 8, 'crop_scale': (0.9, 1.0), 'brightness_delta': 0.1,
                      'contrast_range': (0.8, 1.2)}
     assert double['max_translation'] == 16 and double['crop_scale'] == (0.8, 1.0)
     assert double['brightness_delta'] == pytest.approx(0.2)
     assert double['contrast_range'] == pytest.approx((0.6, 1.4))
-    assert trainer.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}
+    assert train_graph.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}
     erase = ['--random_erase', '0.4']
-    assert trainer.augmentation(parser.parse_args(base + erase)) == dict(plain, erase_max_side=0.4)
-    assert trainer.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'] + erase)) == {
+    assert train_graph.augmentation(parser.parse_args(base + erase)) == dict(plain, erase_max_side=0.4)
+    assert train_graph.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'] + erase)) == {
         'erase_max_side': 0.4}
 
 

@@ -9,7 +9,7 @@ Sections:
   data        generate the synthetic dataset, time mx2tfrecords against a plain
               read, the input pipeline alone, verification.evaluate on 6,000
               pairs, and the machine's matmul peak;
-  train       train_nets.py's graph (trainer.build_graph, input included):
+  train       train_nets.py's graph (train_graph.build_graph, input included):
               images/s after warm-up, achieved GFLOP/s, peak RSS of training;
               then the inference graph's images/s at the same batch size;
   eval_memory load a verification .bin and embed it with flips (what
@@ -93,12 +93,12 @@ def bench_pipeline(records, batch_size, warmup, batches):
     import bench_input_pipeline
     from data.manifest import load_manifest
     import train_nets
-    from training import trainer
+    from training import train_graph
     files = load_manifest(records)['shard_paths']
     # train_nets.py's own --augment defaults, through its parser.
     augment_args = train_nets.get_parser().parse_args(
         ['--augment', 'True', '--image_size', '%d,%d' % IMAGE_SIZE])
-    settings = {'flip': {}, 'flip+augment': trainer.augmentation(augment_args)}
+    settings = {'flip': {}, 'flip+augment': train_graph.augmentation(augment_args)}
     options = argparse.Namespace(batch_size=batch_size, image_size='%d,%d' % IMAGE_SIZE,
                                  buffer_size=10000, warmup_batches=warmup, batches=batches)
     return {name: bench_input_pipeline.time_setting(files, options, setting)
@@ -159,11 +159,11 @@ def section_train(args):
     import tensorflow.compat.v1 as tf
     import flops
     from devices import runtime
-    from training import trainer
+    from training import setup, train_graph
     train_args = _train_args(args, _paths(args.work_dir))
-    plan = trainer.prepare(train_args)
+    plan = setup.prepare(train_args)
     with tf.Graph().as_default() as graph:
-        tensors = trainer.build_graph(train_args, plan)
+        tensors = train_graph.build_graph(train_args, plan)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % args.depth)
         config = runtime.session_config(plan.device, num_threads=train_args.num_threads)
         with tf.Session(config=config) as sess:

@@ -1,0 +1,143 @@
+"""Checkpoints of a training run: periodic ones, the best-accuracy one, and resume.
+
+Checkpoints go through tf.train.Saver, which writes each file under a
+temporary name and renames it, and updates the `checkpoint` index last and
+atomically: a run killed at any moment resumes from the last complete one.
+The `checkpoint` index holds relative names, so a copied folder resumes from
+its own files.
+"""
+import glob
+import json
+import logging
+import os
+import shutil
+
+import tensorflow.compat.v1 as tf
+
+from data.safe_files import write_atomically
+from training import checkpoint_utils
+
+CKPT_PREFIX = 'InsightFace_iter_%d.ckpt'  # the original's checkpoint names
+BEST_SUBDIR = 'best'
+BEST_INFO = 'best.json'
+
+
+class Checkpoints(object):
+    """Periodic checkpoints, the best-accuracy checkpoint, and resume.
+
+    Every worker restores; only the chief (rank 0) writes.
+    """
+
+    def __init__(self, ckpt_dir, max_to_keep, chief=True):
+        self.dir = ckpt_dir
+        self.best_dir = os.path.join(ckpt_dir, BEST_SUBDIR)
+        self.chief = chief
+        for path in (self.dir, self.best_dir):
+            if chief and not os.path.isdir(path):
+                os.makedirs(path)
+        # Relative names in the `checkpoint` index: a copied folder resumes from its own files.
+        self.saver = tf.train.Saver(max_to_keep=max_to_keep, save_relative_paths=True)
+        self.best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
+        self.best = self._read_best()
+        self.latest = checkpoint_utils.latest_in_folder(self.dir)
+        self.restore_plan = None
+        if self.latest:
+            self.restore_plan = checkpoint_utils.plan_training_restore(
+                self.latest, tf.global_variables())
+
+    def _read_best(self):
+        path = os.path.join(self.best_dir, BEST_INFO)
+        if os.path.isfile(path):
+            with open(path) as info:
+                return json.load(info)
+        return {'accuracy': -1.0}
+
+    def restore_or_init(self, sess):
+        """Restores the latest checkpoint, or initialises; returns the checkpoint or None."""
+        if not self.latest:
+            sess.run(tf.global_variables_initializer())
+            return None
+        converted = checkpoint_utils.apply_training_restore(sess, self.restore_plan)
+        logging.info('resumed from %s', self.latest)
+        for graph_name, stored in self.restore_plan.aliased:
+            logging.info('  %s read from %s', graph_name, stored)
+        for var in self.restore_plan.initialised:
+            logging.info('  %s is not in the checkpoint: starts afresh', var.op.name)
+        for name, dtype_name, value in converted:
+            if name == 'global_step':
+                # The original's int32 step, which it advanced twice per iteration.
+                logging.info('  global_step %d stored as %s, as the original InsightFace_TF '
+                             'writes it; the original advanced it twice per iteration '
+                             '(optimizer and increment op), this trainer once, so training '
+                             'continues at step %d with the learning rate the original had '
+                             'at that global step', value, dtype_name, value)
+            else:
+                logging.info('  %s %d converted from %s', name, value, dtype_name)
+        return self.latest
+
+    def save(self, sess, step):
+        """Saves the checkpoint of `step`; returns its path (None off the chief).
+
+        Raises:
+          CheckpointWriteError: the save failed (its partial files are removed).
+        """
+        if not self.chief:
+            return None
+        prefix = os.path.join(self.dir, CKPT_PREFIX % step)
+        try:
+            path = self.saver.save(sess, prefix, write_meta_graph=False)
+        except (tf.errors.OpError, OSError, ValueError) as error:
+            # Files of an unfinished save are referenced by no index: remove them so
+            # that a full disk gets its space back (best effort: it may be read-only).
+            for partial in glob.glob(prefix + '.*') + glob.glob(prefix + '_temp*'):
+                if os.path.isdir(partial):
+                    shutil.rmtree(partial, ignore_errors=True)
+                else:
+                    try:
+                        os.remove(partial)
+                    except OSError:
+                        pass
+            raise CheckpointWriteError(prefix, error)
+        self.latest = path
+        logging.info('checkpoint %s', path)
+        return path
+
+    def offer_best(self, sess, step, accuracy, dataset):
+        if not self.chief or accuracy <= self.best['accuracy']:
+            return
+        path = self.best_saver.save(sess, os.path.join(self.best_dir, CKPT_PREFIX % step),
+                                    write_meta_graph=False)
+        self.best = {'accuracy': accuracy, 'step': step, 'dataset': dataset, 'checkpoint': path}
+        write_atomically(os.path.join(self.best_dir, BEST_INFO),
+                         json.dumps(self.best, indent=2).encode('utf-8'))
+        logging.info('best %s accuracy so far: %.5f at step %d -> %s', dataset, accuracy, step,
+                     path)
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written; str() is one line with the cause."""
+
+    def __init__(self, prefix, error):
+        super(CheckpointWriteError, self).__init__(
+            'cannot write checkpoint %s (%s)' % (prefix, cause_line(error, short=True)))
+
+
+def cause_line(error, short=False):
+    """One line for an exception: TensorFlow's message without its graph context.
+
+    TensorFlow 2 starts with 'Graph execution error:' and the op's stack; the
+    cause is the first line that is neither. short: only its last '; ' part,
+    the operating system's reason for a file error ('Permission denied', 'No
+    space left on device'), not the temporary file's name.
+    """
+    message = getattr(error, 'message', None) or str(error) or type(error).__name__
+    lines = [line.strip() for line in message.splitlines()
+             if line.strip() and not line[0].isspace()
+             and not line.startswith(('Graph execution error', 'Detected at node', 'Node:',
+                                      '[[', 'Original stack trace'))]
+    line = lines[0] if lines else type(error).__name__
+    if short and '; ' in line:
+        line = line.rsplit('; ', 1)[1]
+    elif isinstance(error, tf.errors.OpError):
+        line = '%s: %s' % (type(error).__name__, line)
+    return line

@@ -1,0 +1,171 @@
+"""Everything a training run needs, checked before any graph is built.
+
+`prepare(args)` reads the dataset's manifest and the verification sets, checks
+the flags against the data, the checkpoint to resume against the flags, and the
+output folders, and returns a Plan: what `trainer.train` builds and runs. A
+problem anywhere is one line (UsageError, CheckpointError) and no work done.
+"""
+import collections
+import os
+
+import numpy as np
+
+import verification
+from data import eval_data_reader
+from data.cli import UsageError
+from data.manifest import ManifestError, load_manifest
+from devices import distributed, parallel, runtime
+from training import checkpoint_utils, cli_flags
+from training.checkpointing import BEST_SUBDIR
+
+REFERENCE_BATCH = 512  # --lr_steps count iterations at this batch, as in the original
+
+
+Plan = collections.namedtuple('Plan', [
+    'manifest',         # the dataset manifest (data.manifest.load_manifest)
+    'num_classes',
+    'steps_per_epoch',
+    'last_step',        # the global step training stops at
+    'eval_sets',        # [(name, images uint8 [N,H,W,3], issame bool [N/2])]
+    'device',
+    'rank',             # this process's rank among world_size data-parallel workers
+    'world_size',
+    'loss_scaling',     # runtime.LossScaling, or None when gradients stay float32
+    'towers',           # in-graph tower devices (train_nets_mgpu.py); [] for one device
+    'cluster',          # distributed.Cluster of TensorFlow gRPC workers, or None
+    'lr_boundaries',    # learning-rate boundaries in global steps (lr_boundaries)
+])
+
+
+def prepare(args):
+    """Checks data, flags, the checkpoint to resume and the output folders before any work.
+
+    Everything that would otherwise stop a run later is found here, before a
+    graph is built: a verification set that cannot be scored (at the first
+    validation), a checkpoint of another network (at the restore), an output
+    folder that cannot be written (at the first log line or checkpoint).
+
+    Raises:
+      UsageError: with a message naming the file or flag and what was expected.
+      CheckpointError: the checkpoint to resume does not fit the flags.
+    """
+    try:
+        manifest = load_manifest(args.tfrecords_file_path)
+    except ManifestError as error:
+        raise UsageError('%s (or run the demo: make demo)' % error)
+    data_size = tuple(manifest['image_size'])
+    if data_size != tuple(args.image_size):
+        raise UsageError('--image_size %d,%d does not match the data in %s, which holds %d,%d '
+                         'images' % (args.image_size + (args.tfrecords_file_path,) + data_size))
+    num_classes = args.num_output or manifest['num_classes']
+    if num_classes < manifest['num_classes']:
+        raise UsageError('--num_output %d is smaller than the %d identities of %s'
+                         % (num_classes, manifest['num_classes'], args.tfrecords_file_path))
+    try:
+        device = runtime.select_device(args.device)
+        scaling = runtime.loss_scaling(
+            device, args.precision_mode, args.mixed_precision, args.loss_scale,
+            args.init_loss_scale, args.incr_every_n_steps, args.decr_every_n_nan_or_inf,
+            args.decr_ratio)
+    except ValueError as error:
+        raise UsageError(str(error))
+    towers = _towers(args, device)
+    cluster = _tf_cluster(args, device)
+    rank, world_size = (cluster.rank, len(cluster.hosts)) if cluster else _hccl_ranks(device)
+    steps_per_epoch = manifest['num_images'] // (args.batch_size * world_size)
+    if steps_per_epoch < 1:
+        raise UsageError('--batch_size %d is larger than the %d images of %s'
+                         % (args.batch_size, manifest['num_images'], args.tfrecords_file_path))
+    lr_boundaries_ = lr_boundaries(args.lr_steps, args.batch_size * world_size)
+    last_step = steps_per_epoch * args.epoch
+    if args.max_steps is not None:
+        last_step = min(last_step, args.max_steps)
+    eval_sets = []
+    for name in args.eval_datasets:
+        path = os.path.join(args.eval_db_path, name + '.bin')
+        if not os.path.isfile(path):
+            raise UsageError('verification set %s not found (--eval_db_path %s, '
+                             '--eval_datasets %s)' % (path, args.eval_db_path, name))
+        try:
+            images, issame = eval_data_reader.load_bin(path, tuple(args.image_size))
+        except ValueError as error:
+            raise UsageError(str(error))
+        try:  # eval_ckpt_file.py's rule, or validation would fail after training
+            verification.check_scorable(len(issame), path)
+        except ValueError as error:
+            raise UsageError('%s (--eval_datasets %s)' % (error, name))
+        eval_sets.append((name, images, np.asarray(issame, bool)))
+    latest = checkpoint_utils.latest_in_folder(args.ckpt_path) if os.path.isdir(
+        args.ckpt_path) else None
+    if latest:
+        checkpoint_utils.check_training_resume(latest, args.net_depth, args.loss_type,
+                                               num_classes)
+    if rank == 0:  # the chief writes every output; created last, once all else is known good
+        _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
+    return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
+                world_size, scaling, towers, cluster, lr_boundaries_)
+
+
+def _check_output_folders(ckpt_path, summary_path, log_file_path):
+    """Creates the output folders (and ckpt_path/best) and checks that they can be written."""
+    for path, flag in ((ckpt_path, '--ckpt_path'), (os.path.join(ckpt_path, BEST_SUBDIR),
+                                                    '--ckpt_path'),
+                       (summary_path, '--summary_path'), (log_file_path, '--log_file_path')):
+        problem = cli_flags.output_folder_problem(path, flag)
+        if problem:
+            raise UsageError(problem)
+
+
+def _hccl_ranks(device):
+    """(rank, world_size) of an NPU process started per device with HCCL's env; else (0, 1)."""
+    if device != 'npu':
+        return 0, 1
+    try:
+        return runtime.hccl_ranks()
+    except ValueError as error:
+        raise UsageError(str(error))
+
+
+def _towers(args, device):
+    """The tower devices of train_nets_mgpu.py's --num_gpus/--devices ([] for train_nets.py)."""
+    try:
+        towers = parallel.resolve_devices(getattr(args, 'num_gpus', None),
+                                          getattr(args, 'devices', None))
+    except ValueError as error:
+        raise UsageError(str(error))
+    if towers and device == 'npu':
+        raise UsageError('in-graph towers run on GPUs or CPUs; on Ascend NPUs start one '
+                         'process per device with HCCL (RANK_SIZE, RANK_ID, ...; see README)')
+    if towers and args.batch_size % len(towers):
+        raise UsageError('--batch_size %d is not divisible by the %d tower devices (%s)'
+                         % (args.batch_size, len(towers), ','.join(towers)))
+    return towers
+
+
+def _tf_cluster(args, device):
+    """The TensorFlow gRPC cluster of --worker_hosts/--task_index or TF_CONFIG, or None."""
+    try:
+        cluster = distributed.parse_cluster(args.worker_hosts, args.task_index)
+    except ValueError as error:
+        raise UsageError(str(error))
+    if cluster is not None and device == 'npu':
+        raise UsageError('--worker_hosts/TF_CONFIG: TensorFlow\'s gRPC collectives do not run '
+                         'on the NPU; start one process per device with HCCL (RANK_SIZE, '
+                         'RANK_ID, ...; see README)')
+    return cluster
+
+
+def lr_boundaries(lr_steps, global_batch):
+    """The learning-rate boundaries in global steps, by the original's arithmetic.
+
+    --lr_steps count iterations at batch 512; the original multiplies them by
+    int(512 / batch_size), the integer factor taken first (batch 136: 3 x 40000
+    = 120000, not 150588). `global_batch` is the batch of one step over all
+    devices (towers and workers together). Above 512 the original's factor is
+    0 and every boundary would be 0; there the factor is 512 / batch, rounded
+    per boundary.
+    """
+    factor = REFERENCE_BATCH // global_batch
+    if factor >= 1:
+        return [factor * step for step in lr_steps]
+    return [max(1, int(round(step * REFERENCE_BATCH / float(global_batch)))) for step in lr_steps]

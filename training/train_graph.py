@@ -1,0 +1,137 @@
+"""The training graph: input pipeline, towers, margin head, optimizer, learning-rate
+schedule, and the validation embedding sharing the network's variables.
+
+`build_graph(args, plan)` returns a dict of the tensors the loop (trainer.py) runs.
+"""
+import tensorflow.compat.v1 as tf
+
+from data import image_ops, input_pipeline
+from devices import distributed, parallel, runtime
+from losses import objective
+from nets import inference
+
+def clip_backbone_gradients(max_norm, scope='resnet_v1_'):
+    """fn(grads_and_vars) clipping the backbone's gradients to a global norm of max_norm.
+
+    insightface's PyTorch trainer (arcface_torch) clips its backbone's gradients
+    to norm 5 and not the margin head's; without it a scale-64 margin head
+    trained from scratch can blow the backbone up in the first steps.
+    """
+    def clip(grads_and_vars):
+        chosen = [i for i, (grad, var) in enumerate(grads_and_vars)
+                  if grad is not None and var.op.name.startswith(scope)]
+        clipped, _ = tf.clip_by_global_norm([grads_and_vars[i][0] for i in chosen], max_norm)
+        result = list(grads_and_vars)
+        for i, grad in zip(chosen, clipped):
+            result[i] = (grad, grads_and_vars[i][1])
+        return result
+    return clip
+
+
+def learning_rate(global_step, boundaries, values, warmup_steps=0):
+    """The original's piecewise-constant schedule, with an optional linear warm-up.
+
+    Boundaries count global steps, which advance once per iteration here
+    (the original's advanced twice, so it decayed after half as many
+    iterations; see README). The warm-up scales the rate during the first
+    `warmup_steps` iterations; 0: off.
+    """
+    rate = tf.train.piecewise_constant(global_step, list(boundaries), list(values))
+    if warmup_steps:
+        progress = tf.cast(global_step + 1, tf.float32) / float(warmup_steps)
+        rate = rate * tf.minimum(1.0, progress)
+    return tf.identity(rate, name='learning_rate')
+
+
+def margin_args(args):
+    """The head's keyword arguments from the flags (absent: the head's default)."""
+    if args.loss_type == 'combine':
+        m1, m2, m3 = args.combine_margins
+        result = {'m1': m1, 'm2': m2, 'm3': m3}
+    else:
+        result = {} if args.margin_m is None else {'m': args.margin_m}
+    if args.margin_s is not None:
+        result['s'] = args.margin_s
+    return result
+
+
+def augmentation(args):
+    """input_pipeline arguments of --augment and --random_erase.
+
+    At --augment_strength 1: shifts up to 1/14 of the width (8 pixels at 112),
+    crops of 90-100% of the side, brightness +-0.1, contrast x0.8-1.2; the
+    strength scales every range (crops and contrast bounded so images stay images).
+    --random_erase works with or without --augment.
+    """
+    result = {}
+    if args.augment:
+        strength = args.augment_strength
+        result.update({
+            'max_translation': max(1, int(round(args.image_size[1] / 14.0 * strength))),
+            'crop_scale': (max(0.5, 1.0 - 0.1 * strength), 1.0),
+            'brightness_delta': 0.1 * strength,
+            'contrast_range': (max(0.2, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength)})
+    if args.random_erase:
+        result['erase_max_side'] = args.random_erase
+    return result
+
+
+def build_graph(args, plan):
+    """The training and validation graphs; returns a dict of the tensors the loop uses."""
+    if args.seed is not None:
+        tf.set_random_seed(args.seed)
+    global_step = tf.train.get_or_create_global_step()
+    # A record that cannot be read or decoded is skipped and named, not a crash that
+    # every rerun meets again; over --max_bad_records the pipeline fails (see _loop).
+    bad_records = input_pipeline.BadRecords(args.max_bad_records)
+    images, labels = input_pipeline.make_input(
+        plan.manifest['shard_paths'], args.batch_size, tuple(args.image_size),
+        buffer_size=args.buffer_size, seed=args.seed, num_shards=plan.world_size,
+        shard_index=plan.rank, on_bad_record=bad_records,
+        records_per_file=[shard['num_images'] for shard in plan.manifest.get('shards', ())],
+        **augmentation(args))
+    images = image_ops.resize_for_network(images, args.net_input_size)
+
+    def loss_fn(batch_images, batch_labels):
+        return objective.training_losses(
+            batch_images, batch_labels, args.net_depth, plan.num_classes, args.loss_type,
+            margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device))
+
+    lr = learning_rate(global_step, plan.lr_boundaries, args.lr_values, args.warmup_steps)
+    optimizer = tf.train.MomentumOptimizer(lr, args.momentum)
+    optimizer = runtime.wrap_optimizer(optimizer, plan.device, plan.loss_scaling,
+                                       distributed=plan.world_size > 1)
+    collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
+    losses, train_op, grads_and_vars = parallel.build_train_op(
+        images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
+        combine_fn=collectives.all_reduce_mean if collectives else None,
+        gradient_fn=clip_backbone_gradients(args.clip_gradient_norm)
+        if args.clip_gradient_norm else None)
+    eval_batch = args.eval_batch_size or args.batch_size
+    eval_images, eval_embedding = inference.inference_graph(
+        args.net_depth, tuple(args.image_size), eval_batch, reuse=True,
+        net_input_size=args.net_input_size)
+    fetches = {'train': train_op, 'step': global_step, 'lr': lr, 'total_loss': losses.total,
+               'inference_loss': losses.inference, 'wd_loss': losses.weight_decay,
+               'accuracy': losses.accuracy}
+    overflow = runtime.overflow_indicator(plan.device, plan.loss_scaling)
+    if overflow is not None:  # the step's update was skipped (loss scaling)
+        fetches['overflow'] = overflow
+    stop_feed = None
+    if collectives is not None:  # a signal to any worker stops all after the same step
+        stop_feed, fetches['stop_signal'] = distributed.shared_stop(collectives)
+    broadcast = None
+    if plan.device == 'npu' and plan.world_size > 1:  # every variable, so built last
+        broadcast = runtime.broadcast_variables_op(plan.device)
+    elif collectives is not None:  # TensorFlow gRPC workers
+        broadcast = collectives.broadcast_variables()
+    histograms = None
+    if args.summary_histograms:
+        histograms = {'gradients': {var.op.name + '/gradients': grad
+                                    for grad, var in grads_and_vars if grad is not None},
+                      'variables': {var.op.name: var for var in tf.trainable_variables()}}
+    return {'fetches': fetches, 'histograms': histograms, 'global_step': global_step,
+            'bad_records': bad_records,
+            'eval_images': eval_images,
+            'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
+            'barrier': collectives.barrier() if collectives else None, 'stop_feed': stop_feed}
