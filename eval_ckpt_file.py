@@ -45,12 +45,11 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import verification
-from data import eval_data_reader
 from data.cli import UsageError
 from data.safe_files import OutputError, check_output, write_recorded
 from devices import runtime
 from nets import inference
-from training import checkpoint_utils, cli_flags, pair_errors
+from training import checkpoint_utils, cli_flags, pair_errors, verification_sets
 from training import roc_plot  # imports matplotlib only when drawing
 
 PROG = 'eval_ckpt_file.py'
@@ -119,12 +118,6 @@ def checkpoint_arguments(args):
     return [args.ckpt_file]
 
 
-def unique(names):
-    """`names` without repeats, in their first order."""
-    seen = set()
-    return [n for n in names if not (n in seen or seen.add(n))]
-
-
 def _make_folder(path, flag):
     problem = path and cli_flags.output_folder_problem(path, flag)
     if problem:
@@ -155,14 +148,7 @@ def prepare(args):
     checkpoints = [checkpoint_utils.check_checkpoint_names(path, args.net_depth)
                    for path in checkpoint_arguments(args)]
     network = checkpoint_utils.common_network(checkpoints)
-    bin_paths = []
-    for name in unique(args.eval_datasets):
-        path = os.path.join(args.eval_db_path, name + '.bin')
-        if not os.path.isfile(path):
-            raise UsageError('verification set %s not found (--eval_db_path %s, '
-                             '--eval_datasets %s): expected an insightface .bin file'
-                             % (path, args.eval_db_path, name))
-        bin_paths.append((name, path))
+    bin_paths = verification_sets.find(args.eval_db_path, args.eval_datasets)
     if args.output_json:
         if os.path.isdir(args.output_json):
             raise UsageError('--output_json %s is a folder; expected a file name'
@@ -175,23 +161,6 @@ def prepare(args):
         except OutputError as error:
             raise UsageError(str(error))
     return Plan(device, checkpoints, network, bin_paths)
-
-
-def load_sets(bin_paths, image_size):
-    """Decodes every .bin; returns [(name, path, images, issame)].
-
-    Raises:
-      UsageError: unreadable/corrupt file, wrong image size, too few pairs.
-    """
-    sets = []
-    for name, path in bin_paths:
-        try:
-            images, issame = eval_data_reader.load_bin(path, tuple(image_size))
-            verification.check_scorable(len(issame), path)
-        except ValueError as error:
-            raise UsageError(str(error))
-        sets.append((name, path, images, np.asarray(issame, bool)))
-    return sets
 
 
 def checkpoint_labels(prefixes):
@@ -267,7 +236,7 @@ def evaluate(args, plan):
         variables = checkpoint_utils.backbone_variables(plan.network.depth)
         for prefix, names, _ in plan.checkpoints:
             checkpoint_utils.check_shapes(prefix, names, variables, plan.network)
-        sets = load_sets(plan.bin_paths, args.image_size)
+        sets = verification_sets.load(plan.bin_paths, args.image_size)
         saver = tf.train.Saver(var_list=variables)
         labels = checkpoint_labels([prefix for prefix, _, _ in plan.checkpoints])
         table = Table(labels, [name for name, _, _, _ in sets])
@@ -308,7 +277,7 @@ def write_outputs(args, network, records):
                        args.overwrite)
         logging.info('results: %s', os.path.abspath(args.output_json))
     if args.plot_dir:
-        for dataset in unique(args.eval_datasets):
+        for dataset in verification_sets.unique(args.eval_datasets):
             curves = [roc_plot.RocCurve(label, record['fpr'], record['tpr'], record['accuracy'])
                       for label, record in records if record['dataset'] == dataset]
             path = roc_plot.plot_path(args.plot_dir, dataset)

@@ -33,12 +33,13 @@ import logging
 
 import numpy as np
 
+from data.eval_data_reader import NROF_FOLDS
+
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)  # squared-L2 grid for accuracy/ROC
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)  # finer grid for VAL@FAR
 ACCURACY_THRESHOLDS.setflags(write=False)
 VAL_THRESHOLDS.setflags(write=False)
 FAR_TARGET = 1e-3
-NROF_FOLDS = 10
 
 # Fields of the object returned by `evaluate_flip`.
 VerificationResult = collections.namedtuple('VerificationResult', [

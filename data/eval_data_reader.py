@@ -33,6 +33,9 @@ import tensorflow.compat.v1 as tf
 from data import image_ops
 
 LOG_EVERY = 1000  # images between progress log lines
+# insightface's protocol scores a .bin in 10 folds of consecutive pairs (verification.py);
+# make_pairs.py lays its pairs out for them.
+NROF_FOLDS = 10
 
 _log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from data.image_files import (  # noqa: E402
 from data.safe_files import (  # noqa: E402
     OutputError, check_output, write_atomically, write_recorded)
 from data.cli import positive_int  # noqa: E402
+from data.eval_data_reader import NROF_FOLDS  # noqa: E402
 
-NROF_FOLDS = 10  # insightface's protocol (verification.NROF_FOLDS)
 PICKLE_PROTOCOL = 2  # readable by Python 2 tools too, as insightface's own files
 PROG = 'make_pairs'
 

@@ -1,8 +1,8 @@
 """The project's shape: imports only go down the layers, no sys.path edits, and the data
 tools run both as files and as modules.
 
-Layers, lowest first (README, "Layout"): data and verification (the protocol; neither
-imports the other) → nets → losses → devices → training → the entry-point scripts at the
+Layers, lowest first (README, "Layout"): data → verification (the protocol) and nets
+(neither imports the other) → losses → devices → training → the entry-point scripts at the
 top. A module may import its own package and the layers below it, never a layer above or
 another package of its own layer.
 """
@@ -13,7 +13,7 @@ import sys
 
 from conftest import PROJECT_ROOT
 
-RANKS = {'data': 0, 'verification': 0, 'nets': 1, 'losses': 2, 'devices': 3, 'training': 4}
+RANKS = {'data': 0, 'verification': 1, 'nets': 1, 'losses': 2, 'devices': 3, 'training': 4}
 SCRIPTS = ('train_nets', 'train_nets_mgpu', 'eval_ckpt_file', 'export_model', 'extract_features')
 SCRIPT_RANK = 5
 DATA_TOOLS = ('mx2tfrecords', 'folder2tfrecords', 'make_pairs', 'lfw_pairs', 'prepare_faces',
@@ -91,11 +91,11 @@ def test_the_check_finds_an_upward_and_a_sideways_import(tmp_path):
     upward = tmp_path / 'input_pipeline.py'
     upward.write_text('import os\nfrom training import trainer\n')
     sideways = tmp_path / 'verification.py'
-    sideways.write_text('from data import image_ops\n')
+    sideways.write_text('from nets import layers\n')
     problems = layering_violations({'data': [str(upward)], 'verification': [str(sideways)]})
     assert len(problems) == 2
     assert problems[0].endswith(':2 imports training (training, layer 4) from data (layer 0)')
-    assert problems[1].endswith(':1 imports data (data, layer 0) from verification (layer 0)')
+    assert problems[1].endswith(':1 imports nets (nets, layer 1) from verification (layer 1)')
 
 
 def test_no_module_edits_sys_path():

@@ -8,14 +8,10 @@ problem anywhere is one line (UsageError, CheckpointError) and no work done.
 import collections
 import os
 
-import numpy as np
-
-import verification
-from data import eval_data_reader
 from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, parallel, runtime
-from training import checkpoint_utils, cli_flags
+from training import checkpoint_utils, cli_flags, verification_sets
 from training.checkpointing import BEST_SUBDIR
 
 REFERENCE_BATCH = 512  # --lr_steps count iterations at this batch, as in the original
@@ -80,21 +76,8 @@ def prepare(args):
     last_step = steps_per_epoch * args.epoch
     if args.max_steps is not None:
         last_step = min(last_step, args.max_steps)
-    eval_sets = []
-    for name in args.eval_datasets:
-        path = os.path.join(args.eval_db_path, name + '.bin')
-        if not os.path.isfile(path):
-            raise UsageError('verification set %s not found (--eval_db_path %s, '
-                             '--eval_datasets %s)' % (path, args.eval_db_path, name))
-        try:
-            images, issame = eval_data_reader.load_bin(path, tuple(args.image_size))
-        except ValueError as error:
-            raise UsageError(str(error))
-        try:  # eval_ckpt_file.py's rule, or validation would fail after training
-            verification.check_scorable(len(issame), path)
-        except ValueError as error:
-            raise UsageError('%s (--eval_datasets %s)' % (error, name))
-        eval_sets.append((name, images, np.asarray(issame, bool)))
+    eval_sets = [(name, images, issame) for name, _, images, issame in verification_sets.load(
+        verification_sets.find(args.eval_db_path, args.eval_datasets), args.image_size)]
     latest = checkpoint_utils.latest_in_folder(args.ckpt_path) if os.path.isdir(
         args.ckpt_path) else None
     if latest:

@@ -1,0 +1,50 @@
+"""The verification sets a tool scores (train_nets.py's validation, eval_ckpt_file.py):
+found by name in a folder, decoded, and checked for the 10-fold protocol, all before any
+graph is built. Problems are one line (UsageError) naming the file and the flag."""
+import os
+
+import numpy as np
+
+import verification
+from data import eval_data_reader
+from data.cli import UsageError
+
+
+def unique(names):
+    """`names` without repeats, in their first order."""
+    seen = set()
+    return [n for n in names if not (n in seen or seen.add(n))]
+
+
+def find(db_path, names):
+    """[(name, path of <db_path>/<name>.bin)] for each distinct name; UsageError if missing."""
+    found = []
+    for name in unique(names):
+        path = os.path.join(db_path, name + '.bin')
+        if not os.path.isfile(path):
+            raise UsageError('verification set %s not found (--eval_db_path %s, '
+                             '--eval_datasets %s): expected an insightface .bin file'
+                             % (path, db_path, name))
+        found.append((name, path))
+    return found
+
+
+def load(bin_paths, image_size):
+    """Decodes every .bin of find(); returns [(name, path, images, issame bool array)].
+
+    Raises:
+      UsageError: an unreadable or corrupt file, another image size, or too few
+        pairs for the 10 folds.
+    """
+    sets = []
+    for name, path in bin_paths:
+        try:
+            images, issame = eval_data_reader.load_bin(path, tuple(image_size))
+        except ValueError as error:
+            raise UsageError(str(error))
+        try:
+            verification.check_scorable(len(issame), path)
+        except ValueError as error:
+            raise UsageError('%s (--eval_datasets %s)' % (error, name))
+        sets.append((name, path, images, np.asarray(issame, bool)))
+    return sets
