@@ -14,7 +14,6 @@ Typical use:
 """
 import tensorflow.compat.v1 as tf
 
-CHANNEL_ORDER = 'BGR'
 DEFAULT_IMAGE_SIZE = (112, 112)
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 0.0078125  # 1/128: maps [0, 255] to [-0.996, 0.996]

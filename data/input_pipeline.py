@@ -32,8 +32,8 @@ Choices, and why:
     small real sets.
 
 Typical use:
-    images, labels, manifest = input_from_manifest('datasets/synthetic_tfrecords',
-                                                   batch_size=128)
+    manifest = data.manifest.load_manifest('datasets/synthetic_tfrecords')
+    images, labels = make_input(manifest['shard_paths'], batch_size=128)
     # images: float32 [128, 112, 112, 3] in [-1, 1], BGR; labels: int64 [128]
 """
 import logging
@@ -45,7 +45,6 @@ import threading
 import tensorflow.compat.v1 as tf
 
 from data import image_ops
-from data import manifest as manifest_lib
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 _FEATURES = {
@@ -209,33 +208,6 @@ def make_input(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE, *
     """
     dataset = build_dataset(filenames, batch_size, image_size, **kwargs)
     return tf.data.make_one_shot_iterator(dataset).get_next()
-
-
-def input_from_manifest(tfrecords_dir, batch_size, image_size=None, **kwargs):
-    """make_input over a folder written by data/mx2tfrecords.py.
-
-    Args:
-      tfrecords_dir: folder holding the shards and manifest.json.
-      batch_size: images per batch.
-      image_size: expected (height, width); None takes the manifest's.
-      **kwargs: any other build_dataset argument.
-    Returns:
-      (images, labels, manifest): tensors as from make_input, and the manifest
-      dict (num_images, num_classes, image_size, shard_paths, ...).
-    Raises:
-      ManifestError: missing or incomplete folder.
-      ValueError: image_size differs from the manifest's.
-    """
-    manifest = manifest_lib.load_manifest(tfrecords_dir)
-    stored = tuple(manifest['image_size'])
-    if image_size is not None:
-        wanted = image_ops.parse_image_size(image_size) if isinstance(image_size, str) \
-            else tuple(image_size)
-        if wanted != stored:
-            raise ValueError('image_size %s: the images in %s are %s (height, width)'
-                             % (list(wanted), tfrecords_dir, list(stored)))
-    images, labels = make_input(manifest['shard_paths'], batch_size, stored, **kwargs)
-    return images, labels, manifest
 
 
 def _check_args(filenames, batch_size, image_size, buffer_size, num_shards, shard_index,

@@ -293,15 +293,6 @@ def test_bad_arguments_raise_value_errors(data):
         input_pipeline.build_dataset(data['files'], 8, SIZE, erase_max_side=1.5)
 
 
-def test_input_from_manifest_checks_the_image_size(data):
-    with tf.Graph().as_default():
-        images, labels, manifest = input_pipeline.input_from_manifest(data['dir'], 4, seed=0)
-        assert images.shape.as_list() == [4, 32, 32, 3]
-        assert manifest['num_classes'] == NUM_IDS
-    with pytest.raises(ValueError, match=r'image_size \[112, 112\].*\[32, 32\]'):
-        input_pipeline.input_from_manifest(data['dir'], 4, image_size=(112, 112))
-
-
 @pytest.mark.parametrize('net_size', [(16, 16), (24, 20)])
 def test_resize_for_network_is_the_area_average(net_size):
     # Whole factors take the average-pool path, others resize_area; both must be

@@ -45,6 +45,11 @@ _FILE_SUFFIXES = ('.index', '.meta')
 _DATA_SUFFIX = re.compile(r'\.data-\d{5}-of-\d{5}$')
 
 
+# Lines of a TensorFlow error message around its reason (op_error_text).
+_NOT_THE_REASON = ('Graph execution error', 'Detected at node', 'File "', 'Node:', '[[',
+                   'Original stack trace')
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is missing or does not fit the requested network; one line."""
 
@@ -54,18 +59,17 @@ class RestoreError(RuntimeError):
 
 
 def op_error_text(error):
-    """The informative line of a tf.errors.OpError's message.
+    """The informative line of an exception's message (a tf.errors.OpError's above all).
 
     TensorFlow 2 puts 'Graph execution error:' and the Python stack of the
-    node first; TensorFlow 1.15 starts with the reason. Either way the reason
-    is the first line that is not such a preamble.
+    node first, and the node's context after; TensorFlow 1.15 starts with the
+    reason. Either way the reason is the first line that is not such a
+    preamble or context (nor indented); the exception's type name if none is.
     """
     message = getattr(error, 'message', None) or str(error)
     for line in message.splitlines():
-        text = line.strip()
-        if (text and text != 'Graph execution error:' and not text.startswith(
-                ('Detected at node', 'File "', 'Node:', '[['))):
-            return text
+        if line.strip() and not line[0].isspace() and not line.startswith(_NOT_THE_REASON):
+            return line.strip()
     return type(error).__name__
 
 

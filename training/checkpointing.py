@@ -123,21 +123,14 @@ class CheckpointWriteError(Exception):
 
 
 def cause_line(error, short=False):
-    """One line for an exception: TensorFlow's message without its graph context.
-
-    TensorFlow 2 starts with 'Graph execution error:' and the op's stack; the
-    cause is the first line that is neither. short: only its last '; ' part,
-    the operating system's reason for a file error ('Permission denied', 'No
+    """One line for an exception: checkpoint_utils.op_error_text, with the type of a
+    TensorFlow error in front ('DataLossError: ...'); short: only the last '; ' part
+    instead, the operating system's reason for a file error ('Permission denied', 'No
     space left on device'), not the temporary file's name.
     """
-    message = getattr(error, 'message', None) or str(error) or type(error).__name__
-    lines = [line.strip() for line in message.splitlines()
-             if line.strip() and not line[0].isspace()
-             and not line.startswith(('Graph execution error', 'Detected at node', 'Node:',
-                                      '[[', 'Original stack trace'))]
-    line = lines[0] if lines else type(error).__name__
+    line = checkpoint_utils.op_error_text(error)
     if short and '; ' in line:
-        line = line.rsplit('; ', 1)[1]
-    elif isinstance(error, tf.errors.OpError):
-        line = '%s: %s' % (type(error).__name__, line)
+        return line.rsplit('; ', 1)[1]
+    if isinstance(error, tf.errors.OpError):
+        return '%s: %s' % (type(error).__name__, line)
     return line
