@@ -48,8 +48,8 @@ import verification
 from data.cli import UsageError
 from data.safe_files import OutputError, check_output, write_recorded
 from devices import runtime
-from nets import inference
-from training import checkpoint_utils, cli_flags, pair_errors, verification_sets
+from nets import checkpoint_names, inference
+from training import cli_flags, pair_errors, verification_sets
 from training import roc_plot  # imports matplotlib only when drawing
 
 PROG = 'eval_ckpt_file.py'
@@ -59,8 +59,8 @@ _COLUMN_WIDTHS = (17, 17, 9, 11, 6)
 
 Plan = collections.namedtuple('Plan', [
     'device',       # 'npu', 'gpu' or 'cpu'
-    'checkpoints',  # [(prefix, {variable name: shape}, checkpoint_utils.Network)]
-    'network',      # the checkpoints' common checkpoint_utils.Network
+    'checkpoints',  # [(prefix, {variable name: shape}, checkpoint_names.Network)]
+    'network',      # the checkpoints' common checkpoint_names.Network
     'bin_paths',    # [(dataset name, path of its .bin)]
 ])
 
@@ -145,9 +145,9 @@ def prepare(args):
         device = runtime.select_device(args.device)
     except ValueError as error:
         raise UsageError(str(error))
-    checkpoints = [checkpoint_utils.check_checkpoint_names(path, args.net_depth)
+    checkpoints = [checkpoint_names.check_checkpoint_names(path, args.net_depth)
                    for path in checkpoint_arguments(args)]
-    network = checkpoint_utils.common_network(checkpoints)
+    network = checkpoint_names.common_network(checkpoints)
     bin_paths = verification_sets.find(args.eval_db_path, args.eval_datasets)
     if args.output_json:
         if os.path.isdir(args.output_json):
@@ -211,7 +211,7 @@ def result_record(prefix, dataset, bin_path, result):
     The checkpoint is named by its full path: the file is read elsewhere
     (extract_features.py --threshold_from matches it by full path)."""
     return {'checkpoint': os.path.abspath(prefix),
-            'step': checkpoint_utils.checkpoint_step(prefix), 'dataset': dataset, 'bin': bin_path,
+            'step': checkpoint_names.checkpoint_step(prefix), 'dataset': dataset, 'bin': bin_path,
             'accuracy': result.accuracy, 'accuracy_std': result.accuracy_std,
             'val': result.val, 'val_std': result.val_std, 'far': result.far,
             'threshold': result.threshold,
@@ -233,9 +233,9 @@ def evaluate(args, plan):
         images_ph, embeddings = inference.inference_graph(
             plan.network.depth, tuple(args.image_size), args.batch_size,
             net_input_size=args.net_input_size, variant=plan.network.variant)
-        variables = checkpoint_utils.backbone_variables(plan.network.depth)
+        variables = checkpoint_names.backbone_variables(plan.network.depth)
         for prefix, names, _ in plan.checkpoints:
-            checkpoint_utils.check_shapes(prefix, names, variables, plan.network)
+            checkpoint_names.check_shapes(prefix, names, variables, plan.network)
         sets = verification_sets.load(plan.bin_paths, args.image_size)
         saver = tf.train.Saver(var_list=variables)
         labels = checkpoint_labels([prefix for prefix, _, _ in plan.checkpoints])
@@ -243,10 +243,10 @@ def evaluate(args, plan):
         records = []
         with tf.Session(config=runtime.session_config(plan.device)) as sess:
             for label, (prefix, _, _) in zip(labels, plan.checkpoints):
-                checkpoint_utils.restore(sess, saver, prefix)
+                checkpoint_names.restore(sess, saver, prefix)
                 logger.info('evaluating %s (depth %d, %s)', os.path.abspath(prefix),
                             plan.network.depth, plan.network.variant)
-                step = checkpoint_utils.checkpoint_step(prefix)
+                step = checkpoint_names.checkpoint_step(prefix)
                 for name, bin_path, images, issame in sets:
                     embedded = verification.embed_images(sess, images_ph, embeddings, images,
                                                          args.batch_size)

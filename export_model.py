@@ -64,8 +64,8 @@ import tensorflow.compat.v1 as tf
 from data.cli import UsageError
 from data.safe_files import OutputError, check_output, write_record
 from devices import runtime
-from nets import inference
-from training import checkpoint_utils, cli_flags
+from nets import checkpoint_names, inference
+from training import cli_flags
 
 PROG = 'export_model.py'
 FROZEN_GRAPH = 'frozen_model.pb'
@@ -130,7 +130,7 @@ def prepare(args):
     Nothing is created yet: a refused export leaves no trace.
 
     Returns:
-      (prefix, {variable name: shape}, checkpoint_utils.Network) of the checkpoint.
+      (prefix, {variable name: shape}, checkpoint_names.Network) of the checkpoint.
     Raises:
       UsageError, CheckpointError: one-line messages.
     """
@@ -140,7 +140,7 @@ def prepare(args):
     if args.onnx and onnx_converter() is None:
         raise UsageError('--onnx needs tf2onnx, which requirements.txt installs with TensorFlow '
                          '2.x; this environment has TensorFlow %s without it' % tf.__version__)
-    checked = checkpoint_utils.check_checkpoint_names(args.ckpt_file, args.net_depth)
+    checked = checkpoint_names.check_checkpoint_names(args.ckpt_file, args.net_depth)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
     existing = [name for name in output_names(args.format, args.onnx)
@@ -243,8 +243,8 @@ def export(args, prefix, variables, network):
     """
     with tf.Graph().as_default():
         images, outputs = build_inference(args, network)
-        backbone = checkpoint_utils.backbone_variables(network.depth)
-        checkpoint_utils.check_shapes(prefix, variables, backbone, network)
+        backbone = checkpoint_names.backbone_variables(network.depth)
+        checkpoint_names.check_shapes(prefix, variables, backbone, network)
         saver = tf.train.Saver(var_list=backbone)
         created = not os.path.isdir(args.output_dir)
         if created:
@@ -254,7 +254,7 @@ def export(args, prefix, variables, network):
         try:
             # Freezing only reads variables: the CPU does it on any machine.
             with tf.Session(config=runtime.session_config('cpu')) as sess:
-                checkpoint_utils.restore(sess, saver, prefix)
+                checkpoint_names.restore(sess, saver, prefix)
                 frozen = freeze(sess, outputs) if args.format != 'saved_model' or args.onnx \
                     else None
                 if args.format in ('pb', 'both'):

@@ -37,8 +37,8 @@ from data.cli import UsageError
 from data.image_files import ImageChecker, list_images
 from data.safe_files import check_output, write_recorded
 from devices import runtime
-from nets import inference
-from training import checkpoint_utils, cli_flags
+from nets import checkpoint_names, inference
+from training import cli_flags
 
 PROG = 'extract_features.py'
 
@@ -125,17 +125,17 @@ def embed(args, images):
     """Protocol embeddings (float32 [N, D], L2-normalised, flip-summed) and the checkpoint."""
     import tensorflow.compat.v1 as tf
     from tqdm import tqdm
-    prefix, names, network = checkpoint_utils.check_checkpoint_names(args.ckpt_file,
+    prefix, names, network = checkpoint_names.check_checkpoint_names(args.ckpt_file,
                                                                      args.net_depth)
     with tf.Graph().as_default():
         images_ph, embeddings = inference.inference_graph(
             network.depth, tuple(args.image_size), args.batch_size,
             net_input_size=args.net_input_size, variant=network.variant)
-        variables = checkpoint_utils.backbone_variables(network.depth)
-        checkpoint_utils.check_shapes(prefix, names, variables, network)
+        variables = checkpoint_names.backbone_variables(network.depth)
+        checkpoint_names.check_shapes(prefix, names, variables, network)
         device = runtime.select_device(args.device)
         with tf.Session(config=runtime.session_config(device)) as sess:
-            checkpoint_utils.restore(sess, tf.train.Saver(var_list=variables), prefix)
+            checkpoint_names.restore(sess, tf.train.Saver(var_list=variables), prefix)
             logging.info('embedding with %s (depth %d, %s)', os.path.abspath(prefix),
                          network.depth, network.variant)
             with tqdm(total=2 * len(verification.distinct_images(images)[0]), unit='image',
@@ -166,7 +166,7 @@ def compare(args):
     """--compare: prints the cosine similarity, and the decision if a threshold is given."""
     threshold = None
     if args.threshold_from:
-        prefix = checkpoint_utils.resolve_checkpoint(args.ckpt_file)
+        prefix = checkpoint_names.resolve_checkpoint(args.ckpt_file)
         threshold, dataset = read_threshold(args.threshold_from, args.threshold_dataset, prefix)
     images = load_images(args.compare, args.image_size, args.resize)
     features, _, _ = embed(args, images)

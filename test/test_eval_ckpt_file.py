@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from training import checkpoint_utils
+from nets import checkpoint_names
+
 import eval_ckpt_file
 from losses import objective
 from nets import inference
 from devices import runtime
 import verification
-from training.checkpoint_utils import CheckpointError
+from nets.checkpoint_names import CheckpointError
 from data import eval_data_reader, image_ops, synthetic_faces
 from data.make_synthetic_dataset import JpegEncoder
 
@@ -154,7 +155,7 @@ def direct_results(prefixes, bin_paths):
     results = {}
     with tf.Graph().as_default():
         images_ph, embeddings = inference.inference_graph(DEPTH, IMAGE_SIZE, BATCH)
-        saver = tf.train.Saver(var_list=checkpoint_utils.backbone_variables(DEPTH))
+        saver = tf.train.Saver(var_list=checkpoint_names.backbone_variables(DEPTH))
         with tf.Session(config=runtime.session_config('cpu')) as sess:
             for prefix in prefixes:
                 saver.restore(sess, prefix)
@@ -484,10 +485,10 @@ def test_help_documents_every_flag():
 # ---------------------------------------------------------------------------
 def test_resolve_checkpoint_forms(data, tmp_path):
     prefix = data['prefixes'][1]
-    assert checkpoint_utils.resolve_checkpoint(prefix) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix + '.index') == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix + '.data-00000-of-00001') == prefix
-    assert checkpoint_utils.resolve_checkpoint(data['ckpt_dir']) == data['prefixes'][2]
+    assert checkpoint_names.resolve_checkpoint(prefix) == prefix
+    assert checkpoint_names.resolve_checkpoint(prefix + '.index') == prefix
+    assert checkpoint_names.resolve_checkpoint(prefix + '.data-00000-of-00001') == prefix
+    assert checkpoint_names.resolve_checkpoint(data['ckpt_dir']) == data['prefixes'][2]
     # Without a `checkpoint` file (copied by hand): the newest *.index.
     for step, age in ((1, 0), (2, -100)):
         source = data['prefixes'][step]
@@ -497,18 +498,18 @@ def test_resolve_checkpoint_forms(data, tmp_path):
                 dst.write(src.read())
             stat = os.stat(target)
             os.utime(target, (stat.st_atime, stat.st_mtime + age))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == \
+    assert checkpoint_names.resolve_checkpoint(str(tmp_path)) == \
         str(tmp_path / 'InsightFace_iter_1.ckpt')
     # A stale `checkpoint` file naming a deleted checkpoint: fall back as well.
     (tmp_path / 'checkpoint').write_text(u'model_checkpoint_path: "InsightFace_iter_9.ckpt"\n')
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == \
+    assert checkpoint_names.resolve_checkpoint(str(tmp_path)) == \
         str(tmp_path / 'InsightFace_iter_1.ckpt')
 
 
 def test_checkpoint_step():
-    assert checkpoint_utils.checkpoint_step('out/ckpt/InsightFace_iter_2000.ckpt') == 2000
-    assert checkpoint_utils.checkpoint_step('out/x7/model.ckpt-350') == 350
-    assert checkpoint_utils.checkpoint_step('out/ckpt/best.ckpt') == 0
+    assert checkpoint_names.checkpoint_step('out/ckpt/InsightFace_iter_2000.ckpt') == 2000
+    assert checkpoint_names.checkpoint_step('out/x7/model.ckpt-350') == 350
+    assert checkpoint_names.checkpoint_step('out/ckpt/best.ckpt') == 0
 
 
 def _names(depth, units, last_channels=512):
@@ -522,7 +523,7 @@ def _names(depth, units, last_channels=512):
 
 
 def test_network_detection_by_names():
-    detect = checkpoint_utils.detect_network
+    detect = checkpoint_names.detect_network
     assert detect('c', _names(18, (2, 2, 2, 2)), 18) == (18, 'standard')
     assert detect('c', _names(18, (2, 2, 2, 2))) == (18, 'standard')  # no --net_depth
     assert detect('c', _names(50, (3, 4, 14, 3), 2048)) == (50, 'wide')
@@ -550,14 +551,14 @@ def test_network_detection_by_names():
 def test_missing_backbone_variable_is_named():
     with tf.Graph().as_default():
         inference.inference_graph(DEPTH, IMAGE_SIZE)
-        variables = checkpoint_utils.backbone_variables(DEPTH)
+        variables = checkpoint_names.backbone_variables(DEPTH)
         names = dict((v.op.name, v.shape.as_list()) for v in variables)
         del names['resnet_v1_18/E_BN2/moving_variance']
         with pytest.raises(CheckpointError, match=r'^checkpoint c lacks 1 of the %d variables of '
                                                   r'resnet_v1_18, e\.g\. resnet_v1_18/E_BN2/'
                                                   r'moving_variance$' % len(variables)):
-            checkpoint_utils.check_shapes('c', names, variables,
-                                          checkpoint_utils.Network(DEPTH, 'standard'))
+            checkpoint_names.check_shapes('c', names, variables,
+                                          checkpoint_names.Network(DEPTH, 'standard'))
 
 
 def read_tsv(path):
@@ -581,7 +582,7 @@ def test_original_insightface_tf_checkpoint_names_restore(shared_reference):
     original = read_tsv(os.path.join(shared_reference, 'insightface_tf_r50_variables.tsv'))
     with tf.Graph().as_default():
         inference.inference_graph(50, (112, 112), BATCH)
-        restored = checkpoint_utils.backbone_variables(50)
+        restored = checkpoint_names.backbone_variables(50)
         assert len(restored) == len(tf.global_variables())
         for var in restored:
             assert original.get(var.op.name) == var.shape.as_list(), var.op.name
@@ -589,20 +590,20 @@ def test_original_insightface_tf_checkpoint_names_restore(shared_reference):
         assert set(original) - set(v.op.name for v in restored) == \
             {'arcface_loss/embedding_weights'}
         # ... and its variable list passes the CLI's checks.
-        network = checkpoint_utils.detect_network('r50', original)
+        network = checkpoint_names.detect_network('r50', original)
         assert network == (50, 'standard')
-        checkpoint_utils.check_shapes('r50', original, restored, network)
+        checkpoint_names.check_shapes('r50', original, restored, network)
 
 
 def test_original_wide_checkpoint_names_restore():
     """The original's 4x-wide L_Resnet_E_IR.py (its eval_ckpt_file.py, models B/C):
     detected from its variable list, and every variable the CLI restores is in it."""
     original = read_tsv(REFERENCE_WIDE_R50)
-    network = checkpoint_utils.detect_network('wide50', original)
+    network = checkpoint_names.detect_network('wide50', original)
     assert network == (50, 'wide')
     with tf.Graph().as_default():
         inference.inference_graph(50, (112, 112), BATCH, variant=network.variant)
-        restored = checkpoint_utils.backbone_variables(50)
+        restored = checkpoint_names.backbone_variables(50)
         assert set(original) - set(v.op.name for v in restored) == \
             {'arcface_loss/embedding_weights'}
-        checkpoint_utils.check_shapes('wide50', original, restored, network)
+        checkpoint_names.check_shapes('wide50', original, restored, network)

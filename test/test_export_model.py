@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from training import checkpoint_utils
+from nets import checkpoint_names
+
 import export_model
 from nets import inference
 from test_eval_ckpt_file import make_checkpoints, synthetic_pairs
@@ -94,9 +95,9 @@ def checkpoint_embeddings(prefix, batch, config):
     """The embeddings of `batch` from the checkpoint, as eval_ckpt_file.py computes them."""
     with tf.Graph().as_default():
         images, embeddings = inference.inference_graph(DEPTH, IMAGE_SIZE)
-        saver = tf.train.Saver(var_list=checkpoint_utils.backbone_variables(DEPTH))
+        saver = tf.train.Saver(var_list=checkpoint_names.backbone_variables(DEPTH))
         with tf.Session(config=config) as sess:
-            checkpoint_utils.restore(sess, saver, prefix)
+            checkpoint_names.restore(sess, saver, prefix)
             return sess.run(embeddings, {images: batch})
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from training import checkpoint_utils
+from nets import checkpoint_names
+
 import export_model
 from losses import objective
 from nets import inference
@@ -406,7 +407,7 @@ def test_onnx_matches_the_checkpoint_on_orl_val(orl, tmp_path):
     with tf.Graph().as_default():
         images_ph, embeddings = inference.inference_graph(18, (112, 112))
         with tf.Session() as sess:
-            tf.train.Saver(checkpoint_utils.backbone_variables(18)).restore(sess, prefix)
+            tf.train.Saver(checkpoint_names.backbone_variables(18)).restore(sess, prefix)
             tf_passes = verification.embed_images(sess, images_ph, embeddings, images, 32)
     out = str(tmp_path / 'export')
     assert export_model.main(['--ckpt_file', prefix, '--format', 'pb', '--onnx',

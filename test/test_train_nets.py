@@ -202,7 +202,7 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
 def test_a_copied_checkpoint_folder_uses_its_own_files(tiny_data, tmp_path):
     """Relative names in the `checkpoint` index; an index with absolute names (earlier
     releases, the original) is looked up inside its own folder, not where it points."""
-    from training import checkpoint_utils
+    from nets import checkpoint_names
     out = str(tmp_path / 'first')
     assert run_training(flags(tiny_data, out, '--max_steps', '1', '--validate_interval', '100',
                               '--summary_histograms', 'False')).returncode == 0
@@ -215,7 +215,7 @@ def test_a_copied_checkpoint_folder_uses_its_own_files(tiny_data, tmp_path):
         index.write('model_checkpoint_path: "%s"\n'
                     % os.path.join(out, 'ckpt', 'InsightFace_iter_1.ckpt'))
     mine = os.path.join(copy, 'InsightFace_iter_1.ckpt')
-    assert checkpoint_utils.resolve_checkpoint(copy) == mine
+    assert checkpoint_names.resolve_checkpoint(copy) == mine
     resumed = run_training(flags(tiny_data, str(tmp_path / 'second'), '--ckpt_path', copy,
                                  '--max_steps', '2', '--validate_interval', '100',
                                  '--summary_histograms', 'False'))

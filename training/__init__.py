@@ -1,4 +1,4 @@
 """Training and what the entry points share: the training loop with its checkpoints and
-validation (trainer), checkpoint resolution and resume (checkpoint_utils), summaries, the
+validation (trainer), the checks of a resume (checkpoint_utils), summaries, the
 training tools' flags, and the evaluation reports (wrong pairs, ROC plots). May import every
 layer below it: data/, verification, nets/, losses/, devices/."""

@@ -15,6 +15,7 @@ import shutil
 import tensorflow.compat.v1 as tf
 
 from data.safe_files import write_atomically
+from nets import checkpoint_names
 from training import checkpoint_utils
 
 CKPT_PREFIX = 'InsightFace_iter_%d.ckpt'  # the original's checkpoint names
@@ -39,7 +40,7 @@ class Checkpoints(object):
         self.saver = tf.train.Saver(max_to_keep=max_to_keep, save_relative_paths=True)
         self.best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
         self.best = self._read_best()
-        self.latest = checkpoint_utils.latest_in_folder(self.dir)
+        self.latest = checkpoint_names.latest_in_folder(self.dir)
         self.restore_plan = None
         if self.latest:
             self.restore_plan = checkpoint_utils.plan_training_restore(
@@ -123,12 +124,12 @@ class CheckpointWriteError(Exception):
 
 
 def cause_line(error, short=False):
-    """One line for an exception: checkpoint_utils.op_error_text, with the type of a
+    """One line for an exception: checkpoint_names.op_error_text, with the type of a
     TensorFlow error in front ('DataLossError: ...'); short: only the last '; ' part
     instead, the operating system's reason for a file error ('Permission denied', 'No
     space left on device'), not the temporary file's name.
     """
-    line = checkpoint_utils.op_error_text(error)
+    line = checkpoint_names.op_error_text(error)
     if short and '; ' in line:
         return line.rsplit('; ', 1)[1]
     if isinstance(error, tf.errors.OpError):

@@ -13,7 +13,7 @@ from data.cli import (OneLineParser, UsageError, fail, image_size,  # noqa: F401
                       non_negative_int, output_folder_problem, positive_int, str2bool)
 from data.image_files import ImageFolderError
 from data.safe_files import OutputError
-from training.checkpoint_utils import CheckpointError, RestoreError, op_error_text
+from nets.checkpoint_names import CheckpointError, RestoreError, op_error_text
 
 # What the user gave is wrong (a flag, a file, a checkpoint): one line, exit status 2.
 INPUT_ERRORS = (UsageError, CheckpointError, OutputError, ImageFolderError)

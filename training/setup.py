@@ -11,6 +11,7 @@ import os
 from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, parallel, runtime
+from nets import checkpoint_names
 from training import checkpoint_utils, cli_flags, verification_sets
 from training.checkpointing import BEST_SUBDIR
 
@@ -78,7 +79,7 @@ def prepare(args):
         last_step = min(last_step, args.max_steps)
     eval_sets = [(name, images, issame) for name, _, images, issame in verification_sets.load(
         verification_sets.find(args.eval_db_path, args.eval_datasets), args.image_size)]
-    latest = checkpoint_utils.latest_in_folder(args.ckpt_path) if os.path.isdir(
+    latest = checkpoint_names.latest_in_folder(args.ckpt_path) if os.path.isdir(
         args.ckpt_path) else None
     if latest:
         checkpoint_utils.check_training_resume(latest, args.net_depth, args.loss_type,

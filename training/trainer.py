@@ -22,7 +22,8 @@ import tensorflow.compat.v1 as tf
 
 import verification
 from devices import distributed, parallel, runtime
-from training import checkpoint_utils, checkpointing, summaries, train_graph
+from nets import checkpoint_names
+from training import checkpointing, summaries, train_graph
 
 # The original's training log line, which users' tools parse (images/s over the last
 # --show_info_interval steps, input included, where the original timed one sess.run).
@@ -299,14 +300,14 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
                 logging.error('%d consecutive gradient overflows (loss %s) after step %d: '
                               'stopping; no checkpoint written (the last good one is %s)',
                               consecutive, values['total_loss'], step,
-                              checkpoint_utils.latest_in_folder(args.ckpt_path))
+                              checkpoint_names.latest_in_folder(args.ckpt_path))
                 return 1
             continue
         consecutive = 0
         if not np.isfinite(values['total_loss']):
             logging.error('non-finite loss (%s) at step %d: stopping; no checkpoint written '
                           '(the last good one is %s)', values['total_loss'], step,
-                          checkpoint_utils.latest_in_folder(args.ckpt_path))
+                          checkpoint_names.latest_in_folder(args.ckpt_path))
             return 1
         if step % args.show_info_interval == 0 or step == plan.last_step:
             now = time.time()
