@@ -192,6 +192,8 @@ def get_parser():
     cluster.add_argument('--task_index', type=int, default=None,
                          help='this worker\'s index in --worker_hosts; 0 is the chief, which '
                               'writes checkpoints, summaries and validation logs')
+    # The tower flags of train_nets_mgpu.py, which adds them; here: one device.
+    parser.set_defaults(num_gpus=None, devices=None)
     return parser
 
 

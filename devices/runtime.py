@@ -29,8 +29,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow.compat.v1 as tf  # noqa: E402
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa: E402
 
-from nets.L_Resnet_E_IR import default_dropout  # noqa: E402
-
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
 PRECISION_MODES = ('allow_mix_precision', 'allow_fp32_to_fp16', 'force_fp16',
                    'must_keep_origin_dtype', 'force_fp32')
@@ -186,11 +184,11 @@ def npu_run_config(model_dir, save_checkpoints_steps, precision_mode='allow_mix_
 
 
 def dropout_fn(device):
-    """fn(inputs, keep_prob): npu_ops.dropout on the NPU, tf.nn.dropout elsewhere."""
+    """fn(inputs, keep_prob): npu_ops.dropout on the NPU; None elsewhere (the network's own)."""
     if device == 'npu':
         from npu_bridge.estimator import npu_ops
         return lambda inputs, keep_prob: npu_ops.dropout(inputs, keep_prob)
-    return default_dropout
+    return None
 
 
 def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='auto',

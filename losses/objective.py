@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 
 from losses import face_losses
 from nets import layers
-from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, default_dropout, get_resnet
+from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, get_resnet
 
 TrainingLosses = collections.namedtuple('TrainingLosses', [
     'total',      # inference + weight decay: what the optimizer minimises
@@ -34,7 +34,7 @@ def weight_decay_loss(weight_decay):
 
 def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
                     margin_args=None, weight_decay=5e-4, keep_prob=DEFAULT_KEEP_PROB,
-                    dropout_fn=default_dropout):
+                    dropout_fn=None):
     """The training graph's losses, from a batch of normalised images.
 
     Args:

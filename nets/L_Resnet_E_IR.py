@@ -108,7 +108,7 @@ def embedding_head(net, is_training, keep_prob, embedding_size, dropout_fn):
     """Output layer "E": BN -> dropout -> flatten -> dense -> BN (gamma frozen)."""
     net = layers.batch_norm(net, is_training, 'E_BN1')
     if is_training and keep_prob < 1.0:
-        net = dropout_fn(net, keep_prob)
+        net = (dropout_fn or default_dropout)(net, keep_prob)
     net = tf.reshape(net, [-1, net.get_shape()[1:].num_elements()])
     net = layers.dense(net, embedding_size, 'E_DenseLayer')
     return layers.batch_norm(net, is_training, 'E_BN2', gamma_trainable=False)
@@ -120,7 +120,7 @@ def default_dropout(inputs, keep_prob):
 
 
 def get_resnet(images, net_depth, is_training, keep_prob=DEFAULT_KEEP_PROB,
-               embedding_size=EMBEDDING_SIZE, reuse=None, dropout_fn=default_dropout,
+               embedding_size=EMBEDDING_SIZE, reuse=None, dropout_fn=None,
                variant=STANDARD):
     """Builds the backbone and returns the embedding.
 
@@ -136,7 +136,8 @@ def get_resnet(images, net_depth, is_training, keep_prob=DEFAULT_KEEP_PROB,
       embedding_size: width of the embedding (512 in the original).
       reuse: True to share the variables of an earlier call (e.g. an
         inference graph beside the training graph).
-      dropout_fn: fn(inputs, keep_prob) -> Tensor; the NPU swaps in npu_ops.dropout.
+      dropout_fn: fn(inputs, keep_prob) -> Tensor, or None for default_dropout; the NPU
+        swaps in npu_ops.dropout.
       variant: STANDARD (what training builds) or WIDE (see the module docstring).
     Returns:
       (embedding float [N, embedding_size], end_points dict name -> Tensor).

@@ -123,7 +123,7 @@ def test_npu_dropout_is_npu_ops_dropout(standin):
         output = runtime.dropout_fn('npu')(inputs, 0.4)
         assert only(standin, 'npu_ops.dropout')['keep_prob'] == 0.4
         assert output.shape.as_list() == [2, 8]
-    runtime.dropout_fn('cpu')
+    assert runtime.dropout_fn('cpu') is None  # the network's tf.nn.dropout
     assert len(standin.calls('npu_ops.dropout')) == 1
 
 

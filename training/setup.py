@@ -113,8 +113,7 @@ def _hccl_ranks(device):
 def _towers(args, device):
     """The tower devices of train_nets_mgpu.py's --num_gpus/--devices ([] for train_nets.py)."""
     try:
-        towers = parallel.resolve_devices(getattr(args, 'num_gpus', None),
-                                          getattr(args, 'devices', None))
+        towers = parallel.resolve_devices(args.num_gpus, args.devices)
     except ValueError as error:
         raise UsageError(str(error))
     if towers and device == 'npu':
