@@ -46,6 +46,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 from data import cli, image_ops, recordio, synthetic_faces  # noqa: E402
 from data.safe_files import check_holds_only, remove_recorded  # noqa: E402
+from data.shard_writer import ProgressBar  # noqa: E402
 
 # Demo defaults: a few seconds to generate. Held-out verification improves more
 # with the number of identities than with images per identity, hence 500 x 10.
@@ -63,6 +64,7 @@ NUM_FOLDS = 10  # LFW's protocol: the .bin is read as 10 consecutive folds
 _ENCODE_BATCH = 64
 _VAL_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 GENERATOR = 'data/make_synthetic_dataset.py'  # synthetic.json's `generator`
+PROG = 'make_synthetic_dataset'  # label of the progress bar
 RECORD_NAME = 'synthetic.json'
 _TRAIN_FILES = ('train.rec', 'train.idx', 'property', RECORD_NAME)  # and one <name>.bin per set
 _NOT_OURS = ('make_synthetic_dataset.py did not write (its %s lists what it wrote)'
@@ -117,7 +119,7 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
                  num_val_pairs=DEFAULTS['num_val_pairs'], image_size=DEFAULTS['image_size'],
                  seed=DEFAULTS['seed'], val_names=DEFAULTS['val_names'],
                  jpeg_quality=DEFAULTS['jpeg_quality'], overwrite=False, preview_path=None,
-                 log=None, num_workers=1):
+                 log=None, num_workers=1, progress=False):
     """Generates and writes a complete synthetic dataset folder.
 
     Args:
@@ -136,9 +138,10 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
         of failing; a folder holding anything else is refused all the same.
       preview_path: if set, a PNG contact sheet (8 identities x 8 images) is
         written there.
-      log: callable taking one progress line, or None for silence.
+      log: callable taking the closing summary line ("wrote ..."), or None.
       num_workers: rendering processes; 1 renders in this process. The output
         is the same for any value.
+      progress: show a progress bar (data.shard_writer.ProgressBar) on stderr.
     Returns:
       dict of what was written: 'output_dir', 'num_images', 'num_classes',
       'bin_paths', 'seconds', 'images_per_second'.
@@ -159,19 +162,22 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
     if os.path.exists(staging):
         shutil.rmtree(staging)
     os.makedirs(staging)
-    progress = _Progress(log, config['num_identities'] * config['images_per_identity'] +
-                         len(config['val_names']) * 2 * config['num_val_pairs'])
+    total = (config['num_identities'] * config['images_per_identity'] +
+             len(config['val_names']) * 2 * config['num_val_pairs'])
+    start = time.time()
     renderer = encoder = None
     try:
         # Workers are forked before the encoder's session exists.
         renderer = _Renderer(config['seed'], config['image_size'], config['num_workers'])
         encoder = JpegEncoder(config['jpeg_quality'])
-        _write_train(staging, config, encoder, renderer, progress)
-        pair_plans = {}
-        for index, name in enumerate(config['val_names']):
-            # Each .bin has its own held-out pool: seed streams 2, 3, ...
-            pair_plans[name] = _write_bin(staging, name, synthetic_faces.VAL_STREAM + index,
-                                          config, encoder, renderer, progress)
+        with ProgressBar(total, PROG, enabled=progress) as bar:
+            _write_train(staging, config, encoder, renderer, bar)
+            pair_plans = {}
+            for index, name in enumerate(config['val_names']):
+                # Each .bin has its own held-out pool: seed streams 2, 3, ...
+                pair_plans[name] = _write_bin(staging, name,
+                                              synthetic_faces.VAL_STREAM + index, config,
+                                              encoder, renderer, bar)
         _write_json(os.path.join(staging, RECORD_NAME), config, pair_plans)
         if preview_path:
             _write_preview(preview_path, config, encoder)
@@ -181,16 +187,16 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
             if resource is not None:
                 resource.close()
         shutil.rmtree(staging, ignore_errors=True)  # gone already unless we failed
-    seconds = progress.elapsed()
+    seconds = time.time() - start
     log('wrote %s: %d images in %.1f s (%.0f images/s)' % (
-        output_dir, progress.total, seconds, progress.total / max(seconds, 1e-9)))
+        output_dir, total, seconds, total / max(seconds, 1e-9)))
     return {
         'output_dir': output_dir,
         'num_images': config['num_identities'] * config['images_per_identity'],
         'num_classes': config['num_identities'],
         'bin_paths': [os.path.join(output_dir, name + '.bin') for name in config['val_names']],
         'seconds': seconds,
-        'images_per_second': progress.total / max(seconds, 1e-9),
+        'images_per_second': total / max(seconds, 1e-9),
     }
 
 
@@ -268,27 +274,7 @@ def _check_output(output_dir, overwrite):
                          % output_dir)
 
 
-class _Progress(object):
-    """Counts rendered images and logs a line every few seconds."""
-
-    def __init__(self, log, total, every=3.0):
-        self._log, self.total, self._every = log, total, every
-        self._done = 0
-        self._start = self._last = time.time()
-
-    def add(self, count, what):
-        self._done += count
-        now = time.time()
-        if now - self._last >= self._every or self._done == self.total:
-            self._last = now
-            self._log('%s: %d/%d images (%.0f images/s)' % (
-                what, self._done, self.total, self._done / max(now - self._start, 1e-9)))
-
-    def elapsed(self):
-        return time.time() - self._start
-
-
-def _write_train(folder, config, encoder, renderer, progress):
+def _write_train(folder, config, encoder, renderer, bar):
     """train.rec/.idx in insightface's layout, and the property file."""
     n_ids, per_id = config['num_identities'], config['images_per_identity']
     num_images = n_ids * per_id
@@ -309,7 +295,7 @@ def _write_train(folder, config, encoder, renderer, progress):
                 writer.write(key, recordio.pack(recordio.IRHeader(0, float(identity), key, 0),
                                                 jpeg))
                 key += 1
-            progress.add(len(chunk), 'train')
+            bar.update(len(chunk))
         for identity in range(n_ids):
             first_key = 1 + identity * per_id
             writer.write(first_identity_key + identity, recordio.pack(
@@ -344,7 +330,7 @@ def plan_pairs(num_identities, num_pairs, rng):
     return np.array(pairs, dtype=np.int64), issame
 
 
-def _write_bin(folder, name, stream, config, encoder, renderer, progress):
+def _write_bin(folder, name, stream, config, encoder, renderer, bar):
     """<name>.bin from held-out identities of seed `stream`; returns the pair plan."""
     # Five seed words: never the zero-padded form of an identity or image seed.
     pairs, issame = plan_pairs(config['num_val_identities'], config['num_val_pairs'],
@@ -355,7 +341,7 @@ def _write_bin(folder, name, stream, config, encoder, renderer, progress):
     bins = []
     for chunk, images in renderer(stream, items):
         bins.extend(encoder.encode(images))
-        progress.add(len(chunk), name)
+        bar.update(len(chunk))
     with open(os.path.join(folder, name + '.bin'), 'wb') as out:
         # Protocol 2 and plain bytes/bool lists, as insightface's lfw.bin.
         pickle.dump((bins, issame), out, protocol=2)
@@ -474,7 +460,8 @@ def parse_args(argv=None):
     parser.add_argument('--num_workers', type=int, default=0,
                         help='rendering processes; 0 = one per CPU core; the output is '
                              'the same for any value; default %(default)s')
-    parser.add_argument('--quiet', action='store_true', help='no progress lines')
+    parser.add_argument('--quiet', action='store_true',
+                        help='no progress bar (or lines) and no summary on stderr')
     return parser.parse_args(argv)
 
 
@@ -491,7 +478,7 @@ def main(argv=None):
         make_dataset(args.output_dir, args.num_identities, args.images_per_identity,
                      args.num_val_identities, args.num_val_pairs, image_size, args.seed,
                      args.val_names, args.jpeg_quality, args.overwrite, args.preview_png, log,
-                     num_workers)
+                     num_workers, progress=not args.quiet)
     except ValueError as error:
         print('%s: error: %s' % (os.path.basename(sys.argv[0] or 'make_synthetic_dataset.py'),
                                  error), file=sys.stderr)

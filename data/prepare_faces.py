@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from data.image_files import ImageFolderError  # noqa: E402
 from data.image_ops import parse_image_size  # noqa: E402
-from data.shard_writer import partial_dir_for  # noqa: E402
+from data.shard_writer import ProgressBar, partial_dir_for  # noqa: E402
 
 PROG = 'prepare_faces'
 INPUT_EXTENSIONS = ('.pgm', '.jpg', '.jpeg', '.png')
@@ -118,29 +118,32 @@ class Preparer(object):
         self._session.close()
 
 
-def prepare_folder(input_dir, output_dir, preparer, log=None):
-    """Prepares every INPUT/<identity>/<image>; returns (identities, images) written."""
+def prepare_folder(input_dir, output_dir, preparer, progress=False):
+    """Prepares every INPUT/<identity>/<image>; returns (identities, images) written.
+
+    progress: show a progress bar over the identity folders on stderr.
+    """
     if not os.path.isdir(input_dir):
         raise ImageFolderError('--input_dir %s: no such folder' % input_dir)
+    folders = sorted(n for n in os.listdir(input_dir)
+                     if not n.startswith('.') and os.path.isdir(os.path.join(input_dir, n)))
     identities = images = 0
-    for identity in sorted(n for n in os.listdir(input_dir) if not n.startswith('.')):
-        folder = os.path.join(input_dir, identity)
-        if not os.path.isdir(folder):
-            continue
-        names = sorted(n for n in os.listdir(folder) if n.lower().endswith(INPUT_EXTENSIONS))
-        if not names:
-            continue
-        target = os.path.join(output_dir, identity)
-        if not os.path.isdir(target):
-            os.makedirs(target)
-        for name in names:
-            jpeg = preparer.prepare(os.path.join(folder, name))
-            with open(os.path.join(target, os.path.splitext(name)[0] + '.jpg'), 'wb') as out:
-                out.write(jpeg)
-            images += 1
-        identities += 1
-        if log and identities % 500 == 0:
-            log('%s: %d identities, %d images' % (PROG, identities, images))
+    with ProgressBar(len(folders), PROG, unit='identities', enabled=progress) as bar:
+        for identity in folders:
+            folder = os.path.join(input_dir, identity)
+            names = sorted(n for n in os.listdir(folder) if n.lower().endswith(INPUT_EXTENSIONS))
+            if names:
+                target = os.path.join(output_dir, identity)
+                if not os.path.isdir(target):
+                    os.makedirs(target)
+                for name in names:
+                    jpeg = preparer.prepare(os.path.join(folder, name))
+                    with open(os.path.join(target, os.path.splitext(name)[0] + '.jpg'),
+                              'wb') as out:
+                        out.write(jpeg)
+                    images += 1
+                identities += 1
+            bar.update(1)
     if not images:
         raise ImageFolderError('--input_dir %s holds no INPUT/<identity>/<image> with one of %s'
                                % (input_dir, ', '.join(INPUT_EXTENSIONS)))
@@ -167,6 +170,8 @@ def main(argv=None):
     parser.add_argument('--size', type=parse_image_size, default=None,
                         help='height,width to area-resize to last')
     parser.add_argument('--grey', action='store_true', help='three equal channels (luma)')
+    parser.add_argument('--no_progress', action='store_true',
+                        help='no progress bar on stderr (off a terminal: no progress lines)')
     args = parser.parse_args(argv)
     if os.path.exists(args.output_dir):
         sys.stderr.write('%s: error: --output_dir %s exists; give a new folder\n'
@@ -178,7 +183,7 @@ def main(argv=None):
     preparer = Preparer(args.crop, args.pad_to, args.size, args.grey)
     try:
         identities, images = prepare_folder(args.input_dir, partial, preparer,
-                                            log=lambda line: sys.stderr.write(line + '\n'))
+                                            progress=not args.no_progress)
         os.rename(partial, args.output_dir)
     except (ImageFolderError, OSError) as error:
         sys.stderr.write('%s: error: %s\n' % (PROG, error))

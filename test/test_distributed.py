@@ -31,7 +31,7 @@ import tensorflow.compat.v1 as tf
 
 from devices import distributed
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 THIS_FILE = os.path.abspath(__file__)
 WORKER_TIMEOUT = 240  # seconds; a hung collective fails the test instead of blocking it
 

@@ -29,7 +29,7 @@ from nets.checkpoint_names import CheckpointError
 from data import eval_data_reader, image_ops, synthetic_faces
 from data.make_synthetic_dataset import JpegEncoder
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 # Made with the original's nets/L_Resnet_E_IR.py (TF 1.15 + TensorLayer 1.7.4): see its header.
 REFERENCE_WIDE_R50 = os.path.join(PROJECT_ROOT, 'test', 'reference',
                                   'insightface_tf_wide_r50_variables.tsv')

@@ -15,7 +15,7 @@ from data import image_ops
 from data import recordio
 from data.eval_data_reader import BinFileError
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 JPEG_TOLERANCE = 12
 
 

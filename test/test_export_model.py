@@ -31,7 +31,7 @@ import export_model
 from nets import inference
 from test_eval_ckpt_file import make_checkpoints, synthetic_pairs
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 ENVIRONMENTS = ('.venv', '.venv-tf1')  # the project's two test environments
 DEPTH = 18
 IMAGE_SIZE = (32, 32)

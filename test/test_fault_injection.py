@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 
 Case = collections.namedtuple('Case', [
     'name',   # the case, as the README's first column

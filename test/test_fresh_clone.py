@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 # One test of each kind that needs ../shared: MXNet-written bytes, the original's
 # variable lists, real faces.
 NEEDS_SHARED = ['test/test_recordio.py::test_insightface_layout',

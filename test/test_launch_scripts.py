@@ -15,7 +15,7 @@ import pytest
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 TEST_DIR = os.path.join(PROJECT_ROOT, 'test')
 STANDIN_PATH = os.path.join(TEST_DIR, 'npu_standin')
 TINY_FLAGS = ['--net_depth=18', '--batch_size', '4', '--max_steps=3', '--image_size', '32,32',

@@ -93,20 +93,6 @@ def test_two_workers_give_the_same_examples(rec, converted, tmp_path):
             == _tfrecord_examples(manifest_lib.load_manifest(converted)))
 
 
-@pytest.mark.parametrize('size, label', [(0, 0), (1, 127), (127, 128), (128, 85163),
-                                         (20000, 2 ** 40)])
-def test_encode_example_matches_protobuf(size, label):
-    payload = os.urandom(size)
-    feature = {
-        'image_raw': tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload])),
-        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    ours = shard_writer.encode_example(payload, label)
-    assert ours == example.SerializeToString(deterministic=True)  # map keys sorted
-    assert tf.train.Example.FromString(ours) == example
-
-
 def test_cli_subprocess(shared_data, tmp_path):
     folder = os.path.join(shared_data, 'mxnet_fixture')
     out = str(tmp_path / 'out')
@@ -130,17 +116,56 @@ def test_cli_subprocess(shared_data, tmp_path):
     assert manifest_lib.load_manifest(out)['num_images'] == 6
 
 
-def test_progress_on_a_terminal():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
-    stream = Terminal()
-    progress = shard_writer.Progress(1000, stream)
-    progress.update(10)  # too soon after the start: not shown
-    progress.update(1000, final=True)
-    assert stream.getvalue().startswith('\rmx2tfrecords: 1000/1000 images (100.0%), ')
-    assert stream.getvalue().count('\n') == 1 and stream.getvalue().endswith('\n')
+
+def test_progress_bar_on_a_terminal():
+    stream = _Terminal()
+    with shard_writer.ProgressBar(1000, 'mx2tfrecords', stream=stream) as bar:
+        bar.update(10)
+        bar.update(990)
+    shown = stream.getvalue()
+    assert shown.startswith('\rmx2tfrecords:')  # tqdm redraws one line in place
+    assert '1000/1000' in shown.split('\r')[-1]
+    assert shown.count('\n') == 1 and shown.endswith('\n')  # the last state is kept
+
+
+def test_progress_bar_off_a_terminal_prints_plain_lines(monkeypatch):
+    monkeypatch.setattr(shard_writer, 'PLAIN_INTERVAL', 0.0)  # a line on every update
+    stream = io.StringIO()
+    with shard_writer.ProgressBar(6, 'mx2tfrecords', stream=stream) as bar:
+        for _ in range(3):
+            bar.update(2)
+    lines = stream.getvalue().splitlines()
+    assert '\r' not in stream.getvalue()
+    assert [line.split(', ')[0] for line in lines] == [
+        'mx2tfrecords: %d/6 images (%.1f%%)' % (done, 100.0 * done / 6) for done in (0, 2, 4, 6)]
+    assert lines[-1].endswith(' images/s, ETA 00:00')
+
+
+def test_progress_bar_off_a_terminal_ends_with_one_final_line():
+    """A short run prints only the final count; a failed one nothing (its error is the
+    last line); a disabled bar nothing at all."""
+    stream = io.StringIO()
+    with shard_writer.ProgressBar(6, 'folder2tfrecords', stream=stream) as bar:
+        bar.update(6)
+    assert stream.getvalue().startswith('folder2tfrecords: 6/6 images (100.0%), ')
+    assert stream.getvalue().count('\n') == 1
+    shown = {}
+    for name, stream, enabled in [('plain', io.StringIO(), True),
+                                  ('terminal', _Terminal(), True),
+                                  ('disabled', _Terminal(), False)]:
+        with pytest.raises(ValueError), shard_writer.ProgressBar(6, 'x', enabled=enabled,
+                                                                 stream=stream) as bar:
+            bar.update(3)
+            raise ValueError('bad image')
+        shown[name] = stream.getvalue()
+    assert shown['plain'] == shown['disabled'] == ''
+    # The terminal's bar is blanked out and the cursor left at the start of its line.
+    assert shown['terminal'].endswith('\r') and '\n' not in shown['terminal']
+    assert not shown['terminal'].split('\r')[-2].strip()
 
 
 def test_overwrite_replaces_old_shards(shared_data, tmp_path, capsys):
@@ -155,7 +180,7 @@ def test_overwrite_replaces_old_shards(shared_data, tmp_path, capsys):
     assert _folder_files(out) == ['manifest.json'] + [
         manifest_lib.shard_file_name(i, 3) for i in range(3)]
     assert len(_tfrecord_examples(manifest_lib.load_manifest(out))) == 6
-    capsys.readouterr()
+    assert 'images (' not in capsys.readouterr().err  # --no_progress: no progress lines
 
 
 def _snapshot(folder):

@@ -23,7 +23,7 @@ import train_nets
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 STANDIN_PATH = os.path.join(PROJECT_ROOT, 'test', 'npu_standin')
 IMAGE_SIZE = (32, 32)
 

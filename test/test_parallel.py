@@ -21,7 +21,7 @@ from devices import parallel
 import train_nets_mgpu
 from nets import layers
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 IMAGE_SIZE = (32, 32)
 DEPTH = 18
 NUM_CLASSES = 4

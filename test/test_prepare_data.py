@@ -37,7 +37,7 @@ def decode(path):
         return sess.run(tf.image.decode_jpeg(data, channels=3, dct_method='INTEGER_ACCURATE'))
 
 
-def test_orl_pgms_are_padded_to_112(tmp_path):
+def test_orl_pgms_are_padded_to_112(tmp_path, capsys):
     """ORL's 92x112 PGMs, centred on 112x112 black, as the shared orl_faces were made."""
     face = np.tile(np.linspace(60, 200, 92), (112, 1))
     write_pgm(str(tmp_path / 'att' / 's1' / '1.pgm'), face)
@@ -46,6 +46,9 @@ def test_orl_pgms_are_padded_to_112(tmp_path):
     out = str(tmp_path / 'orl')
     assert prepare_faces.main(['--input_dir', str(tmp_path / 'att'), '--output_dir', out,
                                '--pad_to', '112,112']) == 0
+    # stderr is not a terminal here: the progress bar's final state as a plain line.
+    assert capsys.readouterr().err.splitlines()[-2].startswith(
+        'prepare_faces: 2/2 identities (100.0%), ')
     assert sorted(os.listdir(out)) == ['s1', 's2'] and os.listdir(os.path.join(out, 's1')) \
         in (['1.jpg', '2.jpg'], ['2.jpg', '1.jpg'])
     image = decode(os.path.join(out, 's1', '1.jpg'))
@@ -54,14 +57,18 @@ def test_orl_pgms_are_padded_to_112(tmp_path):
     np.testing.assert_allclose(image[:, 10:102, 0].mean(axis=0), face[0], atol=4)
 
 
-def test_lfw_crop_resize_grey(tmp_path):
+def test_lfw_crop_resize_grey(tmp_path, capsys):
     rng = np.random.RandomState(0)
     photo = rng.randint(0, 256, (250, 250, 3)).astype(np.uint8)
     photo[50:200, 50:200] = [30, 120, 220]  # the face area, one colour (RGB)
     write_jpeg(str(tmp_path / 'lfw' / 'Ann' / 'Ann_0001.jpg'), photo)
     out = str(tmp_path / 'lfw_112')
     assert prepare_faces.main(['--input_dir', str(tmp_path / 'lfw'), '--output_dir', out,
-                               '--crop', '50,50,200,200', '--size', '112,112', '--grey']) == 0
+                               '--crop', '50,50,200,200', '--size', '112,112', '--grey',
+                               '--no_progress']) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == 'prepare_faces: wrote 1 images of 1 identities to %s' % out
+    assert 'identities (' not in err  # no progress line
     image = decode(os.path.join(out, 'Ann', 'Ann_0001.jpg'))
     assert image.shape == (112, 112, 3)
     assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()

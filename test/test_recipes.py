@@ -15,7 +15,7 @@ import pytest
 from data import eval_data_reader
 from data.manifest import load_manifest
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 
 
 def run_recipe(recipe, env_overrides):

@@ -209,6 +209,8 @@ def test_cli_writes_the_folder_atomically(tmp_path):
         cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True)
     assert result.returncode == 0, result.stderr
+    # Not a terminal: the progress bar's final state (3 x 2 + 2 x 2 x 20 images) as a line.
+    assert 'make_synthetic_dataset: 86/86 images (100.0%), ' in result.stderr
     assert sorted(os.listdir(str(out))) == sorted(
         ['agedb_30.bin', 'lfw.bin', 'property', 'synthetic.json', 'train.idx', 'train.rec'])
     assert sorted(os.listdir(str(tmp_path))) == ['cli', 'sheet.png']  # no staging left

@@ -19,7 +19,7 @@ import export_model
 from nets import inference
 import train_nets
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import PROJECT_ROOT  # noqa: E402
 IMAGE_SIZE = (32, 32)
 
 

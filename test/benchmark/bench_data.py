@@ -71,9 +71,11 @@ class _Recorder(object):
 
     def __init__(self):
         self.samples = []
+        self._done = 0
 
-    def update(self, done, final=False):
-        self.samples.append((time.time(), done))
+    def update(self, count):
+        self._done += count
+        self.samples.append((time.time(), self._done))
 
 
 def _convert_timed(rec_path, idx_path, out, count):
