@@ -46,7 +46,7 @@ import tensorflow.compat.v1 as tf
 
 import verification
 from data.cli import UsageError
-from data.safe_files import OutputError, check_output, write_recorded
+from data.safe_files import check_output, write_recorded
 from devices import runtime
 from nets import checkpoint_names, inference
 from training import cli_flags, pair_errors, verification_sets
@@ -118,12 +118,6 @@ def checkpoint_arguments(args):
     return [args.ckpt_file]
 
 
-def _make_folder(path, flag):
-    problem = path and cli_flags.output_folder_problem(path, flag)
-    if problem:
-        raise UsageError(problem)
-
-
 def output_paths(args, datasets):
     """[(flag, path)] of the files this evaluation writes: the JSON, one ROC per dataset."""
     paths = [('--output_json', args.output_json)] if args.output_json else []
@@ -136,7 +130,7 @@ def prepare(args):
     """Checks flags, checkpoint names and .bin paths (no graph, no decoding).
 
     Raises:
-      UsageError, CheckpointError: one-line messages.
+      UsageError, CheckpointError, OutputError: one-line messages.
     """
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
@@ -153,13 +147,12 @@ def prepare(args):
         if os.path.isdir(args.output_json):
             raise UsageError('--output_json %s is a folder; expected a file name'
                              % args.output_json)
-        _make_folder(os.path.dirname(os.path.abspath(args.output_json)), '--output_json')
-    _make_folder(args.plot_dir, '--plot_dir')
+        cli_flags.check_output_folder(os.path.dirname(os.path.abspath(args.output_json)),
+                                      '--output_json')
+    if args.plot_dir:
+        cli_flags.check_output_folder(args.plot_dir, '--plot_dir')
     for flag, path in output_paths(args, [name for name, _ in bin_paths]):
-        try:
-            check_output(path, WRITER, flag, args.overwrite)
-        except OutputError as error:
-            raise UsageError(str(error))
+        check_output(path, WRITER, flag, args.overwrite)
     return Plan(device, checkpoints, network, bin_paths)
 
 

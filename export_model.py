@@ -62,7 +62,7 @@ import tempfile
 import tensorflow.compat.v1 as tf
 
 from data.cli import UsageError
-from data.safe_files import OutputError, check_output, write_record
+from data.safe_files import check_output, write_record
 from devices import runtime
 from nets import checkpoint_names, inference
 from training import cli_flags
@@ -132,7 +132,7 @@ def prepare(args):
     Returns:
       (prefix, {variable name: shape}, checkpoint_names.Network) of the checkpoint.
     Raises:
-      UsageError, CheckpointError: one-line messages.
+      UsageError, CheckpointError, OutputError: one-line messages.
     """
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
@@ -153,12 +153,9 @@ def prepare(args):
 
 
 def check_replaceable(output_dir, names):
-    """Raises UsageError unless each named output is what this tool recorded writing."""
-    try:
-        for name in names:
-            check_output(os.path.join(output_dir, name), PROG, _ENTRY, overwrite=True)
-    except OutputError as error:
-        raise UsageError(str(error))
+    """Raises OutputError unless each named output is what this tool recorded writing."""
+    for name in names:
+        check_output(os.path.join(output_dir, name), PROG, _ENTRY, overwrite=True)
 
 
 def build_inference(args, network):

@@ -3,7 +3,7 @@
 Flag types turn text into checked values (so a bad value is refused by the
 parser, naming the flag); `OneLineParser` reports such errors as one line;
 `fail` prints a one-line error for problems found after parsing;
-`output_folder_problem` finds an output folder that cannot be written before
+`check_output_folder` finds an output folder that cannot be written before
 any work is done. The training tools' own flag types are in training.cli_flags.
 """
 import argparse
@@ -75,7 +75,7 @@ def str2bool(text):
     raise argparse.ArgumentTypeError('expected True or False, got %r' % (text,))
 
 
-def output_folder_problem(path, flag):
+def check_output_folder(path, flag):
     """Creates the output folder `path` if needed and checks that files can be written in it.
 
     A folder that cannot be written would otherwise be found at the first
@@ -83,20 +83,21 @@ def output_folder_problem(path, flag):
     check writes and removes an empty file, the only test that also holds for
     root, read-only mounts and network file systems.
 
-    Returns:
-      None, or a one-line problem naming `flag`.
+    Raises:
+      UsageError: one line naming `flag`.
     """
     if os.path.exists(path) and not os.path.isdir(path):
-        return '%s %s is a file; expected a folder' % (flag, path)
+        raise UsageError('%s %s is a file; expected a folder' % (flag, path))
     if not os.path.isdir(path):
         try:
             os.makedirs(path)
         except OSError as error:
-            return '%s %s: cannot create the folder (%s)' % (flag, path, error.strerror or error)
+            raise UsageError('%s %s: cannot create the folder (%s)'
+                             % (flag, path, error.strerror or error))
     try:
         handle, probe = tempfile.mkstemp(prefix='.write-test-', dir=path)
         os.close(handle)
         os.remove(probe)
     except OSError as error:
-        return '%s %s: cannot write in the folder (%s)' % (flag, path, error.strerror or error)
-    return None
+        raise UsageError('%s %s: cannot write in the folder (%s)'
+                         % (flag, path, error.strerror or error))

@@ -259,20 +259,27 @@ def _refused(capsys, status, message):
     assert capsys.readouterr().err.splitlines() == [message]
 
 
+def _users_file_is_kept(capsys, main, flags, out, prog, writer, content):
+    """A file of the user's at --output `out`: refused without --overwrite, refused with
+    it too (the tool did not write it), and left as it was; then removed."""
+    with open(out, 'wb') as f:
+        f.write(content)
+    _refused(capsys, main(flags),
+             '%s: error: --output %s exists; pass --overwrite to replace it' % (prog, out))
+    _refused(capsys, main(flags + ['--overwrite']),
+             '%s: error: --output %s was not written by %s (it has no record %s); '
+             '--overwrite replaces only that: move it away or choose another name'
+             % (prog, out, writer, '.%s.written.json' % os.path.basename(out)))
+    with open(out, 'rb') as f:
+        assert f.read() == content
+    os.remove(out)
+
+
 def test_pairs_overwrite_replaces_only_its_own_bin(tiny_faces, tmp_path, capsys):
     out = str(tmp_path / 'lfw.bin')
-    with open(out, 'wb') as f:
-        f.write(b'a downloaded lfw.bin')
     flags = ['--image_dir', tiny_faces, '--output', out, '--num_pairs', '20']
-    _refused(capsys, make_pairs.main(flags),
-             'make_pairs: error: --output %s exists; pass --overwrite to replace it' % out)
-    _refused(capsys, make_pairs.main(flags + ['--overwrite']),
-             'make_pairs: error: --output %s was not written by make_pairs (it has no '
-             'record .lfw.bin.written.json); --overwrite replaces only that: move it away or '
-             'choose another name' % out)
-    with open(out, 'rb') as f:
-        assert f.read() == b'a downloaded lfw.bin'
-    os.remove(out)
+    _users_file_is_kept(capsys, make_pairs.main, flags, out, 'make_pairs', 'make_pairs',
+                        b'a downloaded lfw.bin')
     assert make_pairs.main(flags) == 0
     first = eval_data_reader.read_bin(out)
     assert make_pairs.main(flags + ['--seed', '1', '--overwrite']) == 0  # its own: replaced
@@ -283,20 +290,10 @@ def test_pairs_overwrite_replaces_only_its_own_bin(tiny_faces, tmp_path, capsys)
 def test_features_overwrite_replaces_only_its_own_npz(tiny_faces, tmp_path, capsys):
     from test_eval_ckpt_file import make_backbone_checkpoint
     out = str(tmp_path / 'features.npz')
-    with open(out, 'wb') as f:
-        f.write(b'mine')
     flags = ['--ckpt_file', str(tmp_path / 'no_checkpoint'), '--image_dir', tiny_faces,
              '--output', out, '--device', 'cpu', '--net_depth', '18', '--image_size', '32,32']
-    _refused(capsys, extract_features.main(flags),
-             'extract_features.py: error: --output %s exists; pass --overwrite to replace it'
-             % out)
-    _refused(capsys, extract_features.main(flags + ['--overwrite']),
-             'extract_features.py: error: --output %s was not written by extract_features.py '
-             '(it has no record .features.npz.written.json); --overwrite replaces only that: '
-             'move it away or choose another name' % out)
-    with open(out, 'rb') as f:
-        assert f.read() == b'mine'
-    os.remove(out)
+    _users_file_is_kept(capsys, extract_features.main, flags, out, 'extract_features.py',
+                        'extract_features.py', b'mine')
     flags[1] = make_backbone_checkpoint(str(tmp_path), 18, (32, 32))
     assert extract_features.main(flags) == 0
     assert extract_features.main(flags + ['--overwrite']) == 0

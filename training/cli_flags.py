@@ -9,8 +9,8 @@ import math
 
 import tensorflow.compat.v1 as tf
 
-from data.cli import (OneLineParser, UsageError, fail, image_size,  # noqa: F401
-                      non_negative_int, output_folder_problem, positive_int, str2bool)
+from data.cli import (OneLineParser, UsageError, check_output_folder, fail,  # noqa: F401
+                      image_size, non_negative_int, positive_int, str2bool)
 from data.image_files import ImageFolderError
 from data.safe_files import OutputError
 from nets.checkpoint_names import CheckpointError, RestoreError, op_error_text

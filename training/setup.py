@@ -95,9 +95,7 @@ def _check_output_folders(ckpt_path, summary_path, log_file_path):
     for path, flag in ((ckpt_path, '--ckpt_path'), (os.path.join(ckpt_path, BEST_SUBDIR),
                                                     '--ckpt_path'),
                        (summary_path, '--summary_path'), (log_file_path, '--log_file_path')):
-        problem = cli_flags.output_folder_problem(path, flag)
-        if problem:
-            raise UsageError(problem)
+        cli_flags.check_output_folder(path, flag)
 
 
 def _hccl_ranks(device):
