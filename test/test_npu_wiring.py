@@ -299,7 +299,8 @@ def test_single_process_needs_no_hccl_variables():
     ({'RANK_ID': 'one'}, "RANK_ID='one': expected an integer"),
     ({'JOB_ID': None}, 'RANK_SIZE=2 but JOB_ID is not set'),
     ({'ASCEND_DEVICE_ID': None}, 'neither ASCEND_DEVICE_ID nor DEVICE_ID is set'),
-    ({'ASCEND_DEVICE_ID': '0'}, 'puts RANK_ID=1 on device_id 1, but ASCEND_DEVICE_ID=0'),
+    ({'ASCEND_DEVICE_ID': None, 'DEVICE_ID': '0'},
+     'puts RANK_ID=1 on device_id 1, but DEVICE_ID=0'),
     ({'RANK_SIZE': '4'}, 'lists 2 devices but RANK_SIZE=4'),
     ({'RANK_SIZE': '0'}, 'RANK_SIZE=0: expected a positive integer'),
 ])

@@ -66,6 +66,22 @@ parse_args() {  # "$@"
   DeviceType=$(uname -m)
 }
 
+one_device_environment() {  # RANK_SIZE=1, RANK_ID=0, ASCEND_DEVICE_ID (default 0), no HCCL
+  # CANN's adapter starts HCCL whenever RANK_TABLE_FILE is non-empty and RANK_SIZE > 0 (or
+  # through CM_CHIEF_IP/CM_WORKER_SIZE), so a table exported for an 8p run in this shell
+  # would make this one-device run an HCCL job of the wrong size.
+  local name
+  for name in RANK_TABLE_FILE CM_CHIEF_IP CM_WORKER_SIZE; do
+    if [ -n "${!name:-}" ]; then
+      echo "$script_name: one device: $name=${!name} is not passed to train_nets.py"
+    fi
+    unset "$name"
+  done
+  export RANK_SIZE=1
+  export RANK_ID=0
+  export ASCEND_DEVICE_ID=${ASCEND_DEVICE_ID:-0}
+}
+
 run_training() {  # device_id extra-flags... : one training process, its output in output/<id>/
   local out=$output_root/$1
   shift

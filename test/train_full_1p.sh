@@ -8,9 +8,7 @@ script_name=$(basename "$0")
 source "$(dirname "$0")/train_common.sh"
 parse_args "$@"
 
-export RANK_SIZE=1
-export RANK_ID=0
-export ASCEND_DEVICE_ID=${ASCEND_DEVICE_ID:-0}
+one_device_environment
 
 start_time=$(date +%s)
 run_training "$ASCEND_DEVICE_ID"

@@ -9,9 +9,7 @@ source "$(dirname "$0")/train_common.sh"
 max_steps=1000
 parse_args "$@"
 
-export RANK_SIZE=1
-export RANK_ID=0
-export ASCEND_DEVICE_ID=${ASCEND_DEVICE_ID:-0}
+one_device_environment
 
 start_time=$(date +%s)
 run_training "$ASCEND_DEVICE_ID" --validate_interval 1000000000 --ckpt_interval 1000000000
