@@ -146,10 +146,11 @@ def get_parser():
                         choices=runtime.PRECISION_MODES,
                         help='NPU precision mode; %s compute in float16 and turn on loss '
                              'scaling' % ', '.join(runtime.FP16_PRECISION_MODES))
-    device.add_argument('--iterations_per_loop', type=int, default=1,
-                        help='NPU steps per sess.run; only 1: this loop logs, validates and '
-                             'checkpoints between steps (loop sinking needs NPUEstimator, see '
-                             'runtime.npu_run_config)')
+    device.add_argument('--iterations_per_loop', type=cli_flags.positive_int, default=1,
+                        help='NPU loop sinking: steps the device runs per sess.run; logs, '
+                             'summaries, validation and checkpoints happen between loops, so '
+                             '--validate_interval, --ckpt_interval and --max_steps must be '
+                             'multiples of it (1 off the NPU)')
     device.add_argument('--graph_memory_max_size', type=cli_flags.positive_int, default=None,
                         help='NPU graph memory in bytes; None: CANN decides')
     device.add_argument('--variable_memory_max_size', type=cli_flags.positive_int, default=None,
@@ -208,12 +209,12 @@ def check_args(args):
                         'than steps' % (len(args.lr_values), len(args.lr_steps)))
     if list(args.lr_steps) != sorted(set(args.lr_steps)) or any(s < 1 for s in args.lr_steps):
         problems.append('--lr_steps %s: expected increasing positive integers' % (args.lr_steps,))
-    if args.iterations_per_loop != 1:
-        problems.append('--iterations_per_loop %d: only 1 is supported; this sess.run loop logs, '
-                        'validates and checkpoints between steps, and loop sinking would also '
-                        'need enable_data_pre_proc and util.set_iteration_per_loop (use '
-                        'NPUEstimator with runtime.npu_run_config for that)'
-                        % args.iterations_per_loop)
+    loop = args.iterations_per_loop
+    for flag in ('validate_interval', 'ckpt_interval', 'max_steps'):
+        value = getattr(args, flag)
+        if value is not None and value % loop:
+            problems.append('--%s %d is not a multiple of --iterations_per_loop %d: each '
+                            'sess.run trains %d steps on the device' % (flag, value, loop, loop))
     return problems
 
 

@@ -199,6 +199,9 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
 def make_input(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE, **kwargs):
     """Returns the (images, labels) tensors of a one-shot iterator over build_dataset.
 
+    Training uses an initializable iterator instead (Ascend's loop sinking
+    refuses one-shot iterators); this is for tools and tests.
+
     Args:
       filenames, batch_size, image_size: as for build_dataset.
       **kwargs: any other build_dataset argument.
@@ -291,8 +294,11 @@ class BadRecords(object):
     Called from tf.data's threads, hence the lock.
     """
 
-    def __init__(self, max_count, log=logging.warning):
+    def __init__(self, max_count, log=logging.warning, stop_pipeline=True):
         self.max_count = max_count  # more than this many stops the pipeline
+        # False: the pipeline goes on skipping and the caller stops on `exceeded`
+        # (HCCL ranks, which must stop at the same step; see trainer.py).
+        self.stop_pipeline = stop_pipeline
         self.count = 0
         self.last = None            # the latest bad record: 'file record i' (or records i-j)
         self.exceeded = False
@@ -317,7 +323,7 @@ class BadRecords(object):
                 self._log('bad record skipped: %s record %d: its image does not decode to the '
                           'training size; %d bad records so far' % (filename, index, self.count))
             self.exceeded = self.count > self.max_count
-        if self.exceeded:  # stops the pipeline: the trainer names the cause
+        if self.exceeded and self.stop_pipeline:  # the trainer names the cause
             raise ValueError('more than %d bad records' % self.max_count)
 
 

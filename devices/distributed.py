@@ -291,27 +291,60 @@ class Collectives(object):
                                              self._instance_key(), 'Add', 'Id').op
 
 
-def shared_stop(collectives, signals=(signal.SIGINT, signal.SIGTERM)):
-    """A stop request that reaches every worker at the same step.
+StopVote = collections.namedtuple('StopVote', [
+    'request',    # float32 [len(signals) + 1] placeholder: this process's votes
+    'set_votes',  # op storing `request` in the vote variable, read by every later step
+    'agreed',     # fetched with each step: per reason, how many processes voted for it
+    'reasons',    # the signal numbers, then INPUT_FAILED; `agreed` adds NON_FINITE_LOSS
+])
+INPUT_FAILED = 'input'
+NON_FINITE_LOSS = 'non-finite loss'
 
-    A signal reaches the workers of a job at slightly different steps (or
-    only one of them); a worker that stopped alone would leave the others
-    waiting in the next all-reduce. Instead each step carries this worker's
-    request, and every worker reads the same answer. (TF 1.15's collective
-    reduce only adds or multiplies, so the requests travel as a one-hot
-    vector over `signals`.)
 
+def shared_stop(sum_fn, loss, signals=(signal.SIGINT, signal.SIGTERM)):
+    """A decision to stop that every data-parallel process reads at the same step.
+
+    A process that stopped alone (a signal, its input failing, a non-finite
+    loss on its own data) would leave the others waiting in the next
+    all-reduce until it times out. Instead each step all-reduces, beside the
+    gradients, every process's votes: the stored ones (a signal, a failed
+    input; see StopVote.set_votes) and whether this step's loss is finite.
+    The votes live in a local variable, not a feed, so the same graph works
+    when the NPU runs several steps per sess.run (loop sinking takes no
+    feeds). TF 1.15's collective reduce only adds or multiplies, so the
+    reasons travel as a vector of counts.
+
+    Args:
+      sum_fn: fn(float32 vector) -> the same vector summed (or averaged) over
+        all processes: HCCL's all-reduce on the NPU, Collectives for gRPC workers.
+      loss: this process's float loss of the step.
+      signals: the signal numbers a process may vote for.
     Returns:
-      (feed, agreed): feed this worker's signal number (0: none) to the
-      float32 scalar placeholder `feed` with each training step, and fetch
-      `agreed`: the largest signal number any worker received, else 0.
+      StopVote.
     """
-    feed = tf.placeholder_with_default(tf.constant(0.0), [], name='stop_signal')
-    numbers = tf.constant([float(s) for s in signals])
-    requested = tf.cast(tf.equal(feed, numbers), tf.float32)
-    counts = collectives.all_reduce_mean([requested])[0]
-    agreed = tf.reduce_max(tf.where(counts > 0.0, numbers, tf.zeros_like(numbers)))
-    return feed, agreed
+    reasons = tuple(signals) + (INPUT_FAILED,)
+    votes = tf.Variable(tf.zeros([len(reasons)]), trainable=False, name='stop_votes',
+                        collections=[tf.GraphKeys.LOCAL_VARIABLES])
+    request = tf.placeholder(tf.float32, [len(reasons)], name='stop_request')
+    set_votes = tf.assign(votes, request).op
+    non_finite = tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32)
+    agreed = sum_fn(tf.concat([votes.read_value(), tf.reshape(non_finite, [1])], axis=0))
+    return StopVote(request, set_votes, agreed, reasons)
+
+
+def read_agreement(stop_vote, agreed):
+    """{reason: True} for each reason any process voted for, from a fetched `agreed`.
+
+    Keys are StopVote.reasons plus NON_FINITE_LOSS.
+    """
+    return {reason: bool(count > 0)
+            for reason, count in zip(stop_vote.reasons + (NON_FINITE_LOSS,), agreed)}
+
+
+def vote_values(stop_vote, signum=None, input_failed=False):
+    """The `request` value voting for a signal and/or a failed input."""
+    return [1.0 if (reason == signum or (reason == INPUT_FAILED and input_failed)) else 0.0
+            for reason in stop_vote.reasons]
 
 
 def leave(sess, barrier):

@@ -16,13 +16,17 @@ Typical use:
     scaling = runtime.loss_scaling(device, 'allow_mix_precision')
     optimizer = runtime.wrap_optimizer(tf.train.MomentumOptimizer(lr, 0.9), device, scaling)
     ... train_op = optimizer.minimize(loss) ...
-    overflow = runtime.overflow_indicator(device, scaling)  # bool tensor or None
-    sess = tf.Session(config=runtime.session_config(device))
+    overflow = runtime.overflow_indicator(scaling)  # bool tensor or None
+    sess = tf.Session(config=runtime.session_config(device, runtime.npu_options()))
+    train_op = runtime.loop_train_op(sess, train_op, device, iterations_per_loop)
 """
 import collections
+import contextlib
+import inspect
 import json
 import logging
 import os
+import re
 
 # TensorFlow reads this once, when it is imported: set it before the import below.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -40,7 +44,9 @@ GPU_INIT_LOSS_SCALE = 2.0 ** 15  # TensorFlow's DynamicLossScale default
 # Huawei's NPULossScaleOptimizer names its "all gradients finite" flag so
 # (True: no overflow); ModelZoo scripts fetch it by this name.
 NPU_FINITE_TENSOR = 'overflow_status_reduce_all'
-GPU_FINITE_TENSOR = 'gradients_all_finite'  # named by _FiniteGradientsRecorder below
+# What the training loop reads: the step's update was applied (both devices;
+# named by _FiniteGradientsRecorder below).
+FINITE_TENSOR = 'gradients_all_finite'
 
 LossScaling = collections.namedtuple('LossScaling', [
     'fixed',                    # a constant loss scale, or None for dynamic scaling
@@ -103,27 +109,65 @@ def _check_precision_mode(precision_mode):
                          % (precision_mode, ', '.join(PRECISION_MODES)))
 
 
-def session_config(device, precision_mode='allow_mix_precision', iterations_per_loop=1,
-                   graph_memory_max_size=None, variable_memory_max_size=None,
-                   log_device_placement=False, num_threads=None):
+NpuOptions = collections.namedtuple('NpuOptions', [
+    'precision_mode',            # one of PRECISION_MODES
+    'iterations_per_loop',       # device steps per sess.run (loop sinking); 1: none
+    'graph_memory_max_size',     # bytes, or None for CANN's default
+    'variable_memory_max_size',  # bytes, or None for CANN's default
+])
+
+
+def npu_options(precision_mode='allow_mix_precision', iterations_per_loop=1,
+                graph_memory_max_size=None, variable_memory_max_size=None):
+    """The one description of the NPU's options, checked.
+
+    Both the sess.run session config (session_config) and the NPURunConfig
+    for NPUEstimator (npu_run_config) are made from it, by the same table
+    (_npu_parameters), so the two cannot drift apart.
+
+    Raises:
+      ValueError: one line naming the flag.
+    """
+    _check_precision_mode(precision_mode)
+    if not isinstance(iterations_per_loop, int) or iterations_per_loop < 1:
+        raise ValueError('--iterations_per_loop %r: expected a positive integer'
+                         % (iterations_per_loop,))
+    return NpuOptions(precision_mode, iterations_per_loop, graph_memory_max_size,
+                      variable_memory_max_size)
+
+
+def _npu_parameters(options):
+    """{NpuOptimizer parameter (also NPURunConfig's keyword): value} of NpuOptions.
+
+    Loop sinking needs GetNext on the device (enable_data_pre_proc) and
+    mix_compile_mode off; CANN reads the memory sizes as strings of bytes.
+    """
+    params = collections.OrderedDict([
+        ('precision_mode', options.precision_mode),
+        ('mix_compile_mode', False),
+        ('iterations_per_loop', options.iterations_per_loop),
+        ('enable_data_pre_proc', options.iterations_per_loop > 1),
+    ])
+    for name in ('graph_memory_max_size', 'variable_memory_max_size'):
+        if getattr(options, name):
+            params[name] = str(getattr(options, name))
+    return params
+
+
+def session_config(device, npu=None, log_device_placement=False, num_threads=None):
     """A ConfigProto for the device.
 
     On the NPU this follows Huawei's documented set-up for sess.run training:
-    the NpuOptimizer custom graph optimizer, offline execution, the precision
-    mode, and grappler's remapping and memory optimisation switched off
+    the NpuOptimizer custom graph optimizer with offline execution and the
+    parameters of `npu` (precision mode, loop sinking, memory sizes), and
+    grappler's remapping and memory optimisation switched off
     (memory_optimization takes NO_MEM_OPT: its OFF value means MANUAL).
-    With iterations_per_loop > 1 it also sets enable_data_pre_proc (GetNext
-    sunk to the device), which Huawei requires for loop sinking; the caller
-    must then wrap its train op with npu_bridge's util.set_iteration_per_loop
-    using the same count. trainer.py does not (it logs, validates and
-    checkpoints between single steps), so train_nets.py refuses values > 1.
+    With npu.iterations_per_loop > 1 the train op must be wrapped by
+    loop_train_op() with the same session.
 
     Args:
       device: 'npu', 'gpu' or 'cpu' (resolved by select_device).
-      precision_mode: one of PRECISION_MODES (NPU only).
-      iterations_per_loop: steps the NPU runs per sess.run (NPU only).
-      graph_memory_max_size, variable_memory_max_size: bytes, NPU only; None
-        leaves CANN's defaults.
+      npu: NpuOptions (NPU only); None: npu_options()'s defaults.
       log_device_placement: log the device of every op.
       num_threads: intra- and inter-op threads; None lets TensorFlow choose.
     Returns:
@@ -139,48 +183,65 @@ def session_config(device, precision_mode='allow_mix_precision', iterations_per_
     elif device == 'gpu':
         config.gpu_options.allow_growth = True
     elif device == 'npu':
-        _check_precision_mode(precision_mode)
         custom_op = config.graph_options.rewrite_options.custom_optimizers.add()
         custom_op.name = 'NpuOptimizer'
         custom_op.parameter_map['use_off_line'].b = True
-        custom_op.parameter_map['precision_mode'].s = tf.compat.as_bytes(precision_mode)
-        custom_op.parameter_map['mix_compile_mode'].b = False
-        if iterations_per_loop > 1:
-            custom_op.parameter_map['enable_data_pre_proc'].b = True
-            custom_op.parameter_map['iterations_per_loop'].i = iterations_per_loop
-        if graph_memory_max_size:
-            custom_op.parameter_map['graph_memory_max_size'].s = tf.compat.as_bytes(
-                str(graph_memory_max_size))
-        if variable_memory_max_size:
-            custom_op.parameter_map['variable_memory_max_size'].s = tf.compat.as_bytes(
-                str(variable_memory_max_size))
+        for name, value in _npu_parameters(npu or npu_options()).items():
+            if isinstance(value, bool):
+                custom_op.parameter_map[name].b = value
+            elif isinstance(value, int):
+                custom_op.parameter_map[name].i = value
+            else:
+                custom_op.parameter_map[name].s = tf.compat.as_bytes(value)
         config.graph_options.rewrite_options.remapping = RewriterConfig.OFF
         config.graph_options.rewrite_options.memory_optimization = RewriterConfig.NO_MEM_OPT
     return config
 
 
-def npu_run_config(model_dir, save_checkpoints_steps, precision_mode='allow_mix_precision',
-                   iterations_per_loop=1, graph_memory_max_size=None,
-                   variable_memory_max_size=None):
-    """An NPURunConfig for NPUEstimator users (trainer.py uses sess.run instead).
+def npu_run_config(npu, model_dir, save_checkpoints_steps):
+    """An NPURunConfig for NPUEstimator users, from the same NpuOptions as session_config.
 
-    NPUEstimator adds the NpuOptimizer itself from these arguments, so the
-    session config handed to it carries none.
+    NPUEstimator adds the NpuOptimizer itself from these keywords (the
+    parameters have the same names), so the session config handed to it
+    carries none.
 
     Returns:
       npu_bridge.estimator.npu.npu_config.NPURunConfig.
     """
     from npu_bridge.estimator.npu.npu_config import NPURunConfig
-    _check_precision_mode(precision_mode)
-    memory = {}
-    if graph_memory_max_size:
-        memory['graph_memory_max_size'] = str(graph_memory_max_size)
-    if variable_memory_max_size:
-        memory['variable_memory_max_size'] = str(variable_memory_max_size)
     return NPURunConfig(model_dir=model_dir, save_checkpoints_steps=save_checkpoints_steps,
                         session_config=tf.ConfigProto(allow_soft_placement=True),
-                        precision_mode=precision_mode, iterations_per_loop=iterations_per_loop,
-                        **memory)
+                        **_npu_parameters(npu))
+
+
+def loop_train_op(sess, train_op, device, iterations_per_loop):
+    """The op one sess.run of which trains iterations_per_loop steps (loop sinking).
+
+    On the NPU, npu_bridge's util.set_iteration_per_loop: called once, after
+    the session is created and every initialiser has run (it loads its own
+    local variables), at the root name scope (CANN loops only a node named
+    exactly IterationOp). With 1, or off the NPU, the train op itself.
+    """
+    if iterations_per_loop == 1:
+        return train_op
+    if device != 'npu':
+        raise ValueError('--iterations_per_loop %d: loop sinking needs the NPU; on the %s use 1'
+                         % (iterations_per_loop, device))
+    from npu_bridge.estimator.npu import util
+    return util.set_iteration_per_loop(sess, train_op, iterations_per_loop)
+
+
+def float32_scope(device):
+    """A context in which the NPU keeps the ops' own dtype (float32) under mixed precision.
+
+    Under allow_mix_precision CANN picks each op's precision itself, and a
+    tf.cast to float32 does not pin it; the adapter's keep_dtype_scope does
+    (it tags the ops with _keep_dtype). Elsewhere the ops are float32 anyway.
+    """
+    if device == 'npu':
+        from npu_bridge.estimator.npu import npu_scope
+        return npu_scope.keep_dtype_scope()
+    return contextlib.nullcontext()
 
 
 def dropout_fn(device):
@@ -277,7 +338,9 @@ def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
                 incr_every_n_steps=loss_scale.incr_every_n_steps,
                 decr_every_n_nan_or_inf=loss_scale.decr_every_n_nan_or_inf,
                 decr_ratio=loss_scale.decr_ratio)
-        return NPULossScaleOptimizer(optimizer, manager, is_distributed=distributed)
+        return _FiniteGradientsRecorder(
+            NPULossScaleOptimizer(optimizer, manager, is_distributed=distributed),
+            adapter_flag=NPU_FINITE_TENSOR, inf_nan=_npu_inf_nan_mode())
     if loss_scale is None:
         return optimizer
     if device != 'gpu':
@@ -296,31 +359,76 @@ def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
     return _FiniteGradientsRecorder(mixed)
 
 
-class _FiniteGradientsRecorder(tf.train.Optimizer):
-    """Delegates to TensorFlow's loss-scale optimizer and names GPU_FINITE_TENSOR.
+def _npu_inf_nan_mode():
+    """True on a device in INF/NaN mode (Ascend 910B's default; adapter >= r1.13).
 
-    That optimizer skips the update when a gradient is not finite but does
-    not expose the decision; this recomputes it from the same (unscaled)
-    gradients so the training loop can count skipped steps.
+    There the loss-scale optimizer checks the gradients for inf and NaN like
+    TensorFlow's and builds no float-status flag.
+    """
+    from npu_bridge.estimator.npu import npu_plugin
+    check = getattr(npu_plugin, 'is_inf_nan_enabled', None)  # adapters before r1.13: none
+    return bool(check is not None and check())
+
+
+def check_npu_adapter():
+    """Refuses adapters older than r1.5.0 (CANN 5.0.x), the oldest this code supports.
+
+    Before r1.5.0 the loss-scale optimizer's "gradients finite" flag has no
+    name the training loop can find; r1.5.0 named it NPU_FINITE_TENSOR and
+    gave FixedLossScaleManager its enable_overflow_check argument, which
+    tells the versions apart without importing anything with side effects.
+
+    Raises:
+      ValueError: one line naming the minimum version.
+    """
+    from npu_bridge.estimator.npu import npu_loss_scale_manager
+    parameters = inspect.signature(npu_loss_scale_manager.FixedLossScaleManager).parameters
+    if 'enable_overflow_check' not in parameters:
+        raise ValueError('--device npu: the installed npu_bridge is older than TF adapter '
+                         'r1.5.0 (CANN 5.0.x), the oldest this code supports (it names no '
+                         'overflow flag); install CANN 5.0.x or later')
+
+
+class _FiniteGradientsRecorder(tf.train.Optimizer):
+    """Delegates to a loss-scale optimizer and names FINITE_TENSOR: its step was applied.
+
+    Where the wrapped optimizer builds a flag of its own (`adapter_flag`, the
+    NPU's float-status check in saturation mode, the only sound test there:
+    float16 saturates instead of overflowing to inf), that flag is used.
+    Otherwise (TensorFlow's loss-scale optimizer on a GPU, the NPU in INF/NaN
+    mode) the decision is recomputed from the same unscaled gradients the
+    optimizer tests, so the training loop can count skipped steps.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, adapter_flag=None, inf_nan=True):
         super(_FiniteGradientsRecorder, self).__init__(False, optimizer.get_name())
         self._optimizer = optimizer
+        self._adapter_flag = adapter_flag
+        self._inf_nan = inf_nan
 
     def compute_gradients(self, *args, **kwargs):
         return self._optimizer.compute_gradients(*args, **kwargs)
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
         grads_and_vars = list(grads_and_vars)
-        finite = []
-        for grad, _ in grads_and_vars:
-            if isinstance(grad, tf.IndexedSlices):
-                grad = grad.values
-            if grad is not None:
-                finite.append(tf.reduce_all(tf.math.is_finite(grad)))
-        tf.reduce_all(tf.stack(finite), name=GPU_FINITE_TENSOR)
-        return self._optimizer.apply_gradients(grads_and_vars, global_step, name)
+        graph = tf.get_default_graph()
+        known = len(graph.get_operations())
+        train_op = self._optimizer.apply_gradients(grads_and_vars, global_step, name)
+        flags = []
+        if self._adapter_flag:
+            pattern = re.compile(r'(^|/)%s(_\d+)?$' % re.escape(self._adapter_flag))
+            flags = [op.outputs[0] for op in graph.get_operations()[known:]
+                     if pattern.search(op.name)]
+        if not flags:
+            if not self._inf_nan:
+                raise RuntimeError('no %r tensor after the loss-scale optimizer: the adapter '
+                                   'is older than r1.5.0 (see check_npu_adapter)'
+                                   % self._adapter_flag)
+            flags = [tf.reduce_all(tf.math.is_finite(
+                grad.values if isinstance(grad, tf.IndexedSlices) else grad))
+                for grad, _ in grads_and_vars if grad is not None]
+        tf.reduce_all(tf.stack(flags), name=FINITE_TENSOR)
+        return train_op
 
     def get_slot(self, var, name):
         return self._optimizer.get_slot(var, name)
@@ -332,12 +440,11 @@ class _FiniteGradientsRecorder(tf.train.Optimizer):
         return self._optimizer.variables()
 
 
-def overflow_indicator(device, loss_scale, graph=None):
+def overflow_indicator(loss_scale, graph=None):
     """A bool scalar: True when the step's gradients overflowed and its update was skipped.
 
-    Call it after the train op is built. On the NPU it reads Huawei's
-    NPU_FINITE_TENSOR, on the GPU the recorder's GPU_FINITE_TENSOR (both True
-    when finite; several train ops are and-ed).
+    Call it after the train op is built from wrap_optimizer's optimizer,
+    which names FINITE_TENSOR (True when finite; several train ops are and-ed).
 
     Returns:
       A bool tensor, or None without loss scaling.
@@ -347,12 +454,11 @@ def overflow_indicator(device, loss_scale, graph=None):
     if loss_scale is None:
         return None
     graph = graph or tf.get_default_graph()
-    name = NPU_FINITE_TENSOR if device == 'npu' else GPU_FINITE_TENSOR
     finite = [op.outputs[0] for op in graph.get_operations()
-              if op.name == name or op.name.endswith('/' + name)]
+              if op.name == FINITE_TENSOR or op.name.endswith('/' + FINITE_TENSOR)]
     if not finite:
         raise RuntimeError('no %r tensor in the graph: build the train op with the optimizer '
-                           'from wrap_optimizer() first' % name)
+                           'from wrap_optimizer() first' % FINITE_TENSOR)
     with graph.as_default():
         return tf.logical_not(tf.reduce_all(tf.stack(finite)), name='overflow')
 
@@ -493,6 +599,12 @@ def _rank_table_devices(path):
         raise ValueError('RANK_TABLE_FILE=%s is not a rank table (%s: %s); expected Huawei\'s '
                          'format 1.0 with server_list[].device[] holding device_id and rank_id'
                          % (path, type(error).__name__, error))
+
+
+def hccl_all_reduce_sum(tensor):
+    """The element-wise sum of a float32 tensor over every HCCL rank (NPU only)."""
+    from npu_bridge.hccl import hccl_ops
+    return hccl_ops.allreduce(tensor, 'sum')
 
 
 def broadcast_variables_op(device, variables=None):

@@ -20,6 +20,7 @@ Typical use:
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=logits))
 """
+import contextlib
 import math
 
 import tensorflow.compat.v1 as tf
@@ -33,7 +34,8 @@ ARCFACE_SCOPE = 'arcface_loss'
 COMBINE_SCOPE = ''
 
 
-def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=None):
+def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=None,
+                  float32_scope=contextlib.nullcontext):
     """Cosine of every embedding with every class centre.
 
     Args:
@@ -42,6 +44,8 @@ def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=No
       w_init: initialiser of the class centres; Xavier normal by default.
       scope: variable scope of `embedding_weights`; '' for the caller's scope.
       reuse: passed to the variable scope.
+      float32_scope: fn() -> a context whose ops a mixed-precision device must
+        keep in float32 (runtime.float32_scope); here the L2 normalisations.
     Returns:
       float32 [N, C] in [-1, 1].
     """
@@ -54,8 +58,9 @@ def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=No
                                   initializer=w_init)
         if not tf.get_variable_scope().reuse:
             tf.add_to_collection(layers.WEIGHT_DECAY, weights)
-    embedding = tf.nn.l2_normalize(embedding, axis=1)
-    weights = tf.nn.l2_normalize(weights, axis=0)
+    with float32_scope():
+        embedding = tf.nn.l2_normalize(embedding, axis=1)
+        weights = tf.nn.l2_normalize(weights, axis=0)
     return tf.matmul(embedding, weights, name='cos_t')
 
 
@@ -191,7 +196,8 @@ def centres_name(loss_type):
     return scope + '/embedding_weights' if scope else 'embedding_weights'
 
 
-def margin_logits(loss_type, embedding, labels, out_num, **margin_args):
+def margin_logits(loss_type, embedding, labels, out_num, float32_scope=contextlib.nullcontext,
+                  **margin_args):
     """Logits of the named head and the plain scaled cosines.
 
     The plain cosines give the training accuracy a user can read: the
@@ -203,6 +209,7 @@ def margin_logits(loss_type, embedding, labels, out_num, **margin_args):
       embedding: float [N, D].
       labels: int [N].
       out_num: number of classes.
+      float32_scope: see class_cosines; also holds the margin's ops.
       **margin_args: s, m (arcface, cosineface) or s, m1, m2, m3 (combine).
     Returns:
       (margin logits float32 [N, C], cosines float32 [N, C]).
@@ -212,5 +219,6 @@ def margin_logits(loss_type, embedding, labels, out_num, **margin_args):
     if loss_type not in HEADS:
         raise ValueError('unknown loss_type %r; expected one of %s' % (loss_type, LOSS_TYPES))
     scope, logits_fn = HEADS[loss_type]
-    cos_t = class_cosines(embedding, out_num, scope=scope)
-    return logits_fn(cos_t, labels, **margin_args), cos_t
+    cos_t = class_cosines(embedding, out_num, scope=scope, float32_scope=float32_scope)
+    with float32_scope():  # the margin: acos/cos near +-1 lose everything in float16
+        return logits_fn(cos_t, labels, **margin_args), cos_t

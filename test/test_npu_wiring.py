@@ -9,6 +9,7 @@ order, variables, control flow), not that the real adapter accepts it.
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -51,14 +52,15 @@ def only(recorder, api):
 # ---------------------------------------------------------------- session config
 
 def test_npu_session_config_follows_huaweis_sess_run_setup():
-    config = runtime.session_config('npu', 'allow_mix_precision')
+    config = runtime.session_config('npu', runtime.npu_options('allow_mix_precision'))
     rewrite = config.graph_options.rewrite_options
     assert [op.name for op in rewrite.custom_optimizers] == ['NpuOptimizer']
     params = rewrite.custom_optimizers[0].parameter_map
     assert params['use_off_line'].b is True
     assert params['precision_mode'].s == b'allow_mix_precision'
     assert params['mix_compile_mode'].b is False
-    assert 'iterations_per_loop' not in params and 'enable_data_pre_proc' not in params
+    # No loop sinking: one step per sess.run, GetNext on the host.
+    assert params['iterations_per_loop'].i == 1 and params['enable_data_pre_proc'].b is False
     assert 'graph_memory_max_size' not in params and 'variable_memory_max_size' not in params
     assert rewrite.remapping == RewriterConfig.OFF
     # memory_optimization's OFF would mean MANUAL; "no memory optimisation" is NO_MEM_OPT.
@@ -67,9 +69,9 @@ def test_npu_session_config_follows_huaweis_sess_run_setup():
 
 
 def test_npu_session_config_options():
-    params = runtime.session_config(
-        'npu', 'force_fp32', iterations_per_loop=10, graph_memory_max_size=31 * 2 ** 30,
-        variable_memory_max_size=2 ** 30).graph_options.rewrite_options.custom_optimizers[0] \
+    params = runtime.session_config('npu', runtime.npu_options(
+        'force_fp32', iterations_per_loop=10, graph_memory_max_size=31 * 2 ** 30,
+        variable_memory_max_size=2 ** 30)).graph_options.rewrite_options.custom_optimizers[0] \
         .parameter_map
     assert params['precision_mode'].s == b'force_fp32'
     # Huawei: loop sinking in sess.run mode needs GetNext on the device too.
@@ -77,7 +79,7 @@ def test_npu_session_config_options():
     assert params['graph_memory_max_size'].s == str(31 * 2 ** 30).encode()
     assert params['variable_memory_max_size'].s == str(2 ** 30).encode()
     with pytest.raises(ValueError, match='--precision_mode .*allow_mix_precision'):
-        runtime.session_config('npu', 'fp16')
+        runtime.npu_options('fp16')
     assert not runtime.session_config('cpu').graph_options.rewrite_options.custom_optimizers
 
 
@@ -89,17 +91,34 @@ def test_tensorflow_on_the_cpu_accepts_the_npu_config():
             assert sess.run(value) == 6.0
 
 
-def test_npu_run_config_for_npu_estimator(standin):
-    config = runtime.npu_run_config('/tmp/model', 500, 'allow_fp32_to_fp16', 100,
-                                    graph_memory_max_size=2 ** 30)
-    assert config.kwargs['model_dir'] == '/tmp/model'
-    assert config.kwargs['save_checkpoints_steps'] == 500
-    assert config.kwargs['precision_mode'] == 'allow_fp32_to_fp16'
-    assert config.kwargs['iterations_per_loop'] == 100
-    assert config.kwargs['graph_memory_max_size'] == str(2 ** 30)
-    assert 'variable_memory_max_size' not in config.kwargs
+def npu_parameters(config):
+    """{name: value} of the NpuOptimizer custom optimizer in a ConfigProto."""
+    found = [op for op in config.graph_options.rewrite_options.custom_optimizers
+             if op.name == 'NpuOptimizer']
+    assert len(found) == 1, config
+    return {name: getattr(value, value.WhichOneof('value'))
+            for name, value in found[0].parameter_map.items()}
+
+
+@pytest.mark.parametrize('options', [
+    runtime.npu_options(),
+    runtime.npu_options('allow_fp32_to_fp16', 100, graph_memory_max_size=2 ** 30),
+    runtime.npu_options('force_fp32', 1, 31 * 2 ** 30, 2 ** 30),
+])
+def test_sess_run_and_npu_estimator_get_the_same_npu_options(standin, monkeypatch, options):
+    """One NpuOptions makes both configs: NPUEstimator (the stand-in follows the real
+    one) turns the NPURunConfig into exactly the NpuOptimizer parameters sess.run gets."""
+    from npu_bridge.estimator.npu.npu_estimator import NPUEstimator
+    monkeypatch.setenv('JOB_ID', '10087')  # NPUEstimator refuses to start without a job id
+    ours = npu_parameters(runtime.session_config('npu', options))
+    run_config = runtime.npu_run_config(options, '/tmp/model', 500)
     # NPUEstimator adds the NpuOptimizer itself.
-    assert not config.kwargs['session_config'].graph_options.rewrite_options.custom_optimizers
+    assert not run_config.session_config.graph_options.rewrite_options.custom_optimizers
+    estimator = NPUEstimator(model_fn=lambda features, labels, mode: None, config=run_config)
+    theirs = npu_parameters(estimator.config.session_config)
+    assert {name: theirs.get(name) for name in ours} == ours
+    assert ours['precision_mode'] == tf.compat.as_bytes(options.precision_mode)
+    assert ours['iterations_per_loop'] == options.iterations_per_loop
 
 
 # ---------------------------------------------------------------- device choice
@@ -183,11 +202,10 @@ def test_distributed_wrapper_order_and_manager(standin):
                 manager['decr_every_n_nan_or_inf'], manager['decr_ratio']) == (2 ** 32, 1000, 2,
                                                                                 0.5)
         assert manager['outside_control_dependencies']
-        assert type(optimizer).__name__ == 'NPULossScaleOptimizer'
 
         global_step = tf.train.get_or_create_global_step()
         train_op = optimizer.minimize(loss, global_step=global_step)
-        overflow = runtime.overflow_indicator('npu', scaling)
+        overflow = runtime.overflow_indicator(scaling)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             assert sess.run([train_op, overflow])[1] == False  # noqa: E712 (numpy bool)
@@ -211,7 +229,7 @@ def test_float32_npu_training_gets_only_the_distributed_optimizer(standin):
         assert runtime.wrap_optimizer(plain, 'npu', scaling) is plain
         runtime.wrap_optimizer(plain, 'npu', scaling, distributed=True)
         assert [c['api'] for c in standin.CALLS] == ['NPUDistributedOptimizer']
-        assert runtime.overflow_indicator('npu', scaling) is None
+        assert runtime.overflow_indicator(scaling) is None
 
 
 def test_gpu_mixed_precision_skips_and_flags_overflowed_steps():
@@ -221,12 +239,12 @@ def test_gpu_mixed_precision_skips_and_flags_overflowed_steps():
             weight, factor, loss = toy_loss()
             scaling = runtime.loss_scaling('gpu', 'allow_mix_precision', 'on')
             with pytest.raises(RuntimeError, match='build the train op'):
-                runtime.overflow_indicator('gpu', scaling)
+                runtime.overflow_indicator(scaling)
             optimizer = runtime.wrap_optimizer(tf.train.GradientDescentOptimizer(0.1), 'gpu',
                                                scaling)
             global_step = tf.train.get_or_create_global_step()
             train_op = optimizer.minimize(loss, global_step=global_step)
-            overflow = runtime.overflow_indicator('gpu', scaling)
+            overflow = runtime.overflow_indicator(scaling)
             scale = [v for v in tf.global_variables() if 'loss_scale' in v.name]
             with tf.Session() as sess:
                 sess.run(tf.global_variables_initializer())
@@ -371,7 +389,12 @@ def test_incomplete_hccl_environment_stops_train_nets(standin, tiny_data, tmp_pa
 
 
 @pytest.mark.parametrize('extra,expected', [
-    (['--iterations_per_loop', '10'], '--iterations_per_loop 10: only 1 is supported'),
+    (['--iterations_per_loop', '10', '--device', 'cpu'],
+     '--iterations_per_loop 10: loop sinking runs on the NPU; on the cpu use 1'),
+    (['--iterations_per_loop', '3'],
+     '--validate_interval 2000 is not a multiple of --iterations_per_loop 3'),
+    (['--iterations_per_loop', '4', '--max_steps', '6'],
+     '--max_steps 6 is not a multiple of --iterations_per_loop 4'),
     (['--device', 'cpu', '--mixed_precision', 'on'], '--mixed_precision on needs a GPU or an NPU'),
 ])
 def test_impossible_device_flags_are_refused(tiny_data, tmp_path, capsys, extra, expected):
@@ -410,7 +433,8 @@ def run_npu_training(argv, record, **env):
         [STANDIN_PATH, PROJECT_ROOT, os.environ.get('PYTHONPATH', '')]),
         NPU_STANDIN_RECORD=record)
     for name in ('RANK_SIZE', 'RANK_ID', 'RANK_TABLE_FILE', 'ASCEND_DEVICE_ID', 'DEVICE_ID',
-                 'JOB_ID', 'NPU_STANDIN_OVERFLOW_CALLS'):
+                 'JOB_ID', 'NPU_STANDIN_OVERFLOW_CALLS', 'NPU_STANDIN_ADAPTER', 'POD_NAME',
+                 'CM_WORKER_SIZE', 'CM_CHIEF_IP', 'ASCEND_RT_VISIBLE_DEVICES'):
         environ.pop(name, None)
     environ.update(env)
     result = subprocess.run([sys.executable, 'train_nets.py'] + argv, cwd=PROJECT_ROOT, env=environ,
@@ -508,3 +532,90 @@ def test_rank_1_of_2_trains_broadcasts_and_writes_nothing(tiny_data, tmp_path):
     assert sorted(broadcast) == expected
     assert any('moving_variance' in name for name in broadcast)
     assert any(name.startswith('global_step') for name in broadcast)
+
+
+# ---------------------------------------------------------------- the training graph on the NPU
+
+def npu_training_graph(loss_type, device='npu'):
+    """train_graph.build_graph at depth 18 for 10 classes, as on the NPU; returns its dict."""
+    from training import setup, train_graph
+    args = train_nets.get_parser().parse_args(['--net_depth', '18', '--device', device,
+                                               '--loss_type', loss_type, '--image_size', '32,32',
+                                               '--batch_size', '2'])
+    plan = setup.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], device, 0, 1,
+                      runtime.loss_scaling(device, args.precision_mode), [], None, [1, 2, 3],
+                      runtime.npu_options())
+    return train_graph.build_graph(args, plan)
+
+
+def kept_float32(graph):
+    return {op.name for op in graph.get_operations()
+            if '_keep_dtype' in op.node_def.attr and op.get_attr('_keep_dtype') == 1}
+
+
+@pytest.mark.parametrize('loss_type,margin_op', [('arcface', 'Sqrt'), ('combine', 'Acos')])
+def test_margin_softmax_and_normalisations_stay_float32_on_the_npu(standin, loss_type,
+                                                                   margin_op):
+    """Under allow_mix_precision CANN picks each op's precision; keep_dtype_scope pins these."""
+    with tf.Graph().as_default() as graph:
+        npu_training_graph(loss_type)
+        kept = kept_float32(graph)
+        types = {graph.get_operation_by_name(name).type for name in kept}
+        assert {'SparseSoftmaxCrossEntropyWithLogits', 'Rsqrt', margin_op} <= types, types
+        assert not any(name.startswith('resnet_v1_18/') for name in kept)  # the network: fp16
+        cos_t = [op for op in graph.get_operations() if op.name.endswith('cos_t')]
+        assert cos_t and not kept & {op.name for op in cos_t}  # the big matmul: fp16 too
+    with tf.Graph().as_default() as graph:
+        npu_training_graph(loss_type, device='cpu')
+        assert not kept_float32(graph)
+
+
+def test_the_fetched_step_is_read_after_the_update():
+    """The step fetched with the train op is the one it completed (checkpoint names, resume)."""
+    with tf.Graph().as_default():
+        tensors = npu_training_graph('arcface', device='cpu')
+        step = tensors['fetches']['step']
+        assert tensors['train_op'] in step.op.control_inputs
+        global_step = tf.train.get_global_step()
+        assert step.op.inputs[0].op is global_step.op or step.op.type == 'ReadVariableOp'
+
+
+def test_inf_nan_mode_counts_overflows_from_the_gradients(tiny_data, tmp_path):
+    """Ascend 910B's INF/NaN mode builds no overflow_status_reduce_all: the count still holds."""
+    out = str(tmp_path)
+    result, _ = run_npu_training(
+        flags(tiny_data, out, '--max_steps', '3', '--validate_interval', '3'),
+        os.path.join(out, 'record.json'), NPU_STANDIN_OVERFLOW_CALLS='2',
+        NPU_STANDIN_ADAPTER='inf-nan')
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count('gradient overflow after step 1: update skipped (1 overflowed') == 1
+    assert 'step 3, total loss' in result.stdout and ', 1 overflowed steps skipped' in result.stdout
+
+
+def test_adapters_before_r1_5_are_refused_in_one_line(tiny_data, tmp_path):
+    out = str(tmp_path)
+    result, _ = run_npu_training(flags(tiny_data, out, '--max_steps', '2'),
+                                 os.path.join(out, 'record.json'),
+                                 NPU_STANDIN_ADAPTER='before-r1.5')
+    assert result.returncode == 2, result.stdout
+    assert 'older than TF adapter r1.5.0 (CANN 5.0.x)' in result.stdout
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+    assert not os.path.exists(os.path.join(out, 'ckpt'))
+
+
+def test_loop_sinking_runs_n_steps_per_sess_run(tiny_data, tmp_path):
+    """--iterations_per_loop 2: util.set_iteration_per_loop's op, run twice for 4 steps;
+    logs, validation and checkpoints after whole loops."""
+    out = str(tmp_path)
+    result, calls = run_npu_training(
+        flags(tiny_data, out, '--max_steps', '4', '--iterations_per_loop', '2',
+              '--validate_interval', '2', '--ckpt_interval', '2', '--summary_interval', '1'),
+        os.path.join(out, 'record.json'))
+    assert result.returncode == 0, result.stdout
+    loops = apis(calls, 'util.set_iteration_per_loop')
+    assert [c['iterations_per_loop'] for c in loops] == [2]
+    assert len(apis(calls, 'IterationOp.run')) == 2
+    assert re.findall(r'total_step (\d+),', result.stdout) == ['2', '4']
+    assert re.findall(r'\[lfw\]\[(\d+)\]Accuracy-Flip', result.stdout) == ['2', '4']
+    index = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, 'ckpt', '*.index')))
+    assert index == ['InsightFace_iter_2.ckpt.index', 'InsightFace_iter_4.ckpt.index']

@@ -31,6 +31,7 @@ Plan = collections.namedtuple('Plan', [
     'towers',           # in-graph tower devices (train_nets_mgpu.py); [] for one device
     'cluster',          # distributed.Cluster of TensorFlow gRPC workers, or None
     'lr_boundaries',    # learning-rate boundaries in global steps (lr_boundaries)
+    'npu_options',      # runtime.NpuOptions: precision mode, loop sinking, memory sizes
 ])
 
 
@@ -64,8 +65,15 @@ def prepare(args):
             device, args.precision_mode, args.mixed_precision, args.loss_scale,
             args.init_loss_scale, args.incr_every_n_steps, args.decr_every_n_nan_or_inf,
             args.decr_ratio)
+        if device == 'npu' and scaling is not None:
+            runtime.check_npu_adapter()
+        npu = runtime.npu_options(args.precision_mode, args.iterations_per_loop,
+                                  args.graph_memory_max_size, args.variable_memory_max_size)
     except ValueError as error:
         raise UsageError(str(error))
+    if npu.iterations_per_loop > 1 and device != 'npu':
+        raise UsageError('--iterations_per_loop %d: loop sinking runs on the NPU; on the %s use 1'
+                         % (npu.iterations_per_loop, device))
     towers = _towers(args, device)
     cluster = _tf_cluster(args, device)
     rank, world_size = (cluster.rank, len(cluster.hosts)) if cluster else _hccl_ranks(device)
@@ -77,6 +85,9 @@ def prepare(args):
     last_step = steps_per_epoch * args.epoch
     if args.max_steps is not None:
         last_step = min(last_step, args.max_steps)
+    loop = npu.iterations_per_loop
+    if last_step % loop:  # the epochs' end (--max_steps is a multiple, train_nets.check_args)
+        last_step += loop - last_step % loop
     eval_sets = [(name, images, issame) for name, _, images, issame in verification_sets.load(
         verification_sets.find(args.eval_db_path, args.eval_datasets), args.image_size)]
     latest = checkpoint_names.latest_in_folder(args.ckpt_path) if os.path.isdir(
@@ -87,7 +98,7 @@ def prepare(args):
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
-                world_size, scaling, towers, cluster, lr_boundaries_)
+                world_size, scaling, towers, cluster, lr_boundaries_, npu)
 
 
 def _check_output_folders(ckpt_path, summary_path, log_file_path):

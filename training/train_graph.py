@@ -83,19 +83,25 @@ def build_graph(args, plan):
     global_step = tf.train.get_or_create_global_step()
     # A record that cannot be read or decoded is skipped and named, not a crash that
     # every rerun meets again; over --max_bad_records the pipeline fails (see _loop).
-    bad_records = input_pipeline.BadRecords(args.max_bad_records)
-    images, labels = input_pipeline.make_input(
+    # With several processes the pipeline goes on and the processes agree to stop.
+    bad_records = input_pipeline.BadRecords(args.max_bad_records,
+                                            stop_pipeline=plan.world_size == 1)
+    dataset = input_pipeline.build_dataset(
         plan.manifest['shard_paths'], args.batch_size, tuple(args.image_size),
         buffer_size=args.buffer_size, seed=args.seed, num_shards=plan.world_size,
         shard_index=plan.rank, on_bad_record=bad_records,
         records_per_file=[shard['num_images'] for shard in plan.manifest.get('shards', ())],
         **augmentation(args))
+    # Initializable, not one-shot: Ascend's loop sinking refuses one-shot iterators.
+    iterator = tf.data.make_initializable_iterator(dataset)
+    images, labels = iterator.get_next()
     images = image_ops.resize_for_network(images, args.net_input_size)
 
     def loss_fn(batch_images, batch_labels):
         return objective.training_losses(
             batch_images, batch_labels, args.net_depth, plan.num_classes, args.loss_type,
-            margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device))
+            margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device),
+            lambda: runtime.float32_scope(plan.device))
 
     lr = learning_rate(global_step, plan.lr_boundaries, args.lr_values, args.warmup_steps)
     optimizer = tf.train.MomentumOptimizer(lr, args.momentum)
@@ -111,15 +117,25 @@ def build_graph(args, plan):
     eval_images, eval_embedding = inference.inference_graph(
         args.net_depth, tuple(args.image_size), eval_batch, reuse=True,
         net_input_size=args.net_input_size)
-    fetches = {'train': train_op, 'step': global_step, 'lr': lr, 'total_loss': losses.total,
-               'inference_loss': losses.inference, 'wd_loss': losses.weight_decay,
-               'accuracy': losses.accuracy}
-    overflow = runtime.overflow_indicator(plan.device, plan.loss_scaling)
+    # The step this run completed, read after the update: fetched beside train_op
+    # without the dependency, it could be the value before or after the increment.
+    with tf.control_dependencies([train_op]):
+        step_after_update = global_step.read_value()
+    fetches = {'train': train_op, 'step': step_after_update, 'lr': lr,
+               'total_loss': losses.total, 'inference_loss': losses.inference,
+               'wd_loss': losses.weight_decay, 'accuracy': losses.accuracy}
+    overflow = runtime.overflow_indicator(plan.loss_scaling)
     if overflow is not None:  # the step's update was skipped (loss scaling)
         fetches['overflow'] = overflow
-    stop_feed = None
-    if collectives is not None:  # a signal to any worker stops all after the same step
-        stop_feed, fetches['stop_signal'] = distributed.shared_stop(collectives)
+    stop_vote = None
+    if plan.world_size > 1:  # every process reads the same decision to stop, each step
+        if collectives is not None:
+            def sum_fn(tensor):
+                return collectives.all_reduce_mean([tensor])[0]
+        else:
+            sum_fn = runtime.hccl_all_reduce_sum
+        stop_vote = distributed.shared_stop(sum_fn, losses.total)
+        fetches['stop_votes'] = stop_vote.agreed
     broadcast = None
     if plan.device == 'npu' and plan.world_size > 1:  # every variable, so built last
         broadcast = runtime.broadcast_variables_op(plan.device)
@@ -131,7 +147,8 @@ def build_graph(args, plan):
                                     for grad, var in grads_and_vars if grad is not None},
                       'variables': {var.op.name: var for var in tf.trainable_variables()}}
     return {'fetches': fetches, 'histograms': histograms, 'global_step': global_step,
-            'bad_records': bad_records,
+            'bad_records': bad_records, 'train_op': train_op,
+            'init_local': tf.group(tf.local_variables_initializer(), iterator.initializer),
             'eval_images': eval_images,
             'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
-            'barrier': collectives.barrier() if collectives else None, 'stop_feed': stop_feed}
+            'barrier': collectives.barrier() if collectives else None, 'stop_vote': stop_vote}

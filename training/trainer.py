@@ -60,25 +60,29 @@ class _Interrupted(Exception):
 class _StopRequest(object):
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step.
 
-    With TensorFlow gRPC workers (graph['stop_feed']), a signal travels with
-    the next step and `signum` is set on every worker from its result, so
-    all of them stop after the same step (see distributed.shared_stop).
+    With several processes (graph['stop_vote']: HCCL ranks or gRPC workers)
+    a signal, or this process's input failing, is stored as a vote before
+    the next step, and every process reads the same agreed reasons from that
+    step's result (distributed.shared_stop), so all stop after the same step.
     Validation can take minutes, longer than a scheduler's grace period
     before SIGKILL: inside `interruptible()` a signal also raises
-    _Interrupted (one process only; gRPC workers must stop together).
+    _Interrupted (one process only; several must stop together).
     """
 
     def __init__(self, graph):
-        self.signum = None      # the loop stops when set
-        self.received = None    # a signal to this process
-        self._feed = graph.get('stop_feed')
+        self.signum = None          # the loop stops when set
+        self.received = None        # a signal to this process
+        self.input_failed = False   # agreed: some process's input failed
+        self.non_finite = False     # agreed: some process's loss was not finite
+        self._vote = graph.get('stop_vote')
+        self._voted = None
         self._interruptible = False
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, unused_frame):
         self.received = signum
-        if self._feed is None:
+        if self._vote is None:
             self.signum = signum
             if self._interruptible:
                 self._interruptible = False
@@ -95,12 +99,32 @@ class _StopRequest(object):
         finally:
             self._interruptible = False
 
-    def feed_dict(self):
-        return None if self._feed is None else {self._feed: float(self.received or 0)}
+    def vote(self, sess, input_failed):
+        """Stores this process's reasons to stop, for the next step to share (several only)."""
+        if self._vote is None:
+            return
+        votes = distributed.vote_values(self._vote, self.received, input_failed)
+        if votes != self._voted:
+            sess.run(self._vote.set_votes, {self._vote.request: votes})
+            self._voted = votes
 
     def agree(self, values):
-        if self.signum is None and values.get('stop_signal', 0) > 0:
-            self.signum = int(values['stop_signal'])
+        """Reads the step's agreed reasons (several processes only)."""
+        if self._vote is None:
+            return
+        agreed = distributed.read_agreement(self._vote, values['stop_votes'])
+        signals = [reason for reason, voted in agreed.items()
+                   if voted and isinstance(reason, int)]
+        if signals and self.signum is None:
+            self.signum = max(signals)
+        self.input_failed = agreed[distributed.INPUT_FAILED]
+        self.non_finite = agreed[distributed.NON_FINITE_LOSS]
+
+
+def _crossed(previous, step, interval):
+    """True when a multiple of `interval` lies in (previous, step]: a loop of
+    several steps per sess.run (loop sinking) may pass one without landing on it."""
+    return step // interval > previous // interval
 
 
 def _summary(writer, step, values):
@@ -176,9 +200,7 @@ def train(args, plan):
                      'step %d', plan.device, plan.manifest['num_images'], plan.num_classes,
                      plan.steps_per_epoch, plan.last_step)
         writer = tf.summary.FileWriter(args.summary_path) if chief else None
-        config = runtime.session_config(plan.device, args.precision_mode,
-                                        graph_memory_max_size=args.graph_memory_max_size,
-                                        variable_memory_max_size=args.variable_memory_max_size,
+        config = runtime.session_config(plan.device, plan.npu_options,
                                         log_device_placement=args.log_device_mapping,
                                         num_threads=args.num_threads)
         parallel.configure_session(config, plan.towers)
@@ -187,10 +209,14 @@ def train(args, plan):
         with tf.Session(server.target if server else '', config=config) as sess:
             if not checkpoints.restore_or_init(sess) and writer is not None:
                 writer.add_graph(sess.graph)
+            sess.run(graph['init_local'])  # the input iterator and the stop votes
             if graph['broadcast'] is not None:
                 sess.run(graph['broadcast'])
                 logging.info('rank %d of %d: all variables broadcast from rank 0', plan.rank,
                              plan.world_size)
+            # Last: it loads its own loop counters, which an initialiser would reset.
+            graph['fetches']['train'] = runtime.loop_train_op(
+                sess, graph['train_op'], plan.device, plan.npu_options.iterations_per_loop)
             histograms = None
             if chief and graph['histograms'] is not None:
                 histograms = _Histograms(graph['histograms'])
@@ -222,6 +248,13 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
         logging.info('global step %d already reached the last step %d; nothing to do',
                      step, plan.last_step)
         return 0
+    iterations = plan.npu_options.iterations_per_loop
+    if step % iterations:
+        logging.error('cannot resume at global step %d with --iterations_per_loop %d: each '
+                      'sess.run trains %d steps, so the step must be a multiple of it; resume '
+                      'with --iterations_per_loop 1 up to a multiple first', step, iterations,
+                      iterations)
+        return 2
     state = {'step': step, 'saved': step}
     try:
         return _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
@@ -270,8 +303,14 @@ def _stop_after_error(sess, graph, checkpoints, state, cause):
 
 
 def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms, state):
-    """_loop's iterations; keeps state['step'] (completed) and state['saved'] current."""
+    """_loop's iterations; keeps state['step'] (completed) and state['saved'] current.
+
+    Each sess.run trains `iterations` steps (--iterations_per_loop: the NPU
+    runs them on the device); logging, summaries, checkpoints and validation
+    happen after the run whose steps reached their interval.
+    """
     step = state['step']
+    iterations = plan.npu_options.iterations_per_loop
     window_start, window_step = time.time(), step
     values = {}
     scaled = 'overflow' in graph['fetches']
@@ -282,34 +321,50 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
     if histograms is not None:
         summary_fetches['gradients'] = histograms.fetches()
     while step < plan.last_step and stop.signum is None:
-        # The step about to run writes summaries: fetch its gradients with it.
-        summary_next = (step + 1) % args.summary_interval == 0
-        values = sess.run(summary_fetches if summary_next else graph['fetches'],
-                          stop.feed_dict())
-        step = state['step'] = int(values['step'])
+        stop.vote(sess, bad.exceeded)
+        # A run that reaches a summary step fetches its gradients with it.
+        summary_next = _crossed(step, step + iterations, args.summary_interval)
+        values = sess.run(summary_fetches if summary_next else graph['fetches'])
+        previous, step = step, int(values['step'])
+        state['step'] = step
         stop.agree(values)
-        if scaled and values['overflow']:
-            # The loss-scale optimizer skipped this update (global_step did
-            # not advance) and lowers the scale; a non-finite loss here is an
-            # overflow too. Only a long run of them means a broken model.
-            overflows += 1
-            consecutive += 1
-            logging.info('gradient overflow after step %d: update skipped (%d overflowed steps '
-                         'skipped so far)', step, overflows)
+        if stop.input_failed:
+            cause = ('more than --max_bad_records %d bad records (%d; the last: %s)'
+                     % (bad.max_count, bad.count, bad.last) if bad.exceeded else
+                     'another rank\'s input failed (see its log)')
+            return _stop_after_error(sess, graph, checkpoints, state, cause)
+        overflowed = scaled and bool(values['overflow'])  # the run's last step
+        if scaled:
+            # Skipped updates do not advance global_step (a non-finite loss on
+            # them is an overflow too); only a long run of them means a broken model.
+            skipped = iterations - (step - previous)
+            if skipped:
+                overflows += skipped
+                consecutive = consecutive + skipped if step == previous else int(overflowed)
+                if iterations == 1:
+                    logging.info('gradient overflow after step %d: update skipped (%d '
+                                 'overflowed steps skipped so far)', step, overflows)
+                else:
+                    logging.info('gradient overflow in the %d steps after step %d: %d updates '
+                                 'skipped (%d so far)', iterations, previous, skipped, overflows)
+            else:
+                consecutive = 0
             if consecutive >= args.max_consecutive_overflows:
                 logging.error('%d consecutive gradient overflows (loss %s) after step %d: '
                               'stopping; no checkpoint written (the last good one is %s)',
                               consecutive, values['total_loss'], step,
                               checkpoint_names.latest_in_folder(args.ckpt_path))
                 return 1
-            continue
-        consecutive = 0
-        if not np.isfinite(values['total_loss']):
+            if step == previous:
+                continue
+        if not overflowed and (stop.non_finite or not np.isfinite(values['total_loss'])):
+            here = not np.isfinite(values['total_loss'])
             logging.error('non-finite loss (%s) at step %d: stopping; no checkpoint written '
-                          '(the last good one is %s)', values['total_loss'], step,
+                          '(the last good one is %s)',
+                          values['total_loss'] if here else 'on another rank', step,
                           checkpoint_names.latest_in_folder(args.ckpt_path))
             return 1
-        if step % args.show_info_interval == 0 or step == plan.last_step:
+        if _crossed(previous, step, args.show_info_interval) or step == plan.last_step:
             now = time.time()
             speed = (step - window_step) * args.batch_size / max(now - window_start, 1e-9)
             window_start, window_step = now, step
@@ -320,7 +375,7 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
                          values['accuracy'], speed, values['lr'],
                          ', %d overflowed steps skipped' % overflows if scaled else '',
                          ', %d bad records skipped' % bad.count if bad.count else '')
-        if step % args.summary_interval == 0:
+        if _crossed(previous, step, args.summary_interval):
             # The original's tags (its 'leraning_rate' spelling too), plus ours.
             scalars = {k: values[k] for k in ('total_loss', 'inference_loss', 'wd_loss',
                                               'accuracy', 'lr')}
@@ -331,10 +386,10 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
             _summary(writer, step, scalars)
             if histograms is not None and 'gradients' in values:
                 histograms.write(sess, writer, step, values['gradients'])
-        if step % args.ckpt_interval == 0:
+        if _crossed(previous, step, args.ckpt_interval):
             checkpoints.save(sess, step)
             state['saved'] = step
-        if step % args.validate_interval == 0 or step == plan.last_step:
+        if _crossed(previous, step, args.validate_interval) or step == plan.last_step:
             try:
                 _validate(sess, graph, plan, step, writer, checkpoints, stop)
             except _Interrupted:

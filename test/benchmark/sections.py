@@ -165,9 +165,11 @@ def section_train(args):
     with tf.Graph().as_default() as graph:
         tensors = train_graph.build_graph(train_args, plan)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % args.depth)
-        config = runtime.session_config(plan.device, num_threads=train_args.num_threads)
+        config = runtime.session_config(plan.device, plan.npu_options,
+                                        num_threads=train_args.num_threads)
         with tf.Session(config=config) as sess:
             sess.run(tf.global_variables_initializer())
+            sess.run(tensors['init_local'])
             first_s, _ = _timed(sess.run, tensors['fetches'])  # graph optimisation, allocation
             for _ in range(args.warmup):
                 sess.run(tensors['fetches'])

@@ -1,0 +1,162 @@
+"""Two HCCL ranks as two real processes, over the npu_bridge STAND-IN's HCCL.
+
+The stand-in builds hccl_ops on TensorFlow collective ops between the rank
+processes (loopback gRPC), so what 8 cards need is checked with 2: every rank
+starts from rank 0's variables, the ranks stay identical, and a rank that has a
+reason to stop (a signal, a non-finite loss) stops all of them at the same
+step. Proves the wiring, not HCCL itself (see test/npu_standin/README.md).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PROJECT_ROOT  # noqa: E402
+from test_npu_wiring import STANDIN_PATH, flags, rank_table, tiny_data  # noqa: F401 (fixture)
+
+
+def free_port_base(count=2):
+    """A base port with `count` free ports after it (best effort)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            base = probe.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as other:
+                    other.bind(('127.0.0.1', port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError('no free ports')
+
+
+def start_ranks(tmp_path, argv, size=2, **env):
+    """Starts `size` train_nets.py processes as HCCL ranks; returns [(Popen, log path, record)]."""
+    table = rank_table(str(tmp_path / 'rank_table.json'), size)
+    base = str(free_port_base(size))
+    ranks = []
+    for rank in range(size):
+        environ = dict(os.environ, PYTHONPATH=os.pathsep.join([STANDIN_PATH, PROJECT_ROOT]),
+                       RANK_SIZE=str(size), RANK_ID=str(rank), ASCEND_DEVICE_ID=str(rank),
+                       JOB_ID='10087', RANK_TABLE_FILE=table, NPU_STANDIN_HCCL_BASE_PORT=base,
+                       NPU_STANDIN_RECORD=str(tmp_path / ('record_%d.json' % rank)))
+        for name in ('DEVICE_ID', 'ASCEND_RT_VISIBLE_DEVICES', 'NPU_STANDIN_OVERFLOW_CALLS',
+                     'NPU_STANDIN_ADAPTER', 'NPU_STANDIN_NAN_AT', 'POD_NAME', 'CM_WORKER_SIZE'):
+            environ.pop(name, None)
+        environ.update(env)
+        log = str(tmp_path / ('rank_%d.log' % rank))
+        with open(log, 'w') as out:
+            process = subprocess.Popen([sys.executable, 'train_nets.py'] + argv,
+                                       cwd=PROJECT_ROOT, env=environ, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        ranks.append((process, log, environ['NPU_STANDIN_RECORD']))
+    return ranks
+
+
+def finish(ranks, timeout=300):
+    """Waits for every rank; returns [(exit code, log text, stand-in record)]."""
+    deadline = time.time() + timeout
+    results = []
+    try:
+        for process, log, record in ranks:
+            code = process.wait(timeout=max(1, deadline - time.time()))
+            with open(log) as text:
+                output = text.read()
+            calls = []
+            if os.path.isfile(record):
+                with open(record) as recorded:
+                    calls = json.load(recorded)
+            results.append((code, output, calls))
+    finally:
+        for process, _, _ in ranks:
+            if process.poll() is None:
+                process.kill()
+    return results
+
+
+def variables_at_close(calls):
+    closes = [c for c in calls if c['api'] == 'Session.close' and c.get('variables')]
+    assert closes, [c['api'] for c in calls]
+    return closes[-1]['variables']
+
+
+def last_step(output):
+    steps = re.findall(r'total_step (\d+),', output)
+    return int(steps[-1]) if steps else None
+
+
+def test_two_ranks_start_alike_and_stay_identical(tiny_data, tmp_path):
+    out = str(tmp_path / 'out')
+    results = finish(start_ranks(tmp_path, flags(tiny_data, out, '--max_steps', '3',
+                                                 '--validate_interval', '3')))
+    for rank, (code, output, _) in enumerate(results):
+        assert code == 0, output
+        assert 'rank %d of 2: all variables broadcast from rank 0' % rank in output
+        assert last_step(output) == 3
+    first, second = (variables_at_close(calls) for _, _, calls in results)
+    assert sorted(first) == sorted(second)
+    assert any('embedding_weights' in name for name in first)
+    different = [name for name in first if first[name] != second[name]]
+    assert not different, different
+    # Each rank trained on its own shard: their losses differ, their weights do not.
+    losses = [re.findall(r'total loss is ([0-9.]+)', output) for _, output, _ in results]
+    assert losses[0] != losses[1]
+
+
+def wait_for(path, pattern, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(path) as text:
+            if re.search(pattern, text.read()):
+                return
+        time.sleep(0.2)
+    raise AssertionError('%s never showed %r' % (path, pattern))
+
+
+def test_a_signal_to_one_rank_stops_both_at_the_same_step(tiny_data, tmp_path):
+    out = str(tmp_path / 'out')
+    ranks = start_ranks(tmp_path, flags(tiny_data, out, '--max_steps', '500',
+                                        '--validate_interval', '500', '--ckpt_interval', '500'))
+    try:
+        wait_for(ranks[1][1], r'total_step 2,')
+        ranks[1][0].send_signal(signal.SIGTERM)
+    finally:
+        results = finish(ranks)
+    stopped = []
+    for code, output, _ in results:
+        assert code == 128 + signal.SIGTERM, output
+        match = re.search(r'stopped by signal 15 at step (\d+)', output)
+        assert match, output
+        stopped.append(int(match.group(1)))
+    assert stopped[0] == stopped[1] < 500
+    checkpoints = sorted(name for name in os.listdir(os.path.join(out, 'ckpt'))
+                         if name.endswith('.index'))
+    assert checkpoints == ['InsightFace_iter_%d.ckpt.index' % stopped[0]]
+
+
+def test_a_non_finite_loss_on_one_rank_stops_both_without_a_checkpoint(tiny_data, tmp_path):
+    """float32 (no loss scaling): the loss of rank 1 turns NaN at its 3rd step."""
+    out = str(tmp_path / 'out')
+    results = finish(start_ranks(
+        tmp_path, flags(tiny_data, out, '--max_steps', '50', '--precision_mode', 'force_fp32',
+                        '--validate_interval', '50', '--ckpt_interval', '50'),
+        NPU_STANDIN_NAN_AT='1:3'))
+    lines = []
+    for code, output, _ in results:
+        assert code == 1, output
+        match = re.search(r'non-finite loss \((.*?)\) at step (\d+): stopping; no checkpoint',
+                          output)
+        assert match, output
+        lines.append(match.groups())
+    assert lines[0] == ('on another rank', '3') and lines[1][1] == '3'
+    assert lines[1][0] in ('nan', 'inf')
+    assert not [name for name in os.listdir(os.path.join(out, 'ckpt')) if name.endswith('.index')]
