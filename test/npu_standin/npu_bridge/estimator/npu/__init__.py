@@ -1,1 +1,1 @@
-"""STAND-IN: records calls, does not run on an NPU."""
+"""STAND-IN of npu_bridge.estimator.npu (tests only; see ../../../README.md)."""
