@@ -210,11 +210,13 @@ def check_args(args):
     if list(args.lr_steps) != sorted(set(args.lr_steps)) or any(s < 1 for s in args.lr_steps):
         problems.append('--lr_steps %s: expected increasing positive integers' % (args.lr_steps,))
     loop = args.iterations_per_loop
-    for flag in ('validate_interval', 'ckpt_interval', 'max_steps'):
-        value = getattr(args, flag)
-        if value is not None and value % loop:
-            problems.append('--%s %d is not a multiple of --iterations_per_loop %d: each '
-                            'sess.run trains %d steps on the device' % (flag, value, loop, loop))
+    off = ['--%s %d' % (flag, getattr(args, flag))
+           for flag in ('validate_interval', 'ckpt_interval', 'max_steps')
+           if getattr(args, flag) is not None and getattr(args, flag) % loop]
+    if off:
+        problems.append('%s %s not a multiple of --iterations_per_loop %d: each sess.run trains '
+                        '%d steps on the device' % (', '.join(off), 'is' if len(off) == 1
+                                                    else 'are', loop, loop))
     return problems
 
 

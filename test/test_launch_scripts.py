@@ -2,7 +2,8 @@
 
 train_full_8p.sh runs as two processes with the npu_bridge STAND-IN
 (test/npu_standin) on PYTHONPATH and a two-device rank table; the stand-in's
-HCCL does not connect them, so this checks the launch, not the all-reduce.
+HCCL connects them (TensorFlow collectives over loopback gRPC), so the two
+ranks must end with identical variables.
 """
 import json
 import os
@@ -16,6 +17,8 @@ from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
 
 from conftest import PROJECT_ROOT  # noqa: E402
+from test_npu_ranks import (free_port_base, identical_but_batch_norm_statistics,
+                            variables_at_close)
 TEST_DIR = os.path.join(PROJECT_ROOT, 'test')
 STANDIN_PATH = os.path.join(TEST_DIR, 'npu_standin')
 TINY_FLAGS = ['--net_depth=18', '--batch_size', '4', '--max_steps=3', '--image_size', '32,32',
@@ -139,10 +142,18 @@ def test_8p_as_two_processes_with_the_standin(data_path, tmp_path):
     with open(table, 'w') as out:
         json.dump(rank_table, out)
     out = str(tmp_path / 'output')
+    record = str(tmp_path / 'record_{rank}.json')  # the stand-in fills in RANK_ID
     result = run_script('train_full_8p.sh', ['--data_path=' + data_path] + TINY_FLAGS, out,
-                        RANK_SIZE='2', RANK_TABLE_FILE=table,
+                        RANK_SIZE='2', RANK_TABLE_FILE=table, NPU_STANDIN_RECORD=record,
+                        NPU_STANDIN_HCCL_BASE_PORT=str(free_port_base(2)),
                         PYTHONPATH=os.pathsep.join([STANDIN_PATH, PROJECT_ROOT]))
     assert result.returncode == 0, result.stdout + result.stderr
+    variables = []
+    for rank in (0, 1):
+        with open(record.format(rank=rank)) as recorded:
+            variables.append(variables_at_close(json.load(recorded)))
+    assert sorted(variables[0]) == sorted(variables[1])
+    assert identical_but_batch_norm_statistics(*variables)
     for rank in (0, 1):
         with open(os.path.join(out, str(rank), 'train_%d.log' % rank)) as log:
             text = log.read()

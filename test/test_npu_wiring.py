@@ -391,8 +391,8 @@ def test_incomplete_hccl_environment_stops_train_nets(standin, tiny_data, tmp_pa
 @pytest.mark.parametrize('extra,expected', [
     (['--iterations_per_loop', '10', '--device', 'cpu'],
      '--iterations_per_loop 10: loop sinking runs on the NPU; on the cpu use 1'),
-    (['--iterations_per_loop', '3'],
-     '--validate_interval 2000 is not a multiple of --iterations_per_loop 3'),
+    (['--iterations_per_loop', '3'], '--validate_interval 2000, --ckpt_interval 10000 are '
+                                     'not a multiple of --iterations_per_loop 3'),
     (['--iterations_per_loop', '4', '--max_steps', '6'],
      '--max_steps 6 is not a multiple of --iterations_per_loop 4'),
     (['--device', 'cpu', '--mixed_precision', 'on'], '--mixed_precision on needs a GPU or an NPU'),
@@ -510,30 +510,6 @@ def test_consecutive_overflows_stop_training_without_a_checkpoint(tiny_data, tmp
     assert not glob.glob(os.path.join(out, 'ckpt', '*.index'))
 
 
-def test_rank_1_of_2_trains_broadcasts_and_writes_nothing(tiny_data, tmp_path):
-    out = str(tmp_path / 'out')
-    record = str(tmp_path / 'record.json')
-    result, calls = run_npu_training(
-        flags(tiny_data, out, '--max_steps', '2', '--validate_interval', '1'), record,
-        RANK_SIZE='2', RANK_ID='1', ASCEND_DEVICE_ID='1', JOB_ID='10087',
-        RANK_TABLE_FILE=rank_table(str(tmp_path / 'table.json'), 2))
-    assert result.returncode == 0, result.stdout
-    assert 'rank 1 of 2: all variables broadcast from rank 0' in result.stdout
-    assert 'step 2, total loss' in result.stdout
-    assert not os.path.exists(out)  # no checkpoints, summaries or log files
-    assert 'Accuracy-Flip' not in result.stdout  # validation is rank 0's job
-    assert [c['api'] for c in calls if 'Optimizer' in c['api']] == [
-        'NPUDistributedOptimizer', 'NPULossScaleOptimizer']
-    assert apis(calls, 'NPUDistributedOptimizer')[0]['inner'] == 'MomentumOptimizer'
-    outer = apis(calls, 'NPULossScaleOptimizer')[0]
-    assert outer['inner'] == 'NPUDistributedOptimizer' and outer['is_distributed'] is True
-    expected = apis(calls, 'tf.global_variables')[0]['names']
-    broadcast = [name for call in apis(calls, 'hccl_ops.broadcast') for name in call['tensors']]
-    assert sorted(broadcast) == expected
-    assert any('moving_variance' in name for name in broadcast)
-    assert any(name.startswith('global_step') for name in broadcast)
-
-
 # ---------------------------------------------------------------- the training graph on the NPU
 
 def npu_training_graph(loss_type, device='npu'):
@@ -598,8 +574,11 @@ def test_adapters_before_r1_5_are_refused_in_one_line(tiny_data, tmp_path):
                                  os.path.join(out, 'record.json'),
                                  NPU_STANDIN_ADAPTER='before-r1.5')
     assert result.returncode == 2, result.stdout
-    assert 'older than TF adapter r1.5.0 (CANN 5.0.x)' in result.stdout
-    assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+    # One line of ours (TensorFlow may log its start-up notices before it).
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith('train_nets.py: error: --device npu: the installed npu_bridge is '
+                           'older than TF adapter r1.5.0 (CANN 5.0.x)'), result.stdout
+    assert result.stdout.count('train_nets.py: error') == 1
     assert not os.path.exists(os.path.join(out, 'ckpt'))
 
 

@@ -49,9 +49,11 @@ def calls(api):
 
 
 def dump():
-    """Writes CALLS to NPU_STANDIN_RECORD (if set) as JSON."""
+    """Writes CALLS to NPU_STANDIN_RECORD (if set) as JSON; '{rank}' in it becomes RANK_ID,
+    so one setting serves every rank a launch script starts."""
     path = os.environ.get('NPU_STANDIN_RECORD')
     if path:
+        path = path.replace('{rank}', os.environ.get('RANK_ID', '0'))
         with open(path, 'w') as out:
             json.dump(CALLS, out, indent=1, default=str)
 

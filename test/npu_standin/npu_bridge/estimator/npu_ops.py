@@ -5,7 +5,9 @@ tf.nn.dropout(keep_prob) computes; its type attribute T (float16 or float32)
 is shared by x and keep_prob, so other dtypes fail when the graph is built.
 """
 import numbers
+import os
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from npu_bridge import standin
@@ -50,4 +52,27 @@ def dropout(x, keep_prob, noise_shape=None, seed=None, name=None):
         shape = tf.shape(x) if noise_shape is None else noise_shape
         uniform = tf.random_uniform(shape, seed=seed, dtype=dtype)
         kept = tf.cast(uniform < keep, dtype)
-        return x * kept / keep
+        return _simulated_fault(x * kept / keep)
+
+
+class _NanAtRun(object):
+    """NPU_STANDIN_NAN_AT='<rank>:<run>': on that rank, the run-th execution of the
+    dropout yields NaN (a numerical fault of one device, for the ranks' stop test)."""
+
+    def __init__(self, run):
+        self.run, self.count = run, 0
+
+    def __call__(self):
+        self.count += 1
+        return np.float32(np.nan if self.count == self.run else 1.0)
+
+
+def _simulated_fault(output):
+    spec = os.environ.get('NPU_STANDIN_NAN_AT', '')
+    if not spec:
+        return output
+    rank, run = (int(part) for part in spec.split(':'))
+    if rank != int(os.environ.get('RANK_ID', '0')):
+        return output
+    factor = tf.reshape(tf.py_func(_NanAtRun(run), [], tf.float32), [])
+    return output * tf.cast(factor, output.dtype)
