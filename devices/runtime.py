@@ -16,37 +16,32 @@ Typical use:
     scaling = runtime.loss_scaling(device, 'allow_mix_precision')
     optimizer = runtime.wrap_optimizer(tf.train.MomentumOptimizer(lr, 0.9), device, scaling)
     ... train_op = optimizer.minimize(loss) ...
-    overflow = runtime.overflow_indicator(scaling)  # bool tensor or None
-    sess = tf.Session(config=runtime.session_config(device, runtime.npu_options()))
+    overflow = finite_flag.overflow_indicator(scaling)  # bool tensor or None
+    sess = tf.Session(config=runtime.session_config(device, npu_options.make()))
     train_op = runtime.loop_train_op(sess, train_op, device, iterations_per_loop)
 """
 import collections
 import contextlib
 import inspect
-import json
 import logging
 import os
-import re
 
 # TensorFlow reads this once, when it is imported: set it before the import below.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow.compat.v1 as tf  # noqa: E402
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa: E402
 
+from devices import finite_flag, npu_options  # noqa: E402
+
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
-PRECISION_MODES = ('allow_mix_precision', 'allow_fp32_to_fp16', 'force_fp16',
-                   'must_keep_origin_dtype', 'force_fp32')
-# The NPU precision modes that compute in float16 and so need loss scaling.
-FP16_PRECISION_MODES = ('allow_mix_precision', 'allow_fp32_to_fp16', 'force_fp16')
+PRECISION_MODES = npu_options.PRECISION_MODES
+FP16_PRECISION_MODES = npu_options.FP16_PRECISION_MODES
 MIXED_PRECISION = ('auto', 'on', 'off')
 NPU_INIT_LOSS_SCALE = 2.0 ** 32  # Huawei's ModelZoo value for ExponentialUpdateLossScaleManager
 GPU_INIT_LOSS_SCALE = 2.0 ** 15  # TensorFlow's DynamicLossScale default
 # Huawei's NPULossScaleOptimizer names its "all gradients finite" flag so
 # (True: no overflow); ModelZoo scripts fetch it by this name.
 NPU_FINITE_TENSOR = 'overflow_status_reduce_all'
-# What the training loop reads: the step's update was applied (both devices;
-# named by _FiniteGradientsRecorder below).
-FINITE_TENSOR = 'gradients_all_finite'
 
 LossScaling = collections.namedtuple('LossScaling', [
     'fixed',                    # a constant loss scale, or None for dynamic scaling
@@ -103,57 +98,6 @@ def select_device(requested='auto'):
     return requested
 
 
-def _check_precision_mode(precision_mode):
-    if precision_mode not in PRECISION_MODES:
-        raise ValueError('--precision_mode %r: expected one of %s'
-                         % (precision_mode, ', '.join(PRECISION_MODES)))
-
-
-NpuOptions = collections.namedtuple('NpuOptions', [
-    'precision_mode',            # one of PRECISION_MODES
-    'iterations_per_loop',       # device steps per sess.run (loop sinking); 1: none
-    'graph_memory_max_size',     # bytes, or None for CANN's default
-    'variable_memory_max_size',  # bytes, or None for CANN's default
-])
-
-
-def npu_options(precision_mode='allow_mix_precision', iterations_per_loop=1,
-                graph_memory_max_size=None, variable_memory_max_size=None):
-    """The one description of the NPU's options, checked.
-
-    Both the sess.run session config (session_config) and the NPURunConfig
-    for NPUEstimator (npu_run_config) are made from it, by the same table
-    (_npu_parameters), so the two cannot drift apart.
-
-    Raises:
-      ValueError: one line naming the flag.
-    """
-    _check_precision_mode(precision_mode)
-    if not isinstance(iterations_per_loop, int) or iterations_per_loop < 1:
-        raise ValueError('--iterations_per_loop %r: expected a positive integer'
-                         % (iterations_per_loop,))
-    return NpuOptions(precision_mode, iterations_per_loop, graph_memory_max_size,
-                      variable_memory_max_size)
-
-
-def _npu_parameters(options):
-    """{NpuOptimizer parameter (also NPURunConfig's keyword): value} of NpuOptions.
-
-    Loop sinking needs GetNext on the device (enable_data_pre_proc) and
-    mix_compile_mode off; CANN reads the memory sizes as strings of bytes.
-    """
-    params = collections.OrderedDict([
-        ('precision_mode', options.precision_mode),
-        ('mix_compile_mode', False),
-        ('iterations_per_loop', options.iterations_per_loop),
-        ('enable_data_pre_proc', options.iterations_per_loop > 1),
-    ])
-    for name in ('graph_memory_max_size', 'variable_memory_max_size'):
-        if getattr(options, name):
-            params[name] = str(getattr(options, name))
-    return params
-
-
 def session_config(device, npu=None, log_device_placement=False, num_threads=None):
     """A ConfigProto for the device.
 
@@ -167,7 +111,7 @@ def session_config(device, npu=None, log_device_placement=False, num_threads=Non
 
     Args:
       device: 'npu', 'gpu' or 'cpu' (resolved by select_device).
-      npu: NpuOptions (NPU only); None: npu_options()'s defaults.
+      npu: npu_options.NpuOptions (NPU only); None: npu_options.make()'s defaults.
       log_device_placement: log the device of every op.
       num_threads: intra- and inter-op threads; None lets TensorFlow choose.
     Returns:
@@ -186,7 +130,7 @@ def session_config(device, npu=None, log_device_placement=False, num_threads=Non
         custom_op = config.graph_options.rewrite_options.custom_optimizers.add()
         custom_op.name = 'NpuOptimizer'
         custom_op.parameter_map['use_off_line'].b = True
-        for name, value in _npu_parameters(npu or npu_options()).items():
+        for name, value in npu_options.parameters(npu or npu_options.make()).items():
             if isinstance(value, bool):
                 custom_op.parameter_map[name].b = value
             elif isinstance(value, int):
@@ -211,7 +155,7 @@ def npu_run_config(npu, model_dir, save_checkpoints_steps):
     from npu_bridge.estimator.npu.npu_config import NPURunConfig
     return NPURunConfig(model_dir=model_dir, save_checkpoints_steps=save_checkpoints_steps,
                         session_config=tf.ConfigProto(allow_soft_placement=True),
-                        **_npu_parameters(npu))
+                        **npu_options.parameters(npu))
 
 
 def loop_train_op(sess, train_op, device, iterations_per_loop):
@@ -280,7 +224,7 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
         raise ValueError('--mixed_precision %r: expected one of %s'
                          % (mixed_precision, ', '.join(MIXED_PRECISION)))
     if device == 'npu':
-        _check_precision_mode(precision_mode)
+        npu_options.check_precision_mode(precision_mode)
         fp16 = precision_mode in FP16_PRECISION_MODES
         if mixed_precision == 'on' and not fp16:
             raise ValueError('--mixed_precision on contradicts --precision_mode %s, which keeps '
@@ -338,7 +282,7 @@ def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
                 incr_every_n_steps=loss_scale.incr_every_n_steps,
                 decr_every_n_nan_or_inf=loss_scale.decr_every_n_nan_or_inf,
                 decr_ratio=loss_scale.decr_ratio)
-        return _FiniteGradientsRecorder(
+        return finite_flag.FiniteGradientsRecorder(
             NPULossScaleOptimizer(optimizer, manager, is_distributed=distributed),
             adapter_flag=NPU_FINITE_TENSOR, inf_nan=_npu_inf_nan_mode())
     if loss_scale is None:
@@ -356,7 +300,7 @@ def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
             multiplier=1.0 / loss_scale.decr_ratio)
     # Same spelling in TF 1.15 and in 2.x's compat.v1 (checked on 2.21).
     mixed = tf.train.experimental.enable_mixed_precision_graph_rewrite(optimizer, loss_scale=scale)
-    return _FiniteGradientsRecorder(mixed)
+    return finite_flag.FiniteGradientsRecorder(mixed)
 
 
 def _npu_inf_nan_mode():
@@ -387,218 +331,6 @@ def check_npu_adapter():
         raise ValueError('--device npu: the installed npu_bridge is older than TF adapter '
                          'r1.5.0 (CANN 5.0.x), the oldest this code supports (it names no '
                          'overflow flag); install CANN 5.0.x or later')
-
-
-class _FiniteGradientsRecorder(tf.train.Optimizer):
-    """Delegates to a loss-scale optimizer and names FINITE_TENSOR: its step was applied.
-
-    Where the wrapped optimizer builds a flag of its own (`adapter_flag`, the
-    NPU's float-status check in saturation mode, the only sound test there:
-    float16 saturates instead of overflowing to inf), that flag is used.
-    Otherwise (TensorFlow's loss-scale optimizer on a GPU, the NPU in INF/NaN
-    mode) the decision is recomputed from the same unscaled gradients the
-    optimizer tests, so the training loop can count skipped steps.
-    """
-
-    def __init__(self, optimizer, adapter_flag=None, inf_nan=True):
-        super(_FiniteGradientsRecorder, self).__init__(False, optimizer.get_name())
-        self._optimizer = optimizer
-        self._adapter_flag = adapter_flag
-        self._inf_nan = inf_nan
-
-    def compute_gradients(self, *args, **kwargs):
-        return self._optimizer.compute_gradients(*args, **kwargs)
-
-    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
-        grads_and_vars = list(grads_and_vars)
-        graph = tf.get_default_graph()
-        known = len(graph.get_operations())
-        train_op = self._optimizer.apply_gradients(grads_and_vars, global_step, name)
-        flags = []
-        if self._adapter_flag:
-            pattern = re.compile(r'(^|/)%s(_\d+)?$' % re.escape(self._adapter_flag))
-            flags = [op.outputs[0] for op in graph.get_operations()[known:]
-                     if pattern.search(op.name)]
-        if not flags:
-            if not self._inf_nan:
-                raise RuntimeError('no %r tensor after the loss-scale optimizer: the adapter '
-                                   'is older than r1.5.0 (see check_npu_adapter)'
-                                   % self._adapter_flag)
-            flags = [tf.reduce_all(tf.math.is_finite(
-                grad.values if isinstance(grad, tf.IndexedSlices) else grad))
-                for grad, _ in grads_and_vars if grad is not None]
-        tf.reduce_all(tf.stack(flags), name=FINITE_TENSOR)
-        return train_op
-
-    def get_slot(self, var, name):
-        return self._optimizer.get_slot(var, name)
-
-    def get_slot_names(self):
-        return self._optimizer.get_slot_names()
-
-    def variables(self):
-        return self._optimizer.variables()
-
-
-def overflow_indicator(loss_scale, graph=None):
-    """A bool scalar: True when the step's gradients overflowed and its update was skipped.
-
-    Call it after the train op is built from wrap_optimizer's optimizer,
-    which names FINITE_TENSOR (True when finite; several train ops are and-ed).
-
-    Returns:
-      A bool tensor, or None without loss scaling.
-    Raises:
-      RuntimeError: loss scaling is on but the train op has not been built.
-    """
-    if loss_scale is None:
-        return None
-    graph = graph or tf.get_default_graph()
-    finite = [op.outputs[0] for op in graph.get_operations()
-              if op.name == FINITE_TENSOR or op.name.endswith('/' + FINITE_TENSOR)]
-    if not finite:
-        raise RuntimeError('no %r tensor in the graph: build the train op with the optimizer '
-                           'from wrap_optimizer() first' % FINITE_TENSOR)
-    with graph.as_default():
-        return tf.logical_not(tf.reduce_all(tf.stack(finite)), name='overflow')
-
-
-def hccl_ranks(environ=None):
-    """(rank, world_size) of a process launched one per Ascend device with HCCL's variables.
-
-    Called for the NPU only. RANK_SIZE above 1 also needs RANK_ID,
-    ASCEND_DEVICE_ID (or the older DEVICE_ID), JOB_ID and RANK_TABLE_FILE, a
-    rank table in Huawei's format 1.0 (`server_list[].device[]` with
-    `device_id`, `device_ip`, `rank_id`; test/rank_table_8p.json is an
-    example). CANN's adapter starts HCCL whenever RANK_TABLE_FILE is non-empty
-    and RANK_SIZE (1 if unset) is positive, so with RANK_SIZE unset or 1 a
-    RANK_TABLE_FILE is refused unless it lists exactly one device (a one-rank
-    HCCL job, checked like any other). The table's device_id is physical; it
-    is compared with the device of this process where that is known as a
-    physical id too (see _check_rank_device). No HCCL call is made here, so
-    npu_ops.initialize_system is not needed.
-
-    Args:
-      environ: the environment mapping; None: os.environ.
-    Returns:
-      (rank, world_size); (0, 1) when RANK_SIZE is unset or 1 and RANK_TABLE_FILE is not set.
-    Raises:
-      ValueError: one line naming the missing or inconsistent variable.
-    """
-    env = os.environ if environ is None else environ
-    size = _env_int(env, 'RANK_SIZE', '1')
-    if size < 1:
-        raise ValueError('RANK_SIZE=%d: expected a positive integer' % size)
-    table = env.get('RANK_TABLE_FILE')
-    if size == 1:
-        if not table:
-            return 0, 1
-        listed = len(_rank_table_devices(table))
-        if listed != 1:
-            raise ValueError('RANK_TABLE_FILE is set but RANK_SIZE=%s: CANN\'s adapter would '
-                             'start HCCL against that table (%d devices); unset RANK_TABLE_FILE '
-                             'for a one-device run' % (env.get('RANK_SIZE', '1 (unset)'), listed))
-    if 'RANK_ID' not in env:
-        raise ValueError('RANK_SIZE=%d but RANK_ID is not set: export the rank of this '
-                         'process, 0..%d' % (size, size - 1))
-    rank = _env_int(env, 'RANK_ID')
-    if not 0 <= rank < size:
-        raise ValueError('RANK_ID=%d is out of range for RANK_SIZE=%d: expected 0..%d'
-                         % (rank, size, size - 1))
-    if 'ASCEND_DEVICE_ID' not in env and 'DEVICE_ID' not in env:
-        raise ValueError('RANK_SIZE=%d but neither ASCEND_DEVICE_ID nor DEVICE_ID is set: '
-                         'export the Ascend device of this process' % size)
-    if not env.get('JOB_ID'):
-        raise ValueError('RANK_SIZE=%d but JOB_ID is not set: export the same JOB_ID in every '
-                         'process of the job' % size)
-    if not table:
-        raise ValueError('RANK_SIZE=%d but RANK_TABLE_FILE is not set: export the path of the '
-                         'rank table JSON (example: test/rank_table_8p.json)' % size)
-    devices = _rank_table_devices(table)
-    if len(devices) != size:
-        raise ValueError('RANK_TABLE_FILE=%s lists %d devices but RANK_SIZE=%d'
-                         % (table, len(devices), size))
-    if rank not in devices:
-        raise ValueError('RANK_TABLE_FILE=%s has no rank_id %d' % (table, rank))
-    _check_rank_device(env, 'RANK_TABLE_FILE=%s puts RANK_ID=%d on device_id %d'
-                       % (table, rank, devices[rank]), devices[rank])
-    return rank, size
-
-
-def _check_rank_device(env, placement, physical):
-    """Compares the rank table's physical device of this rank with the environment's.
-
-    The adapter takes ASCEND_DEVICE_ID first, a logical id, else DEVICE_ID, a
-    physical one (npu_attrs.cc). With ASCEND_RT_VISIBLE_DEVICES (physical ids,
-    comma separated) logical id i is its i-th entry; without it the logical
-    id only equals the physical one on a bare host: a container numbers its
-    devices from 0 and no variable says which physical ones they are, so a
-    difference there is only logged.
-
-    Args:
-      env: the environment mapping.
-      placement: the start of the messages, naming the table, rank and device.
-      physical: the rank table's device_id of this rank.
-    Raises:
-      ValueError: one line, where the two ids are comparable and differ.
-    """
-    visible_text = env.get('ASCEND_RT_VISIBLE_DEVICES', '').strip()
-    visible = _visible_devices(visible_text) if visible_text else None
-    if 'ASCEND_DEVICE_ID' in env:
-        logical = _env_int(env, 'ASCEND_DEVICE_ID')
-        if visible is None:
-            if logical != physical:
-                logging.warning('%s, but ASCEND_DEVICE_ID=%d: that is a logical id and the '
-                                'table\'s a physical one; fine in a container (export '
-                                'ASCEND_RT_VISIBLE_DEVICES to have them compared)',
-                                placement, logical)
-            return
-        if not 0 <= logical < len(visible):
-            raise ValueError('ASCEND_DEVICE_ID=%d is out of range for ASCEND_RT_VISIBLE_DEVICES=%s:'
-                             ' expected 0..%d' % (logical, visible_text, len(visible) - 1))
-        if visible[logical] != physical:
-            raise ValueError('%s, but ASCEND_DEVICE_ID=%d is physical device %d '
-                             '(ASCEND_RT_VISIBLE_DEVICES=%s)'
-                             % (placement, logical, visible[logical], visible_text))
-        return
-    device = _env_int(env, 'DEVICE_ID')
-    if device != physical:
-        raise ValueError('%s, but DEVICE_ID=%d' % (placement, device))
-    if visible is not None and device not in visible:
-        raise ValueError('DEVICE_ID=%d is not in ASCEND_RT_VISIBLE_DEVICES=%s'
-                         % (device, visible_text))
-
-
-def _visible_devices(text):
-    """The physical device ids of ASCEND_RT_VISIBLE_DEVICES ('4,5,6,7'), in order."""
-    try:
-        return [int(item) for item in text.split(',')]
-    except ValueError:
-        raise ValueError('ASCEND_RT_VISIBLE_DEVICES=%r: expected physical device ids separated '
-                         'by commas, e.g. 4,5,6,7' % text)
-
-
-def _env_int(env, name, default=None):
-    text = env.get(name, default)
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise ValueError('%s=%r: expected an integer' % (name, text))
-
-
-def _rank_table_devices(path):
-    """{rank_id: device_id} of a rank table file (format 1.0)."""
-    if not os.path.isfile(path):
-        raise ValueError('RANK_TABLE_FILE=%s: no such file' % path)
-    try:
-        with open(path) as table:
-            servers = json.load(table)['server_list']
-        return {int(device['rank_id']): int(device['device_id'])
-                for server in servers for device in server['device']}
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError('RANK_TABLE_FILE=%s is not a rank table (%s: %s); expected Huawei\'s '
-                         'format 1.0 with server_list[].device[] holding device_id and rank_id'
-                         % (path, type(error).__name__, error))
 
 
 def hccl_all_reduce_sum(tensor):

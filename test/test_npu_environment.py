@@ -18,7 +18,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from data.cli import UsageError
-from devices import runtime
+from devices import hccl_environment
 from training import setup
 
 TEST_DIR = os.path.join(PROJECT_ROOT, 'test')
@@ -118,7 +118,7 @@ def upper_half(tmp_path):
 def test_a_logical_id_unlike_the_table_only_warns(upper_half, caplog):
     """In a container logical ids start at 0, whichever physical devices it was given."""
     with caplog.at_level(logging.WARNING):
-        assert runtime.hccl_ranks(dict(upper_half, ASCEND_DEVICE_ID='1')) == (1, 2)
+        assert hccl_environment.hccl_ranks(dict(upper_half, ASCEND_DEVICE_ID='1')) == (1, 2)
     (record,) = [record for record in caplog.records if record.levelno == logging.WARNING]
     message = record.getMessage()
     assert 'puts RANK_ID=1 on device_id 5, but ASCEND_DEVICE_ID=1' in message
@@ -135,7 +135,7 @@ def test_a_logical_id_unlike_the_table_only_warns(upper_half, caplog):
 ])
 def test_physical_ids_that_match_are_accepted_silently(upper_half, env, caplog):
     with caplog.at_level(logging.WARNING):
-        assert runtime.hccl_ranks(dict(upper_half, **env)) == (1, 2)
+        assert hccl_environment.hccl_ranks(dict(upper_half, **env)) == (1, 2)
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
@@ -153,7 +153,7 @@ def test_physical_ids_that_match_are_accepted_silently(upper_half, env, caplog):
 ])
 def test_comparable_ids_that_differ_are_refused(upper_half, env, message):
     with pytest.raises(ValueError) as error:
-        runtime.hccl_ranks(dict(upper_half, **env))
+        hccl_environment.hccl_ranks(dict(upper_half, **env))
     assert message in str(error.value) and '\n' not in str(error.value)
 
 
@@ -163,7 +163,7 @@ def test_comparable_ids_that_differ_are_refused(upper_half, env, message):
                                       'ASCEND_DEVICE_ID': '0'}])
 def test_one_device_refuses_a_multi_device_rank_table(env):
     with pytest.raises(ValueError) as error:
-        runtime.hccl_ranks(dict(env, RANK_TABLE_FILE=EXAMPLE_TABLE))
+        hccl_environment.hccl_ranks(dict(env, RANK_TABLE_FILE=EXAMPLE_TABLE))
     text = str(error.value)
     assert text.startswith('RANK_TABLE_FILE is set but RANK_SIZE=1')
     assert 'would start HCCL against that table (8 devices)' in text
@@ -174,10 +174,10 @@ def test_a_one_device_rank_table_is_a_one_rank_hccl_job(tmp_path):
     """ModelZoo's 1p scripts used to export a one-device table: HCCL with one rank, checked."""
     env = {'RANK_ID': '0', 'ASCEND_DEVICE_ID': '0', 'JOB_ID': '10087',
            'RANK_TABLE_FILE': rank_table(str(tmp_path / 'table_1p.json'), [0])}
-    assert runtime.hccl_ranks(env) == (0, 1)
+    assert hccl_environment.hccl_ranks(env) == (0, 1)
     del env['RANK_ID']
     with pytest.raises(ValueError, match='RANK_SIZE=1 but RANK_ID is not set'):
-        runtime.hccl_ranks(env)
+        hccl_environment.hccl_ranks(env)
 
 
 def test_only_the_npu_minds_a_rank_table(monkeypatch):

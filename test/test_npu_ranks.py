@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import PROJECT_ROOT  # noqa: E402
 from test_npu_wiring import STANDIN_PATH, flags, rank_table, tiny_data  # noqa: F401 (fixture)

@@ -19,7 +19,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
 from losses import objective
-from devices import runtime
+from devices import finite_flag, hccl_environment, npu_options, runtime
 import train_nets
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
@@ -52,7 +52,7 @@ def only(recorder, api):
 # ---------------------------------------------------------------- session config
 
 def test_npu_session_config_follows_huaweis_sess_run_setup():
-    config = runtime.session_config('npu', runtime.npu_options('allow_mix_precision'))
+    config = runtime.session_config('npu', npu_options.make('allow_mix_precision'))
     rewrite = config.graph_options.rewrite_options
     assert [op.name for op in rewrite.custom_optimizers] == ['NpuOptimizer']
     params = rewrite.custom_optimizers[0].parameter_map
@@ -69,7 +69,7 @@ def test_npu_session_config_follows_huaweis_sess_run_setup():
 
 
 def test_npu_session_config_options():
-    params = runtime.session_config('npu', runtime.npu_options(
+    params = runtime.session_config('npu', npu_options.make(
         'force_fp32', iterations_per_loop=10, graph_memory_max_size=31 * 2 ** 30,
         variable_memory_max_size=2 ** 30)).graph_options.rewrite_options.custom_optimizers[0] \
         .parameter_map
@@ -79,7 +79,7 @@ def test_npu_session_config_options():
     assert params['graph_memory_max_size'].s == str(31 * 2 ** 30).encode()
     assert params['variable_memory_max_size'].s == str(2 ** 30).encode()
     with pytest.raises(ValueError, match='--precision_mode .*allow_mix_precision'):
-        runtime.npu_options('fp16')
+        npu_options.make('fp16')
     assert not runtime.session_config('cpu').graph_options.rewrite_options.custom_optimizers
 
 
@@ -101,9 +101,9 @@ def npu_parameters(config):
 
 
 @pytest.mark.parametrize('options', [
-    runtime.npu_options(),
-    runtime.npu_options('allow_fp32_to_fp16', 100, graph_memory_max_size=2 ** 30),
-    runtime.npu_options('force_fp32', 1, 31 * 2 ** 30, 2 ** 30),
+    npu_options.make(),
+    npu_options.make('allow_fp32_to_fp16', 100, graph_memory_max_size=2 ** 30),
+    npu_options.make('force_fp32', 1, 31 * 2 ** 30, 2 ** 30),
 ])
 def test_sess_run_and_npu_estimator_get_the_same_npu_options(standin, monkeypatch, options):
     """One NpuOptions makes both configs: NPUEstimator (the stand-in follows the real
@@ -205,7 +205,7 @@ def test_distributed_wrapper_order_and_manager(standin):
 
         global_step = tf.train.get_or_create_global_step()
         train_op = optimizer.minimize(loss, global_step=global_step)
-        overflow = runtime.overflow_indicator(scaling)
+        overflow = finite_flag.overflow_indicator(scaling)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             assert sess.run([train_op, overflow])[1] == False  # noqa: E712 (numpy bool)
@@ -229,7 +229,7 @@ def test_float32_npu_training_gets_only_the_distributed_optimizer(standin):
         assert runtime.wrap_optimizer(plain, 'npu', scaling) is plain
         runtime.wrap_optimizer(plain, 'npu', scaling, distributed=True)
         assert [c['api'] for c in standin.CALLS] == ['NPUDistributedOptimizer']
-        assert runtime.overflow_indicator(scaling) is None
+        assert finite_flag.overflow_indicator(scaling) is None
 
 
 def test_gpu_mixed_precision_skips_and_flags_overflowed_steps():
@@ -239,12 +239,12 @@ def test_gpu_mixed_precision_skips_and_flags_overflowed_steps():
             weight, factor, loss = toy_loss()
             scaling = runtime.loss_scaling('gpu', 'allow_mix_precision', 'on')
             with pytest.raises(RuntimeError, match='build the train op'):
-                runtime.overflow_indicator(scaling)
+                finite_flag.overflow_indicator(scaling)
             optimizer = runtime.wrap_optimizer(tf.train.GradientDescentOptimizer(0.1), 'gpu',
                                                scaling)
             global_step = tf.train.get_or_create_global_step()
             train_op = optimizer.minimize(loss, global_step=global_step)
-            overflow = runtime.overflow_indicator(scaling)
+            overflow = finite_flag.overflow_indicator(scaling)
             scale = [v for v in tf.global_variables() if 'loss_scale' in v.name]
             with tf.Session() as sess:
                 sess.run(tf.global_variables_initializer())
@@ -300,12 +300,12 @@ def rank_table(path, num_devices):
 def test_the_example_rank_table_is_valid_for_8_devices():
     env = {'RANK_SIZE': '8', 'RANK_ID': '7', 'ASCEND_DEVICE_ID': '7', 'JOB_ID': '10087',
            'RANK_TABLE_FILE': os.path.join(PROJECT_ROOT, 'test', 'rank_table_8p.json')}
-    assert runtime.hccl_ranks(env) == (7, 8)
+    assert hccl_environment.hccl_ranks(env) == (7, 8)
 
 
 def test_single_process_needs_no_hccl_variables():
-    assert runtime.hccl_ranks({}) == (0, 1)
-    assert runtime.hccl_ranks({'RANK_SIZE': '1', 'RANK_ID': '0'}) == (0, 1)
+    assert hccl_environment.hccl_ranks({}) == (0, 1)
+    assert hccl_environment.hccl_ranks({'RANK_SIZE': '1', 'RANK_ID': '0'}) == (0, 1)
 
 
 @pytest.mark.parametrize('change,message', [
@@ -331,7 +331,7 @@ def test_incomplete_hccl_environment_is_named(tmp_path, change, message):
         else:
             env[key] = value
     with pytest.raises(ValueError) as error:
-        runtime.hccl_ranks(env)
+        hccl_environment.hccl_ranks(env)
     assert message in str(error.value) and '\n' not in str(error.value)
 
 
@@ -339,11 +339,11 @@ def test_device_id_and_malformed_rank_table(tmp_path):
     table = rank_table(str(tmp_path / 'table.json'), 2)
     env = {'RANK_SIZE': '2', 'RANK_ID': '1', 'DEVICE_ID': '1', 'JOB_ID': '1',
            'RANK_TABLE_FILE': table}
-    assert runtime.hccl_ranks(env) == (1, 2)
+    assert hccl_environment.hccl_ranks(env) == (1, 2)
     with open(table, 'w') as out:
         out.write('{"group_list": []}')
     with pytest.raises(ValueError, match="is not a rank table .*format 1.0"):
-        runtime.hccl_ranks(env)
+        hccl_environment.hccl_ranks(env)
 
 
 # ---------------------------------------------------------------- train_nets.py refusals
@@ -520,7 +520,7 @@ def npu_training_graph(loss_type, device='npu'):
                                                '--batch_size', '2'])
     plan = setup.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], device, 0, 1,
                       runtime.loss_scaling(device, args.precision_mode), [], None, [1, 2, 3],
-                      runtime.npu_options())
+                      npu_options.make())
     return train_graph.build_graph(args, plan)
 
 

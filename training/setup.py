@@ -10,7 +10,7 @@ import os
 
 from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
-from devices import distributed, parallel, runtime
+from devices import distributed, hccl_environment, npu_options, parallel, runtime
 from nets import checkpoint_names
 from training import checkpoint_utils, cli_flags, verification_sets
 from training.checkpointing import BEST_SUBDIR
@@ -67,7 +67,7 @@ def prepare(args):
             args.decr_ratio)
         if device == 'npu' and scaling is not None:
             runtime.check_npu_adapter()
-        npu = runtime.npu_options(args.precision_mode, args.iterations_per_loop,
+        npu = npu_options.make(args.precision_mode, args.iterations_per_loop,
                                   args.graph_memory_max_size, args.variable_memory_max_size)
     except ValueError as error:
         raise UsageError(str(error))
@@ -114,7 +114,7 @@ def _hccl_ranks(device):
     if device != 'npu':
         return 0, 1
     try:
-        return runtime.hccl_ranks()
+        return hccl_environment.hccl_ranks()
     except ValueError as error:
         raise UsageError(str(error))
 

@@ -6,7 +6,7 @@ schedule, and the validation embedding sharing the network's variables.
 import tensorflow.compat.v1 as tf
 
 from data import image_ops, input_pipeline
-from devices import distributed, parallel, runtime
+from devices import distributed, finite_flag, parallel, runtime
 from losses import objective
 from nets import inference
 
@@ -124,7 +124,7 @@ def build_graph(args, plan):
     fetches = {'train': train_op, 'step': step_after_update, 'lr': lr,
                'total_loss': losses.total, 'inference_loss': losses.inference,
                'wd_loss': losses.weight_decay, 'accuracy': losses.accuracy}
-    overflow = runtime.overflow_indicator(plan.loss_scaling)
+    overflow = finite_flag.overflow_indicator(plan.loss_scaling)
     if overflow is not None:  # the step's update was skipped (loss scaling)
         fetches['overflow'] = overflow
     stop_vote = None
