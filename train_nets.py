@@ -239,7 +239,7 @@ def main(argv=None, parser=None, complete_args=None):
         return 2
     runtime.init()
     from training import setup, trainer  # after runtime.init(): builds graphs in graph mode
-    return cli_flags.run_tool(parser.prog, lambda: trainer.train(args, setup.prepare(args)),
+    return cli_flags.run_tool(parser.prog, lambda: trainer.train(setup.prepare(args)),
                               failing='training', writing='the training outputs')
 
 if __name__ == '__main__':

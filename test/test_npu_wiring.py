@@ -520,8 +520,8 @@ def npu_training_graph(loss_type, device='npu'):
                                                '--batch_size', '2'])
     plan = setup.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], device, 0, 1,
                       runtime.loss_scaling(device, args.precision_mode), [], None, [1, 2, 3],
-                      npu_options.make())
-    return train_graph.build_graph(args, plan)
+                      npu_options.make(), setup.graph_spec(args), None)
+    return train_graph.build_graph(plan.graph, plan)
 
 
 def kept_float32(graph):

@@ -187,9 +187,9 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
                 expected[name] = ([int(d) for d in shape.split(',')] if shape else [], dtype)
     args = train_nets.get_parser().parse_args(['--net_depth', '50', '--device', 'cpu'])
     plan = setup.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], 'cpu', 0, 1, None,
-                        [], None, [1, 2, 3], npu_options.make())
+                        [], None, [1, 2, 3], npu_options.make(), setup.graph_spec(args), None)
     with tf.Graph().as_default():
-        train_graph.build_graph(args, plan)
+        train_graph.build_graph(plan.graph, plan)
         actual = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype.name)
                   for v in tf.global_variables()}
     assert sorted(actual) == sorted(expected)
@@ -482,7 +482,7 @@ def trained_checkpoint(tiny_data, tmp_path_factory):
     args = train_nets.get_parser().parse_args(flags(tiny_data, out))
     plan = setup.prepare(args)  # creates the output folders
     with tf.Graph().as_default():
-        train_graph.build_graph(args, plan)
+        train_graph.build_graph(plan.graph, plan)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             tf.train.Saver(save_relative_paths=True).save(
@@ -624,20 +624,23 @@ def test_mgpu_has_the_original_mgpu_defaults():
 
 
 def test_augment_strength_scales_every_range():
-    from training import train_graph
+    from training import setup
     parser = train_nets.get_parser()
+
+    def augmentation(args):
+        return setup.graph_spec(args).augmentation
     base = ['--tfrecords_file_path', 'x', '--augment', 'True']
-    plain = train_graph.augmentation(parser.parse_args(base))
-    double = train_graph.augmentation(parser.parse_args(base + ['--augment_strength', '2']))
+    plain = augmentation(parser.parse_args(base))
+    double = augmentation(parser.parse_args(base + ['--augment_strength', '2']))
     assert plain == {'max_translation': 8, 'crop_scale': (0.9, 1.0), 'brightness_delta': 0.1,
                      'contrast_range': (0.8, 1.2)}
     assert double['max_translation'] == 16 and double['crop_scale'] == (0.8, 1.0)
     assert double['brightness_delta'] == pytest.approx(0.2)
     assert double['contrast_range'] == pytest.approx((0.6, 1.4))
-    assert train_graph.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}
+    assert augmentation(parser.parse_args(['--tfrecords_file_path', 'x'])) == {}
     erase = ['--random_erase', '0.4']
-    assert train_graph.augmentation(parser.parse_args(base + erase)) == dict(plain, erase_max_side=0.4)
-    assert train_graph.augmentation(parser.parse_args(['--tfrecords_file_path', 'x'] + erase)) == {
+    assert augmentation(parser.parse_args(base + erase)) == dict(plain, erase_max_side=0.4)
+    assert augmentation(parser.parse_args(['--tfrecords_file_path', 'x'] + erase)) == {
         'erase_max_side': 0.4}
 
 

@@ -12,7 +12,7 @@ from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, hccl_environment, npu_options, parallel, runtime
 from nets import checkpoint_names
-from training import checkpoint_utils, cli_flags, verification_sets
+from training import checkpoint_utils, cli_flags, train_graph, trainer, verification_sets
 from training.checkpointing import BEST_SUBDIR
 
 REFERENCE_BATCH = 512  # --lr_steps count iterations at this batch, as in the original
@@ -31,8 +31,39 @@ Plan = collections.namedtuple('Plan', [
     'towers',           # in-graph tower devices (train_nets_mgpu.py); [] for one device
     'cluster',          # distributed.Cluster of TensorFlow gRPC workers, or None
     'lr_boundaries',    # learning-rate boundaries in global steps (lr_boundaries)
-    'npu_options',      # runtime.NpuOptions: precision mode, loop sinking, memory sizes
+    'npu_options',      # npu_options.NpuOptions: precision mode, loop sinking, memory sizes
+    'graph',            # train_graph.GraphSpec: what the training graph is built from
+    'loop',             # trainer.LoopSpec: outputs, intervals, session options, the flags
 ])
+
+
+def loop_spec(args):
+    """The training loop's settings (trainer.LoopSpec) from train_nets.py's flags."""
+    return trainer.LoopSpec(
+        ckpt_path=args.ckpt_path, saver_maxkeep=args.saver_maxkeep,
+        summary_path=args.summary_path, log_file_path=args.log_file_path,
+        show_info_interval=args.show_info_interval, summary_interval=args.summary_interval,
+        ckpt_interval=args.ckpt_interval, validate_interval=args.validate_interval,
+        max_consecutive_overflows=args.max_consecutive_overflows,
+        log_device_placement=args.log_device_mapping, num_threads=args.num_threads,
+        flags=vars(args))
+
+
+def graph_spec(args):
+    """The training graph's settings (train_graph.GraphSpec) from train_nets.py's flags."""
+    return train_graph.GraphSpec(
+        net_depth=args.net_depth, image_size=tuple(args.image_size),
+        net_input_size=args.net_input_size, loss_type=args.loss_type,
+        margin=train_graph.margin_args(args.loss_type, args.margin_m, args.margin_s,
+                                       args.combine_margins),
+        weight_decay=args.weight_decay, keep_prob=args.keep_prob, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size or args.batch_size, buffer_size=args.buffer_size,
+        augmentation=train_graph.augmentation(args.augment, args.augment_strength,
+                                              args.random_erase, args.image_size[1]),
+        max_bad_records=args.max_bad_records, seed=args.seed, lr_values=args.lr_values,
+        warmup_steps=args.warmup_steps, momentum=args.momentum,
+        clip_gradient_norm=args.clip_gradient_norm,
+        summary_histograms=args.summary_histograms)
 
 
 def prepare(args):
@@ -98,7 +129,8 @@ def prepare(args):
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
-                world_size, scaling, towers, cluster, lr_boundaries_, npu)
+                world_size, scaling, towers, cluster, lr_boundaries_, npu, graph_spec(args),
+                loop_spec(args))
 
 
 def _check_output_folders(ckpt_path, summary_path, log_file_path):

@@ -1,8 +1,10 @@
 """The training graph: input pipeline, towers, margin head, optimizer, learning-rate
 schedule, and the validation embedding sharing the network's variables.
 
-`build_graph(args, plan)` returns a dict of the tensors the loop (trainer.py) runs.
+`build_graph(spec, plan)` returns a dict of the tensors the loop (trainer.py) runs.
 """
+import collections
+
 import tensorflow.compat.v1 as tf
 
 from data import image_ops, input_pipeline
@@ -43,80 +45,91 @@ def learning_rate(global_step, boundaries, values, warmup_steps=0):
     return tf.identity(rate, name='learning_rate')
 
 
-def margin_args(args):
-    """The head's keyword arguments from the flags (absent: the head's default)."""
-    if args.loss_type == 'combine':
-        m1, m2, m3 = args.combine_margins
+def margin_args(loss_type, margin_m=None, margin_s=None, combine_margins=None):
+    """The head's keyword arguments (None: the head's default)."""
+    if loss_type == 'combine':
+        m1, m2, m3 = combine_margins
         result = {'m1': m1, 'm2': m2, 'm3': m3}
     else:
-        result = {} if args.margin_m is None else {'m': args.margin_m}
-    if args.margin_s is not None:
-        result['s'] = args.margin_s
+        result = {} if margin_m is None else {'m': margin_m}
+    if margin_s is not None:
+        result['s'] = margin_s
     return result
 
 
-def augmentation(args):
-    """input_pipeline arguments of --augment and --random_erase.
+def augmentation(augment, strength, random_erase, image_width):
+    """input_pipeline arguments of --augment, --augment_strength and --random_erase.
 
-    At --augment_strength 1: shifts up to 1/14 of the width (8 pixels at 112),
+    At strength 1: shifts up to 1/14 of the width (8 pixels at 112),
     crops of 90-100% of the side, brightness +-0.1, contrast x0.8-1.2; the
     strength scales every range (crops and contrast bounded so images stay images).
-    --random_erase works with or without --augment.
+    Random erasing (its largest side, a fraction; 0/None: off) works with or
+    without the rest.
     """
     result = {}
-    if args.augment:
-        strength = args.augment_strength
+    if augment:
         result.update({
-            'max_translation': max(1, int(round(args.image_size[1] / 14.0 * strength))),
+            'max_translation': max(1, int(round(image_width / 14.0 * strength))),
             'crop_scale': (max(0.5, 1.0 - 0.1 * strength), 1.0),
             'brightness_delta': 0.1 * strength,
             'contrast_range': (max(0.2, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength)})
-    if args.random_erase:
-        result['erase_max_side'] = args.random_erase
+    if random_erase:
+        result['erase_max_side'] = random_erase
     return result
 
 
-def build_graph(args, plan):
+GraphSpec = collections.namedtuple('GraphSpec', [
+    'net_depth', 'image_size', 'net_input_size',   # the network and its input (data size)
+    'loss_type', 'margin', 'weight_decay', 'keep_prob',  # margin: margin_args()
+    'batch_size', 'eval_batch_size', 'buffer_size',
+    'augmentation',      # input_pipeline arguments: augmentation()
+    'max_bad_records', 'seed',
+    'lr_values', 'warmup_steps', 'momentum', 'clip_gradient_norm',
+    'summary_histograms',
+])
+
+
+def build_graph(spec, plan):
     """The training and validation graphs; returns a dict of the tensors the loop uses."""
-    if args.seed is not None:
-        tf.set_random_seed(args.seed)
+    if spec.seed is not None:
+        tf.set_random_seed(spec.seed)
     global_step = tf.train.get_or_create_global_step()
     # A record that cannot be read or decoded is skipped and named, not a crash that
     # every rerun meets again; over --max_bad_records the pipeline fails (see _loop).
     # With several processes the pipeline goes on and the processes agree to stop.
-    bad_records = input_pipeline.BadRecords(args.max_bad_records,
+    bad_records = input_pipeline.BadRecords(spec.max_bad_records,
                                             stop_pipeline=plan.world_size == 1)
     dataset = input_pipeline.build_dataset(
-        plan.manifest['shard_paths'], args.batch_size, tuple(args.image_size),
-        buffer_size=args.buffer_size, seed=args.seed, num_shards=plan.world_size,
+        plan.manifest['shard_paths'], spec.batch_size, tuple(spec.image_size),
+        buffer_size=spec.buffer_size, seed=spec.seed, num_shards=plan.world_size,
         shard_index=plan.rank, on_bad_record=bad_records,
         records_per_file=[shard['num_images'] for shard in plan.manifest.get('shards', ())],
-        **augmentation(args))
+        **spec.augmentation)
     # Initializable, not one-shot: Ascend's loop sinking refuses one-shot iterators.
     iterator = tf.data.make_initializable_iterator(dataset)
     images, labels = iterator.get_next()
-    images = image_ops.resize_for_network(images, args.net_input_size)
+    images = image_ops.resize_for_network(images, spec.net_input_size)
 
     def loss_fn(batch_images, batch_labels):
         return objective.training_losses(
-            batch_images, batch_labels, args.net_depth, plan.num_classes, args.loss_type,
-            margin_args(args), args.weight_decay, args.keep_prob, runtime.dropout_fn(plan.device),
+            batch_images, batch_labels, spec.net_depth, plan.num_classes, spec.loss_type,
+            spec.margin, spec.weight_decay, spec.keep_prob, runtime.dropout_fn(plan.device),
             lambda: runtime.float32_scope(plan.device))
 
-    lr = learning_rate(global_step, plan.lr_boundaries, args.lr_values, args.warmup_steps)
-    optimizer = tf.train.MomentumOptimizer(lr, args.momentum)
+    lr = learning_rate(global_step, plan.lr_boundaries, spec.lr_values, spec.warmup_steps)
+    optimizer = tf.train.MomentumOptimizer(lr, spec.momentum)
     optimizer = runtime.wrap_optimizer(optimizer, plan.device, plan.loss_scaling,
                                        distributed=plan.world_size > 1)
     collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
     losses, train_op, grads_and_vars = parallel.build_train_op(
         images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
         combine_fn=collectives.all_reduce_mean if collectives else None,
-        gradient_fn=clip_backbone_gradients(args.clip_gradient_norm)
-        if args.clip_gradient_norm else None)
-    eval_batch = args.eval_batch_size or args.batch_size
+        gradient_fn=clip_backbone_gradients(spec.clip_gradient_norm)
+        if spec.clip_gradient_norm else None)
+    eval_batch = spec.eval_batch_size
     eval_images, eval_embedding = inference.inference_graph(
-        args.net_depth, tuple(args.image_size), eval_batch, reuse=True,
-        net_input_size=args.net_input_size)
+        spec.net_depth, tuple(spec.image_size), eval_batch, reuse=True,
+        net_input_size=spec.net_input_size)
     # The step this run completed, read after the update: fetched beside train_op
     # without the dependency, it could be the value before or after the increment.
     with tf.control_dependencies([train_op]):
@@ -142,7 +155,7 @@ def build_graph(args, plan):
     elif collectives is not None:  # TensorFlow gRPC workers
         broadcast = collectives.broadcast_variables()
     histograms = None
-    if args.summary_histograms:
+    if spec.summary_histograms:
         histograms = {'gradients': {var.op.name + '/gradients': grad
                                     for grad, var in grads_and_vars if grad is not None},
                       'variables': {var.op.name: var for var in tf.trainable_variables()}}

@@ -1,6 +1,6 @@
 """The training loop behind train_nets.py: logging, checkpoints, validation, stopping.
 
-`train(args, plan)` builds the graph (train_graph.py) for a Plan that
+`train(plan)` builds the graph (train_graph.py) for a Plan that
 setup.prepare checked, resumes or initialises (checkpointing.py), and runs the
 loop until plan.last_step, a signal, or an error (which saves and stops).
 Iterations run one fixed set of fetches, so a device that compiles one graph
@@ -9,6 +9,7 @@ embedding, plus, with --summary_histograms, the training step with its
 gradients as outputs and a read of the variables (summary steps only).
 Summaries are built on the host from fetched values (summaries.py).
 """
+import collections
 import contextlib
 import json
 import logging
@@ -42,10 +43,19 @@ def _setup_logging(log_dir):
     return path
 
 
-def _record_run(args, log_dir, plan):
+LoopSpec = collections.namedtuple('LoopSpec', [
+    'ckpt_path', 'saver_maxkeep', 'summary_path', 'log_file_path',
+    'show_info_interval', 'summary_interval', 'ckpt_interval', 'validate_interval',
+    'max_consecutive_overflows',
+    'log_device_placement', 'num_threads',  # session options
+    'flags',  # {flag: value} of the whole command line, recorded in run_config.json
+])
+
+
+def _record_run(flags, log_dir, plan):
     """Writes the flags, versions and data description beside the logs."""
     record = {'flags': {k: (list(v) if isinstance(v, tuple) else v)
-                        for k, v in sorted(vars(args).items())},
+                        for k, v in sorted(flags.items())},
               'python': sys.version.split()[0], 'tensorflow': tf.__version__,
               'device': plan.device, 'num_images': plan.manifest['num_images'],
               'num_classes': plan.num_classes, 'steps_per_epoch': plan.steps_per_epoch}
@@ -184,25 +194,26 @@ def _validate(sess, graph, plan, step, writer, checkpoints, stop):
     return accuracies
 
 
-def train(args, plan):
+def train(plan):
     """Builds the graph and trains until plan.last_step. Returns the exit code."""
     chief = plan.rank == 0
+    loop = plan.loop
     log_path = None
     with tf.Graph().as_default(), distributed.device_scope(plan.cluster):
-        graph = train_graph.build_graph(args, plan)
+        graph = train_graph.build_graph(plan.graph, plan)
         # Compares the checkpoint to resume with the graph: a refused run must not
         # replace the resumed run's run_config.json or add a log, so these come after.
-        checkpoints = checkpointing.Checkpoints(args.ckpt_path, args.saver_maxkeep, chief)
+        checkpoints = checkpointing.Checkpoints(loop.ckpt_path, loop.saver_maxkeep, chief)
         if chief:
-            log_path = _setup_logging(args.log_file_path)
-            _record_run(args, args.log_file_path, plan)
+            log_path = _setup_logging(loop.log_file_path)
+            _record_run(loop.flags, loop.log_file_path, plan)
         logging.info('device %s, %d images of %d identities, %d steps per epoch, stopping at '
                      'step %d', plan.device, plan.manifest['num_images'], plan.num_classes,
                      plan.steps_per_epoch, plan.last_step)
-        writer = tf.summary.FileWriter(args.summary_path) if chief else None
+        writer = tf.summary.FileWriter(loop.summary_path) if chief else None
         config = runtime.session_config(plan.device, plan.npu_options,
-                                        log_device_placement=args.log_device_mapping,
-                                        num_threads=args.num_threads)
+                                        log_device_placement=loop.log_device_placement,
+                                        num_threads=loop.num_threads)
         parallel.configure_session(config, plan.towers)
         server = distributed.start_server(plan.cluster, config)  # None for one process
         stop = _StopRequest(graph)
@@ -221,7 +232,7 @@ def train(args, plan):
             if chief and graph['histograms'] is not None:
                 histograms = _Histograms(graph['histograms'])
             try:
-                code = _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms)
+                code = _loop(plan, sess, graph, checkpoints, writer, stop, histograms)
             finally:
                 if histograms is not None:
                     histograms.close()
@@ -230,13 +241,13 @@ def train(args, plan):
     if not chief:
         return code
     writer.close()
-    logging.info('checkpoints: %s', os.path.abspath(args.ckpt_path))
+    logging.info('checkpoints: %s', os.path.abspath(loop.ckpt_path))
     logging.info('logs: %s', os.path.abspath(log_path))
-    logging.info('TensorBoard: tensorboard --logdir %s', os.path.abspath(args.summary_path))
+    logging.info('TensorBoard: tensorboard --logdir %s', os.path.abspath(loop.summary_path))
     return code
 
 
-def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
+def _loop(plan, sess, graph, checkpoints, writer, stop, histograms=None):
     """Trains from the global step to plan.last_step. Returns the exit code.
 
     An error inside the loop (the input pipeline, a step, validation, a save)
@@ -257,7 +268,7 @@ def _loop(args, plan, sess, graph, checkpoints, writer, stop, histograms=None):
         return 2
     state = {'step': step, 'saved': step}
     try:
-        return _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
+        return _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms,
                             state)
     except checkpointing.CheckpointWriteError as error:
         logging.error('training stopped at step %d: %s; %s', state['step'], error,
@@ -302,7 +313,7 @@ def _stop_after_error(sess, graph, checkpoints, state, cause):
     return 1
 
 
-def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms, state):
+def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state):
     """_loop's iterations; keeps state['step'] (completed) and state['saved'] current.
 
     Each sess.run trains `iterations` steps (--iterations_per_loop: the NPU
@@ -311,6 +322,7 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
     """
     step = state['step']
     iterations = plan.npu_options.iterations_per_loop
+    loop = plan.loop
     window_start, window_step = time.time(), step
     values = {}
     scaled = 'overflow' in graph['fetches']
@@ -323,7 +335,7 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
     while step < plan.last_step and stop.signum is None:
         stop.vote(sess, bad.exceeded)
         # A run that reaches a summary step fetches its gradients with it.
-        summary_next = _crossed(step, step + iterations, args.summary_interval)
+        summary_next = _crossed(step, step + iterations, loop.summary_interval)
         values = sess.run(summary_fetches if summary_next else graph['fetches'])
         previous, step = step, int(values['step'])
         state['step'] = step
@@ -349,11 +361,11 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
                                  'skipped (%d so far)', iterations, previous, skipped, overflows)
             else:
                 consecutive = 0
-            if consecutive >= args.max_consecutive_overflows:
+            if consecutive >= loop.max_consecutive_overflows:
                 logging.error('%d consecutive gradient overflows (loss %s) after step %d: '
                               'stopping; no checkpoint written (the last good one is %s)',
                               consecutive, values['total_loss'], step,
-                              checkpoint_names.latest_in_folder(args.ckpt_path))
+                              checkpoint_names.latest_in_folder(loop.ckpt_path))
                 return 1
             if step == previous:
                 continue
@@ -362,11 +374,11 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
             logging.error('non-finite loss (%s) at step %d: stopping; no checkpoint written '
                           '(the last good one is %s)',
                           values['total_loss'] if here else 'on another rank', step,
-                          checkpoint_names.latest_in_folder(args.ckpt_path))
+                          checkpoint_names.latest_in_folder(loop.ckpt_path))
             return 1
-        if _crossed(previous, step, args.show_info_interval) or step == plan.last_step:
+        if _crossed(previous, step, loop.show_info_interval) or step == plan.last_step:
             now = time.time()
-            speed = (step - window_step) * args.batch_size / max(now - window_start, 1e-9)
+            speed = (step - window_step) * plan.graph.batch_size / max(now - window_start, 1e-9)
             window_start, window_step = now, step
             values['images_per_sec'] = speed
             # The original's line, then what it did not print.
@@ -375,7 +387,7 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
                          values['accuracy'], speed, values['lr'],
                          ', %d overflowed steps skipped' % overflows if scaled else '',
                          ', %d bad records skipped' % bad.count if bad.count else '')
-        if _crossed(previous, step, args.summary_interval):
+        if _crossed(previous, step, loop.summary_interval):
             # The original's tags (its 'leraning_rate' spelling too), plus ours.
             scalars = {k: values[k] for k in ('total_loss', 'inference_loss', 'wd_loss',
                                               'accuracy', 'lr')}
@@ -386,10 +398,10 @@ def _train_steps(args, plan, sess, graph, checkpoints, writer, stop, histograms,
             _summary(writer, step, scalars)
             if histograms is not None and 'gradients' in values:
                 histograms.write(sess, writer, step, values['gradients'])
-        if _crossed(previous, step, args.ckpt_interval):
+        if _crossed(previous, step, loop.ckpt_interval):
             checkpoints.save(sess, step)
             state['saved'] = step
-        if _crossed(previous, step, args.validate_interval) or step == plan.last_step:
+        if _crossed(previous, step, loop.validate_interval) or step == plan.last_step:
             try:
                 _validate(sess, graph, plan, step, writer, checkpoints, stop)
             except _Interrupted:

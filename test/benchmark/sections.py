@@ -93,12 +93,12 @@ def bench_pipeline(records, batch_size, warmup, batches):
     import bench_input_pipeline
     from data.manifest import load_manifest
     import train_nets
-    from training import train_graph
+    from training import setup
     files = load_manifest(records)['shard_paths']
     # train_nets.py's own --augment defaults, through its parser.
     augment_args = train_nets.get_parser().parse_args(
         ['--augment', 'True', '--image_size', '%d,%d' % IMAGE_SIZE])
-    settings = {'flip': {}, 'flip+augment': train_graph.augmentation(augment_args)}
+    settings = {'flip': {}, 'flip+augment': setup.graph_spec(augment_args).augmentation}
     options = argparse.Namespace(batch_size=batch_size, image_size='%d,%d' % IMAGE_SIZE,
                                  buffer_size=10000, warmup_batches=warmup, batches=batches)
     return {name: bench_input_pipeline.time_setting(files, options, setting)
@@ -163,7 +163,7 @@ def section_train(args):
     train_args = _train_args(args, _paths(args.work_dir))
     plan = setup.prepare(train_args)
     with tf.Graph().as_default() as graph:
-        tensors = train_graph.build_graph(train_args, plan)
+        tensors = train_graph.build_graph(plan.graph, plan)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % args.depth)
         config = runtime.session_config(plan.device, plan.npu_options,
                                         num_threads=train_args.num_threads)
