@@ -131,13 +131,13 @@ def _split(images, labels, num_towers):
     return tf.split(images, num_towers), tf.split(labels, num_towers)
 
 
-def _tower_objective(losses, index, num_towers):
-    """What tower `index` differentiates: its share of the cross-entropy, plus the
-    weight decay on tower 0 only (every tower reads the same variables)."""
+def _tower_objective(data_loss, shared_loss, index, num_towers):
+    """What tower `index` differentiates: its share of the data loss, plus the shared
+    loss (weight decay: every tower reads the same variables) on tower 0 only."""
     if num_towers == 1:
-        return losses.total
-    share = losses.inference / float(num_towers)
-    return tf.add(share, losses.weight_decay) if index == 0 else share
+        return tf.add(data_loss, shared_loss)
+    share = data_loss / float(num_towers)
+    return tf.add(share, shared_loss) if index == 0 else share
 
 
 def _sum_gradients(tower_grads):
@@ -153,17 +153,15 @@ def _sum_gradients(tower_grads):
     return summed
 
 
-def _mean_losses(tower_losses):
-    """Reported losses over the whole batch: the towers' mean, weight decay once."""
-    if len(tower_losses) == 1:
-        return tower_losses[0]
+def _mean_reported(tower_reported):
+    """The towers' reported values (namedtuples of scalars), each field averaged."""
+    if len(tower_reported) == 1:
+        return tower_reported[0]
+    first = tower_reported[0]
     with tf.name_scope('mean_tower_losses'):
-        inference = tf.add_n([t.inference for t in tower_losses]) / float(len(tower_losses))
-        accuracy = tf.add_n([t.accuracy for t in tower_losses]) / float(len(tower_losses))
-        weight_decay = tower_losses[0].weight_decay
-        return tower_losses[0]._replace(total=tf.add(inference, weight_decay, name='total_loss'),
-                                        inference=tf.identity(inference, 'inference_loss'),
-                                        accuracy=tf.identity(accuracy, 'train_accuracy'))
+        return first._replace(**{
+            field: tf.add_n([getattr(t, field) for t in tower_reported])
+            / float(len(tower_reported)) for field in first._fields})
 
 
 def _combine(grads_and_vars, losses, combine_fn):
@@ -186,8 +184,11 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
     Args:
       images: float [N, H, W, 3] normalised batch (N divisible by the towers).
       labels: int [N].
-      loss_fn: fn(images, labels) -> losses.objective.TrainingLosses; called once per
-        tower, creating the variables on the first call.
+      loss_fn: fn(images, labels) -> (data_loss, shared_loss, reported): scalar
+        tensors, the loss of this batch (averaged over the towers) and a loss
+        of the variables alone (weight decay, added once), and a namedtuple of
+        scalars to report (averaged). Called once per tower, creating the
+        variables on the first call.
       optimizer: a tf.train.Optimizer (possibly wrapped by runtime).
       global_step: incremented once per applied step.
       devices: tower device names (resolve_devices); None or [] builds one tower
@@ -198,7 +199,7 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
       gradient_fn: None, or fn(grads_and_vars) -> grads_and_vars applied to the
         combined gradients just before the update (e.g. clipping).
     Returns:
-      (TrainingLosses over the whole batch (and all workers), train_op, the
+      (loss_fn's `reported` over the whole batch (and all workers), train_op, the
       (gradient, variable) pairs it applies); the train op also runs tower 0's
       batch-norm moving-average updates.
     Raises:
@@ -207,20 +208,20 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
     devices = list(devices or [None])
     num_towers = len(devices)
     image_parts, label_parts = _split(images, labels, num_towers)
-    tower_losses, tower_grads = [], []
+    tower_reported, tower_grads = [], []
     for index, device in enumerate(devices):
         with _tower(index, num_towers, device):
-            losses = loss_fn(image_parts[index], label_parts[index])
-            objective = _tower_objective(losses, index, num_towers)
+            data_loss, shared_loss, reported = loss_fn(image_parts[index], label_parts[index])
+            objective = _tower_objective(data_loss, shared_loss, index, num_towers)
             # Each tower's backward pass runs on its own device.
             colocate = {'colocate_gradients_with_ops': True} if num_towers > 1 else {}
             tower_grads.append(optimizer.compute_gradients(objective, **colocate))
-        tower_losses.append(losses)
+        tower_reported.append(reported)
     update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS,
                                    scope=(tower_scope(0, num_towers) + '/') if num_towers > 1
                                    else None)
     grads_and_vars = _sum_gradients(tower_grads)
-    losses = _mean_losses(tower_losses)
+    losses = _mean_reported(tower_reported)
     if combine_fn is not None:
         grads_and_vars, losses = _combine(grads_and_vars, losses, combine_fn)
     if gradient_fn is not None:

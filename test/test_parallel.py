@@ -50,8 +50,9 @@ def build_step(images, labels, devices=None, combine_fn=None, weight_decay=5e-3)
     global_step = tf.train.get_or_create_global_step()
 
     def loss_fn(batch_images, batch_labels):
-        return objective.training_losses(batch_images, batch_labels, DEPTH, NUM_CLASSES,
-                                          weight_decay=weight_decay, keep_prob=1.0)
+        losses = objective.training_losses(batch_images, batch_labels, DEPTH, NUM_CLASSES,
+                                           weight_decay=weight_decay, keep_prob=1.0)
+        return losses.inference, losses.weight_decay, losses
 
     optimizer = tf.train.MomentumOptimizer(LEARNING_RATE, 0.9)
     losses, train_op, _ = parallel.build_train_op(tf.constant(images), tf.constant(labels),

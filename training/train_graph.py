@@ -111,10 +111,11 @@ def build_graph(spec, plan):
     images = image_ops.resize_for_network(images, spec.net_input_size)
 
     def loss_fn(batch_images, batch_labels):
-        return objective.training_losses(
+        losses = objective.training_losses(
             batch_images, batch_labels, spec.net_depth, plan.num_classes, spec.loss_type,
             spec.margin, spec.weight_decay, spec.keep_prob, runtime.dropout_fn(plan.device),
             lambda: runtime.float32_scope(plan.device))
+        return losses.inference, losses.weight_decay, losses
 
     lr = learning_rate(global_step, plan.lr_boundaries, spec.lr_values, spec.warmup_steps)
     optimizer = tf.train.MomentumOptimizer(lr, spec.momentum)
