@@ -76,14 +76,14 @@ def conv2d(inputs, filters, kernel_size, stride, scope, padding='SAME'):
     return tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), [1, stride, stride, 1], padding)
 
 
-def batch_norm_variables(channels, gamma_trainable=True, defaults=DEFAULTS):
+def batch_norm_variables(channels, gamma_trainable=True):
     """beta, gamma, moving_mean, moving_variance of one BN, in the current scope.
 
     The original's names and initial values; gamma is weight-decayed when trainable.
     """
     beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer())
     gamma = _decayed_variable('gamma', [channels],
-                              tf.random_normal_initializer(1.0, defaults.gamma_stddev),
+                              tf.random_normal_initializer(1.0, DEFAULTS.gamma_stddev),
                               trainable=gamma_trainable)
     moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
                                   tf.zeros_initializer(), trainable=False)
@@ -92,7 +92,7 @@ def batch_norm_variables(channels, gamma_trainable=True, defaults=DEFAULTS):
     return beta, gamma, moving_mean, moving_variance
 
 
-def batch_norm(inputs, is_training, scope, gamma_trainable=True, defaults=DEFAULTS):
+def batch_norm(inputs, is_training, scope, gamma_trainable=True):
     """Batch normalisation over all axes but the last.
 
     Training mode normalises with the batch statistics and adds the
@@ -105,31 +105,30 @@ def batch_norm(inputs, is_training, scope, gamma_trainable=True, defaults=DEFAUL
       is_training: Python bool.
       scope: variable scope holding beta, gamma, moving_mean, moving_variance.
       gamma_trainable: False freezes gamma (the embedding BN of the original).
-      defaults: LayerDefaults.
     Returns:
       Tensor like `inputs`.
     """
     with tf.variable_scope(scope):
         beta, gamma, moving_mean, moving_variance = batch_norm_variables(
-            inputs.get_shape().as_list()[-1], gamma_trainable, defaults)
+            inputs.get_shape().as_list()[-1], gamma_trainable)
     x = inputs
     if x.dtype != tf.float32:
         x = tf.cast(x, tf.float32)
     if x.get_shape().ndims == 4:
         if is_training:
-            y, mean, variance = tf.nn.fused_batch_norm(x, gamma, beta, epsilon=defaults.bn_epsilon,
+            y, mean, variance = tf.nn.fused_batch_norm(x, gamma, beta, epsilon=DEFAULTS.bn_epsilon,
                                                        is_training=True)
         else:
             y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_variance,
-                                             epsilon=defaults.bn_epsilon, is_training=False)
+                                             epsilon=DEFAULTS.bn_epsilon, is_training=False)
     else:
         if is_training:
             mean, variance = tf.nn.moments(x, axes=list(range(x.get_shape().ndims - 1)))
         else:
             mean, variance = moving_mean, moving_variance
-        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, defaults.bn_epsilon)
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, DEFAULTS.bn_epsilon)
     if is_training:
-        decay = 1.0 - defaults.bn_decay
+        decay = 1.0 - DEFAULTS.bn_decay
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, tf.assign_sub(
             moving_mean, (moving_mean - tf.stop_gradient(mean)) * decay))
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, tf.assign_sub(

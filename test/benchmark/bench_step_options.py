@@ -41,15 +41,15 @@ ENVIRONMENT = {'no_onednn': {'TF_ENABLE_ONEDNN_OPTS': '0'},
 def _unfused_batch_norm(tf, layers):
     original = layers.batch_norm
 
-    def batch_norm(inputs, is_training, scope, gamma_trainable=True, defaults=layers.DEFAULTS):
+    def batch_norm(inputs, is_training, scope, gamma_trainable=True):
         if inputs.get_shape().ndims != 4:
-            return original(inputs, is_training, scope, gamma_trainable, defaults)
+            return original(inputs, is_training, scope, gamma_trainable)
         with tf.variable_scope(scope):
             beta, gamma, moving_mean, moving_variance = layers.batch_norm_variables(
-                inputs.get_shape().as_list()[-1], gamma_trainable, defaults)
+                inputs.get_shape().as_list()[-1], gamma_trainable)
         if is_training:
             mean, variance = tf.nn.moments(inputs, [0, 1, 2])
-            decay = 1.0 - defaults.bn_decay
+            decay = 1.0 - layers.DEFAULTS.bn_decay
             tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
                                  tf.assign_sub(moving_mean, (moving_mean - mean) * decay))
             tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
@@ -58,7 +58,7 @@ def _unfused_batch_norm(tf, layers):
         else:
             mean, variance = moving_mean, moving_variance
         return tf.nn.batch_normalization(inputs, mean, variance, beta, gamma,
-                                         defaults.bn_epsilon)
+                                         layers.DEFAULTS.bn_epsilon)
     layers.batch_norm = batch_norm
 
 
