@@ -1,5 +1,6 @@
 """Test setup: graph mode once per process, the read-only shared data, a tiny dataset."""
 import os
+import socket
 
 import pytest
 import tensorflow.compat.v1 as tf
@@ -8,6 +9,25 @@ tf.disable_v2_behavior()
 tf.logging.set_verbosity(tf.logging.ERROR)
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port_base(count=2):
+    """A port with `count` free ports from it on, on 127.0.0.1 (best effort: another
+    process may take one before the caller binds it)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            base = probe.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as other:
+                    other.bind(('127.0.0.1', port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError('no %d free consecutive ports' % count)
 SHARED = os.path.join(os.path.dirname(PROJECT_ROOT), 'shared')
 SHARED_DATA = os.path.join(SHARED, 'data')
 SHARED_REFERENCE = os.path.join(SHARED, 'reference')

@@ -16,9 +16,8 @@ import pytest
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
 
-from conftest import PROJECT_ROOT  # noqa: E402
-from test_npu_ranks import (free_port_base, identical_but_batch_norm_statistics,
-                            variables_at_close)
+from conftest import PROJECT_ROOT, free_port_base  # noqa: E402
+from test_npu_ranks import identical_but_batch_norm_statistics, variables_at_close
 TEST_DIR = os.path.join(PROJECT_ROOT, 'test')
 STANDIN_PATH = os.path.join(TEST_DIR, 'npu_standin')
 TINY_FLAGS = ['--net_depth=18', '--batch_size', '4', '--max_steps=3', '--image_size', '32,32',

@@ -10,32 +10,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 
-from conftest import PROJECT_ROOT  # noqa: E402
+from conftest import PROJECT_ROOT, free_port_base  # noqa: E402
 from test_npu_wiring import STANDIN_PATH, flags, rank_table, tiny_data  # noqa: F401 (fixture)
-
-
-def free_port_base(count=2):
-    """A base port with `count` free ports after it (best effort)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(('127.0.0.1', 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as other:
-                    other.bind(('127.0.0.1', port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError('no free ports')
 
 
 def start_ranks(tmp_path, argv, size=2, **env):

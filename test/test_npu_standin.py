@@ -8,8 +8,6 @@ loopback gRPC. What the stand-in proves is wiring, not an NPU.
 """
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +17,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from tensorflow.python.client import session as session_lib
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, free_port_base
 
 STANDIN_PATH = os.path.join(PROJECT_ROOT, 'test', 'npu_standin')
 HCCL_ENV = ('RANK_SIZE', 'RANK_ID', 'RANK_TABLE_FILE', 'POD_NAME', 'JOB_ID', 'CM_WORKER_SIZE',
@@ -489,24 +487,11 @@ with tf.Session(config=config) as sess:
 '''
 
 
-def free_port_pair():
-    for _ in range(50):
-        base = random.randint(20000, 60000)
-        try:
-            for port in (base, base + 1):
-                with socket.socket() as probe:
-                    probe.bind(('127.0.0.1', port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError('no two free consecutive ports')
-
-
 def test_hccl_crosses_processes(tmp_path):
     script = tmp_path / 'rank.py'
     script.write_text(RANK_SCRIPT % {'standin': STANDIN_PATH})
     table = write_rank_table(tmp_path / 'rank_table_2p.json', 2)
-    base = free_port_pair()
+    base = free_port_base(2)
     env = {k: v for k, v in os.environ.items() if k not in HCCL_ENV}
     ranks = []
     for rank in (0, 1):
