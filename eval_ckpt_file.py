@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import verification
+from data import eval_data_reader
 from data.cli import UsageError
 from data.safe_files import check_output, write_recorded
 from devices import runtime
@@ -248,9 +249,9 @@ def evaluate(args, plan):
                     if args.error_report:
                         report = pair_errors.breakdown(embedded[0], embedded[1], issame,
                                                        result.threshold,
-                                                       verification.distinct_images(images)[1])
+                                                       eval_data_reader.distinct_images(images)[1])
                         table.lines(pair_errors.format_report(name, report))
-                    verification.log_result(name, step, result, logger)
+                    verification_sets.log_result(name, step, result, logger)
                     records.append((label, result_record(prefix, name, bin_path, result)))
     return records
 

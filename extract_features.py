@@ -138,7 +138,7 @@ def embed(args, images):
             checkpoint_names.restore(sess, tf.train.Saver(var_list=variables), prefix)
             logging.info('embedding with %s (depth %d, %s)', os.path.abspath(prefix),
                          network.depth, network.variant)
-            with tqdm(total=2 * len(verification.distinct_images(images)[0]), unit='image',
+            with tqdm(total=2 * len(eval_data_reader.distinct_images(images)[0]), unit='image',
                       desc='embedding (image and mirror)', disable=None) as bar:
                 passes = verification.embed_images(sess, images_ph, embeddings, images,
                                                    args.batch_size, on_batch=bar.update)

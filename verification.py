@@ -4,18 +4,13 @@ The metrics are those of insightface's `eval/verification.py`, itself taken
 from facenet (MIT licence, David Sandberg): pairs are rows 2k and 2k+1 of the
 embedding matrix, the distance is the squared L2 distance, accuracy is
 10-fold cross-validated (threshold chosen on the train folds, scored on the
-test fold) and VAL is read at FAR = 1e-3.
-
-The results equal the reference bit for bit (`test/test_verification.py`
-compares them with a loop-by-loop implementation of the protocol; they were
-also checked once against the verbatim insightface code, run with scipy
-1.17.1, scikit-learn 1.9.1 and numpy 2.4 on 120,000-pair sets where it does
-not crash: all six outputs identical). The threshold sweeps are vectorised:
-distances are sorted once per fold and `np.searchsorted` counts how many lie
-below every threshold, instead of one pass over the pairs per threshold.
-Two places where the reference crashes are given a documented meaning
-instead: repeated FAR values in the VAL interpolation (`threshold_at_far`)
-and folds without same or without different pairs (`calculate_val_far`).
+test fold) and VAL is read at FAR = 1e-3. The results equal the reference's
+bit for bit (`test/test_verification.py`); the threshold sweeps are
+vectorised (distances sorted once per fold, `np.searchsorted` counts those
+below every threshold). Where the reference crashes, a documented meaning is
+given instead: repeated FAR values in the VAL interpolation
+(`threshold_at_far`), folds without same or different pairs
+(`calculate_val_far`).
 
 The session runner feeds fixed-size batches (NPU graphs need static shapes)
 of raw uint8 BGR images, plus their horizontal mirrors, and scores the sum of
@@ -25,15 +20,12 @@ Typical use:
     emb, emb_flip = embed_images(sess, images_ph, embedding, images, 32,
                                  extra_feed={is_training: False})
     result = evaluate_flip(emb, emb_flip, issame)
-    log_result('lfw', step, result)
 """
 import collections
-import hashlib
-import logging
 
 import numpy as np
 
-from data.eval_data_reader import NROF_FOLDS
+from data.eval_data_reader import NROF_FOLDS, distinct_images
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)  # squared-L2 grid for accuracy/ROC
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)  # finer grid for VAL@FAR
@@ -57,30 +49,6 @@ VerificationResult = collections.namedtuple('VerificationResult', [
 ])
 
 
-def _check_nrof_folds(nrof_folds, nrof_pairs):
-    """Raises ValueError unless nrof_folds is an int in [1, nrof_pairs]."""
-    if not isinstance(nrof_folds, (int, np.integer)) or not 1 <= nrof_folds <= nrof_pairs:
-        raise ValueError('nrof_folds=%r: expected an int with 1 <= nrof_folds <= nrof_pairs '
-                         '(%d)' % (nrof_folds, nrof_pairs))
-
-
-def check_scorable(nrof_pairs, source, nrof_folds=NROF_FOLDS):
-    """Raises ValueError unless a set of `nrof_pairs` pairs can be scored.
-
-    The rule every tool applies to a verification set before it starts (the
-    evaluation and training's validation alike), so that a set too small for
-    the folds is refused up front and not at its first use.
-
-    Args:
-      nrof_pairs: pairs in the set.
-      source: the set's file, for the message.
-      nrof_folds: folds of the protocol.
-    """
-    if nrof_pairs < nrof_folds:
-        raise ValueError('%s holds %d pairs; the %d-fold protocol needs at least %d'
-                         % (source, nrof_pairs, nrof_folds, nrof_folds))
-
-
 def fold_indices(nrof_pairs, nrof_folds):
     """Unshuffled K-fold split of `np.arange(nrof_pairs)` (insightface's LFold).
 
@@ -93,7 +61,9 @@ def fold_indices(nrof_pairs, nrof_folds):
     Raises:
       ValueError: if nrof_folds is not in [1, nrof_pairs].
     """
-    _check_nrof_folds(nrof_folds, nrof_pairs)
+    if not isinstance(nrof_folds, (int, np.integer)) or not 1 <= nrof_folds <= nrof_pairs:
+        raise ValueError('nrof_folds=%r: expected an int with 1 <= nrof_folds <= nrof_pairs '
+                         '(%d)' % (nrof_folds, nrof_pairs))
     indices = np.arange(nrof_pairs)
     if nrof_folds == 1:
         return [(indices, indices)]
@@ -116,11 +86,9 @@ def distance(embeddings1, embeddings2):
 def _counts_below(thresholds, dist, actual_issame):
     """Numbers of same / different pairs with `dist < threshold`, per threshold.
 
-    Float64 comparison throughout: float32 distances are widened exactly, and
-    the float64 thresholds are not rounded (numpy 1.x's value-based casting
-    rounded a float64 threshold to float32 when the reference compared it with
-    float32 distances; numpy >= 2 compares in float64, as here). NaN distances
-    count as "not below", like `np.less`.
+    Float64 comparison throughout, as numpy >= 2 does in the reference (numpy
+    1.x rounded the thresholds to float32 against float32 distances). NaN
+    distances count as "not below", like `np.less`.
 
     Returns:
       (n_same_below, n_diff_below, n_same, n_diff); the first two are int
@@ -180,22 +148,16 @@ def calculate_val_far(threshold, dist, actual_issame):
 def threshold_at_far(far, thresholds, far_target):
     """Threshold at which the non-decreasing FAR curve reaches `far_target`.
 
-    The reference calls `scipy.interpolate.interp1d(far, thresholds,
-    kind='slinear')(far_target)`, which raises "Expect x to not have
-    duplicates" whenever a FAR value repeats. FAR is a step function of the
-    threshold, so on real sets it nearly always repeats (a train fold with
-    fewer than 4000 different pairs always does). Here the curve is read as a
-    monotone step function: interpolate linearly between the LAST threshold
-    of the plateau below `far_target` and the FIRST threshold of the plateau
-    above it; when `far_target` equals a plateau's FAR, the result is that
-    plateau's largest threshold, i.e. the highest VAL at that FAR. This is
-    the bracket `np.interp(far_target, far, thresholds)` uses. The arithmetic,
-    however, is interp1d's (degree-1 B-spline): t0 * (w * (f1 - x)) +
-    t1 * (w * (x - f0)) with w = 1 / (f1 - f0). Without repeated FAR values
-    the result is therefore bit-identical to the reference (np.interp's
-    t0 + slope * (x - f0) differs from it in the last bit about one time in
-    three), and a plateau's largest threshold is returned up to the rounding
-    of w * (f1 - f0).
+    The reference's `scipy.interpolate.interp1d(far, thresholds,
+    kind='slinear')(far_target)` raises whenever a FAR value repeats, which on
+    real sets it nearly always does (FAR is a step function of the threshold).
+    Here the curve is read as a monotone step function: interpolate between
+    the LAST threshold of the plateau below `far_target` and the FIRST of the
+    plateau above it (np.interp's bracket), so a target equal to a plateau's
+    FAR gives that plateau's largest threshold, the highest VAL at that FAR.
+    The arithmetic is interp1d's, t0 * (w * (f1 - x)) + t1 * (w * (x - f0))
+    with w = 1 / (f1 - f0), so that without repeated FAR values the result
+    equals the reference's bit for bit (np.interp's formula does not).
 
     Args:
       far: float64 [T], non-decreasing FAR at each threshold.
@@ -232,19 +194,6 @@ def threshold_at_far(far, thresholds, far_target):
                  + thresholds[upper] * (weight * (far_target - far_lower)))
 
 
-def _check_pairs(embeddings1, embeddings2, actual_issame):
-    """Validates a pair set and returns actual_issame as a bool [N] array."""
-    if np.ndim(embeddings1) != 2 or np.shape(embeddings1) != np.shape(embeddings2):
-        raise ValueError('embeddings1 %s and embeddings2 %s: expected two [nrof_pairs, dim] '
-                         'arrays of the same shape'
-                         % (np.shape(embeddings1), np.shape(embeddings2)))
-    actual_issame = np.asarray(actual_issame)
-    if actual_issame.shape != (np.shape(embeddings1)[0],):
-        raise ValueError('actual_issame has shape %s; expected one entry per pair, (%d,)'
-                         % (actual_issame.shape, np.shape(embeddings1)[0]))
-    return actual_issame.astype(bool)
-
-
 def _roc(thresholds, dist, actual_issame, nrof_folds):
     """Cross-validated ROC on distances; also returns each fold's best index."""
     folds = fold_indices(dist.shape[0], nrof_folds)
@@ -273,48 +222,11 @@ def _val(thresholds, dist, actual_issame, far_target, nrof_folds):
     return np.mean(val), np.std(val), np.mean(far)
 
 
-def calculate_roc(thresholds, embeddings1, embeddings2, actual_issame, nrof_folds=NROF_FOLDS):
-    """Cross-validated ROC and accuracy (facenet/insightface `calculate_roc`).
+def _pair_distances(embeddings, actual_issame):
+    """Validates an interleaved pair set; returns (dist [N/2], bool issame [N/2]).
 
-    For each fold the threshold with the best train accuracy (first maximum)
-    is applied to the test fold. The reference's `pca` option is not ported.
-
-    Args:
-      thresholds: float64 [T], increasing.
-      embeddings1, embeddings2: [N, D]; pair i is (embeddings1[i], embeddings2[i]).
-      actual_issame: bool [N].
-      nrof_folds: int in [1, N].
-    Returns:
-      tpr, fpr: float64 [T], test-fold rates averaged over folds.
-      accuracy: float64 [nrof_folds], test accuracy at each fold's threshold.
-    Raises:
-      ValueError: on mismatched shapes or an impossible fold count.
+    The fold count is checked by `fold_indices`, before any fold is scored.
     """
-    actual_issame = _check_pairs(embeddings1, embeddings2, actual_issame)
-    return _roc(thresholds, distance(embeddings1, embeddings2), actual_issame, nrof_folds)[:3]
-
-
-def calculate_val(thresholds, embeddings1, embeddings2, actual_issame, far_target,
-                  nrof_folds=NROF_FOLDS):
-    """Cross-validated VAL at a target FAR (facenet/insightface `calculate_val`).
-
-    Per fold, the threshold reaching `far_target` on the train split
-    (`threshold_at_far`; 0.0 if the train FAR never reaches it) is applied
-    to the test split.
-
-    Args: as `calculate_roc`, plus far_target: float.
-    Returns:
-      (val_mean, val_std, far_mean): float64 scalars over folds.
-    Raises:
-      ValueError: on mismatched shapes or an impossible fold count.
-    """
-    actual_issame = _check_pairs(embeddings1, embeddings2, actual_issame)
-    return _val(thresholds, distance(embeddings1, embeddings2), actual_issame, far_target,
-                nrof_folds)
-
-
-def _pair_distances(embeddings, actual_issame, nrof_folds):
-    """Validates an interleaved pair set; returns (dist [N/2], bool issame [N/2])."""
     shape = np.shape(embeddings)
     if len(shape) != 2:
         raise ValueError('embeddings has shape %s; expected 2-D [2 * nrof_pairs, dim]'
@@ -326,7 +238,6 @@ def _pair_distances(embeddings, actual_issame, nrof_folds):
     if np.ndim(actual_issame) != 1 or len(actual_issame) != nrof_pairs:
         raise ValueError('actual_issame has shape %s; expected one entry per pair, (%d,)'
                          % (np.shape(actual_issame), nrof_pairs))
-    _check_nrof_folds(nrof_folds, nrof_pairs)
     return (distance(embeddings[0::2], embeddings[1::2]),
             np.asarray(actual_issame).astype(bool))
 
@@ -346,32 +257,13 @@ def evaluate(embeddings, actual_issame, nrof_folds=NROF_FOLDS):
       val, val_std, far: float64, VAL@FAR_TARGET statistics over folds.
     Raises:
       ValueError: if embeddings is not 2-D with an even number of rows,
-        actual_issame does not have one entry per pair, or nrof_folds is not
-        in [1, nrof_pairs].
+        actual_issame has not one entry per pair, or nrof_folds is not in
+        [1, nrof_pairs].
     """
-    dist, actual_issame = _pair_distances(embeddings, actual_issame, nrof_folds)
+    dist, actual_issame = _pair_distances(embeddings, actual_issame)
     tpr, fpr, accuracy, _ = _roc(ACCURACY_THRESHOLDS, dist, actual_issame, nrof_folds)
     val, val_std, far = _val(VAL_THRESHOLDS, dist, actual_issame, FAR_TARGET, nrof_folds)
     return tpr, fpr, accuracy, val, val_std, far
-
-
-def l2_normalize(embeddings):
-    """Row-wise L2 normalisation in float64 (sklearn's `normalize`; zero rows stay 0).
-
-    Args:
-      embeddings: float [N, D].
-    Returns:
-      float64 [N, D].
-    """
-    return _normalize_rows(np.array(embeddings, np.float64))
-
-
-def _normalize_rows(embeddings):
-    """Divides float64 [N, D] rows by their L2 norms in place; returns the array."""
-    norms = np.sqrt(np.einsum('ij,ij->i', embeddings, embeddings))
-    norms[norms == 0.0] = 1.0
-    embeddings /= norms[:, np.newaxis]
-    return embeddings
 
 
 def combine_flip(embeddings, flipped_embeddings):
@@ -384,7 +276,10 @@ def combine_flip(embeddings, flipped_embeddings):
     """
     combined = np.array(embeddings, np.float64)
     combined += flipped_embeddings
-    return _normalize_rows(combined)
+    norms = np.sqrt(np.einsum('ij,ij->i', combined, combined))
+    norms[norms == 0.0] = 1.0  # a zero row stays 0, as sklearn's `normalize`
+    combined /= norms[:, np.newaxis]
+    return combined
 
 
 def evaluate_flip(embeddings, flipped_embeddings, actual_issame, nrof_folds=NROF_FOLDS):
@@ -396,14 +291,11 @@ def evaluate_flip(embeddings, flipped_embeddings, actual_issame, nrof_folds=NROF
       actual_issame: bool [nrof_pairs].
       nrof_folds: int in [1, nrof_pairs].
     Returns:
-      VerificationResult. Its accuracy is `evaluate` on
-      l2_normalize(embeddings + flipped_embeddings) (summed first, then
-      normalised); xnorm is the mean row norm over both raw arrays (in float64;
-      the reference sums the norms one by one, so the two agree up to
-      rounding, far below the 6 printed decimals).
-      `threshold` is the best accuracy threshold on all pairs (first
-      maximum), the value to deploy; `fold_thresholds` are the ones the
-      protocol picked on each fold's train split.
+      VerificationResult: `evaluate` on combine_flip(embeddings,
+      flipped_embeddings) (summed, then normalised); xnorm, the mean row norm
+      of both raw arrays (the reference's sum differs only in rounding);
+      `threshold`, the best accuracy threshold on all pairs (first maximum),
+      the value to deploy; `fold_thresholds`, those of the train splits.
     Raises:
       ValueError: as `evaluate`, or if the two arrays differ in shape.
     """
@@ -415,7 +307,7 @@ def evaluate_flip(embeddings, flipped_embeddings, actual_issame, nrof_folds=NROF
                  for e in (embeddings, flipped_embeddings)]
     xnorm = float(np.mean(np.concatenate(row_norms)))
     dist, actual_issame = _pair_distances(combine_flip(embeddings, flipped_embeddings),
-                                          actual_issame, nrof_folds)
+                                          actual_issame)
     tpr, fpr, accuracy, best = _roc(ACCURACY_THRESHOLDS, dist, actual_issame, nrof_folds)
     val, val_std, far = _val(VAL_THRESHOLDS, dist, actual_issame, FAR_TARGET, nrof_folds)
     _, _, acc_all = calculate_accuracy(ACCURACY_THRESHOLDS, dist, actual_issame)
@@ -427,49 +319,17 @@ def evaluate_flip(embeddings, flipped_embeddings, actual_issame, nrof_folds=NROF
         nrof_pairs=int(dist.shape[0]), tpr=tpr, fpr=fpr)
 
 
-def _windows(nrof_images, batch_size):
-    """Yields (start, stop, window): rows [start, stop) are the tail of `window`.
-
-    Every window holds exactly `batch_size` rows: the last partial batch is
-    the window ending at `nrof_images` (insightface's trick), and a set
-    smaller than one batch is padded by repeating it (indices modulo N).
-    """
-    for start in range(0, nrof_images, batch_size):
-        stop = min(start + batch_size, nrof_images)
-        if stop >= batch_size:
-            yield start, stop, slice(stop - batch_size, stop)
-        else:
-            yield start, stop, np.arange(stop - batch_size, stop) % nrof_images
-
-
-def distinct_images(images):
-    """Finds the byte-identical images of a set.
-
-    Args:
-      images: array [N, ...].
-    Returns:
-      (rows, inverse): int64 [K] the first row of each distinct image, in order
-      of appearance, and int64 [N] the position in `rows` of each row's image,
-      so that images[rows][inverse] equals images.
-    """
-    position, rows = {}, []
-    inverse = np.empty(len(images), np.int64)
-    for row, image in enumerate(images):
-        key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
-        if key not in position:
-            position[key] = len(rows)
-            rows.append(row)
-        inverse[row] = position[key]
-    return np.array(rows, np.int64), inverse
-
-
 def _embed_pass(sess, images_placeholder, embedding_tensor, images, rows, batch_size, feed,
                 flip, on_batch):
     """Embeds images[rows] (mirrored if `flip`); returns float32 [len(rows), D]."""
     nrof_images = len(rows)
     embeddings = None
-    for start, stop, window in _windows(nrof_images, batch_size):
-        batch = images[rows[window]]
+    for start in range(0, nrof_images, batch_size):
+        stop = min(start + batch_size, nrof_images)
+        # Rows [start, stop) are the tail of a full batch: the last partial batch is the
+        # window ending at the last row (insightface's trick), and a set smaller than one
+        # batch is padded by repeating it (indices modulo N).
+        batch = images[rows[np.arange(stop - batch_size, stop) % nrof_images]]
         if flip:
             batch = np.ascontiguousarray(batch[:, :, ::-1, :])
         feed[images_placeholder] = batch
@@ -508,9 +368,7 @@ def embed_images(sess, images_placeholder, embedding_tensor, images, batch_size,
 
     Each distinct image is embedded once and its rows share the result:
     verification sets can repeat images (orl_val.bin's 900 rows hold 50), and
-    an image's embedding does not depend on its batch neighbours (checked bit
-    for bit on orl_val.bin with TF 2.21 and 1.15, where this makes validation
-    14 times faster).
+    an image's embedding does not depend on its batch neighbours.
     Raises:
       ValueError: on a malformed image array, a non-positive batch size, a
         placeholder whose static batch dimension is not batch_size, or an
@@ -547,18 +405,3 @@ def run_verification(sess, images_placeholder, embedding_tensor, images, actual_
     embeddings, flipped = embed_images(sess, images_placeholder, embedding_tensor, images,
                                        batch_size, extra_feed)
     return evaluate_flip(embeddings, flipped, actual_issame, nrof_folds)
-
-
-def format_log_lines(db_name, step, result):
-    """The original's two report lines, e.g. '[lfw][2000]XNorm: 21.843718' and
-    '[lfw][2000]Accuracy-Flip: 0.99517+-0.00359'."""
-    return ['[%s][%d]XNorm: %f' % (db_name, step, result.xnorm),
-            '[%s][%d]Accuracy-Flip: %1.5f+-%1.5f'
-            % (db_name, step, result.accuracy, result.accuracy_std)]
-
-
-def log_result(db_name, step, result, logger=None):
-    """Logs `format_log_lines` at INFO level (default logger: this module's)."""
-    logger = logger or logging.getLogger(__name__)
-    for line in format_log_lines(db_name, step, result):
-        logger.info('%s', line)

@@ -14,7 +14,8 @@ the file's size (ALLOCATION_PER_BYTE): a 33-byte pickle of bytearray(2**29)
 is refused before it takes 512 MB.
 
 Images are decoded by `data.image_ops.decode_image`, the function the training
-input uses, so both see the same BGR pixels.
+input uses, so both see the same BGR pixels. `distinct_images` finds the
+images a set repeats.
 
 Typical use:
     images, issame = load_bin('datasets/faces_emore/lfw.bin')
@@ -22,6 +23,7 @@ Typical use:
 """
 import builtins
 import codecs
+import hashlib
 import importlib
 import io
 import logging
@@ -300,3 +302,27 @@ def decode_images(encoded, image_size=image_ops.DEFAULT_IMAGE_SIZE, batch_size=5
                 _log.info('%s: decoded %d/%d images', path, done + len(batch), len(encoded))
             done += len(batch)
     return images
+
+
+def distinct_images(images):
+    """Finds the byte-identical images of a set (orl_val.bin's 900 rows hold 50).
+
+    The protocol embeds each distinct image once (verification.embed_images),
+    and the error report counts it as one image (training/pair_errors.py).
+
+    Args:
+      images: array [N, ...].
+    Returns:
+      (rows, inverse): int64 [K] the first row of each distinct image, in order
+      of appearance, and int64 [N] the position in `rows` of each row's image,
+      so that images[rows][inverse] equals images.
+    """
+    position, rows = {}, []
+    inverse = np.empty(len(images), np.int64)
+    for row, image in enumerate(images):
+        key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
+        if key not in position:
+            position[key] = len(rows)
+            rows.append(row)
+        inverse[row] = position[key]
+    return np.array(rows, np.int64), inverse

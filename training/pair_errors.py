@@ -1,10 +1,11 @@
 """Where a verification set's errors come from: which identities, which pairs.
 
 A .bin set holds pairs and same/different flags, no identity labels. Here
-identical images count as one image (verification.distinct_images), and the
-same-identity pairs join images into identities (connected components). At a result's threshold (the best on
-all pairs, `VerificationResult.threshold`), the wrong pairs are counted as
-false rejects per identity and false accepts per pair of identities.
+identical images count as one image (data.eval_data_reader.distinct_images),
+and the same-identity pairs join images into identities (connected
+components). At a result's threshold (the best on all pairs,
+`VerificationResult.threshold`), the wrong pairs are counted as false rejects
+per identity and false accepts per pair of identities.
 
 When one identity holds many of the false rejects (a person photographed in two
 very different sessions, say), the report also gives the accuracy that would
@@ -12,7 +13,7 @@ remain if every other pair were right: no model that embeds that identity the
 same way can score higher. eval_ckpt_file.py prints this with --error_report.
 
 Typical use:
-    _, keys = verification.distinct_images(images)
+    _, keys = eval_data_reader.distinct_images(images)
     report = breakdown(embeddings, flipped, issame, result.threshold, keys)
     print('\\n'.join(format_report('orl_val', report)))
 """
@@ -40,7 +41,7 @@ def identities(keys, actual_issame):
 
     Args:
       keys: [2 * nrof_pairs] hashable image keys, equal for identical images
-        (e.g. the `inverse` of verification.distinct_images); pair k is rows
+        (e.g. the `inverse` of eval_data_reader.distinct_images); pair k is rows
         2k and 2k+1.
       actual_issame: bool [nrof_pairs].
     Returns:

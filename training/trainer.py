@@ -24,7 +24,7 @@ import tensorflow.compat.v1 as tf
 import verification
 from devices import distributed, parallel, runtime
 from nets import checkpoint_names
-from training import checkpointing, summaries, train_graph
+from training import checkpointing, summaries, train_graph, verification_sets
 
 # The original's training log line, which users' tools parse (images/s over the last
 # --show_info_interval steps, input included, where the original timed one sess.run).
@@ -183,7 +183,7 @@ def _validate(sess, graph, plan, step, writer, checkpoints, stop):
             result = verification.run_verification(sess, graph['eval_images'],
                                                    graph['eval_embedding'], images, issame,
                                                    graph['eval_batch'])
-        verification.log_result(name, step, result, logging.getLogger())
+        verification_sets.log_result(name, step, result, logging.getLogger())
         logging.info('test accuracy is: %s', result.accuracy)
         _summary(writer, step, {name + '/accuracy': result.accuracy, name + '/xnorm': result.xnorm,
                                 name + '/val': result.val})

@@ -1,11 +1,12 @@
 """The verification sets a tool scores (train_nets.py's validation, eval_ckpt_file.py):
 found by name in a folder, decoded, and checked for the 10-fold protocol, all before any
-graph is built. Problems are one line (UsageError) naming the file and the flag."""
+graph is built, so that a set too small for the folds is refused up front and not at its
+first use. Problems are one line (UsageError) naming the file and the flag. `log_result`
+prints each score as the original did."""
 import os
 
 import numpy as np
 
-import verification
 from data import eval_data_reader
 from data.cli import UsageError
 
@@ -34,17 +35,25 @@ def load(bin_paths, image_size):
 
     Raises:
       UsageError: an unreadable or corrupt file, another image size, or too few
-        pairs for the 10 folds.
+        pairs for the eval_data_reader.NROF_FOLDS folds.
     """
     sets = []
+    folds = eval_data_reader.NROF_FOLDS
     for name, path in bin_paths:
         try:
             images, issame = eval_data_reader.load_bin(path, tuple(image_size))
         except ValueError as error:
             raise UsageError(str(error))
-        try:
-            verification.check_scorable(len(issame), path)
-        except ValueError as error:
-            raise UsageError('%s (--eval_datasets %s)' % (error, name))
+        if len(issame) < folds:
+            raise UsageError('%s holds %d pairs; the %d-fold protocol needs at least %d '
+                             '(--eval_datasets %s)' % (path, len(issame), folds, folds, name))
         sets.append((name, path, images, np.asarray(issame, bool)))
     return sets
+
+
+def log_result(name, step, result, logger):
+    """Logs the original's two lines for a verification.VerificationResult, e.g.
+    '[lfw][2000]XNorm: 21.843718' and '[lfw][2000]Accuracy-Flip: 0.99517+-0.00359'."""
+    logger.info('[%s][%d]XNorm: %f', name, step, result.xnorm)
+    logger.info('[%s][%d]Accuracy-Flip: %1.5f+-%1.5f', name, step, result.accuracy,
+                result.accuracy_std)
