@@ -33,9 +33,10 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
 from data import manifest as manifest_lib  # noqa: E402
 from data.image_files import (  # noqa: E402
     ImageChecker, ImageFolderError, add_image_dir_flags, scan_identities)
+from data.shard_records import ConversionError, write_records  # noqa: E402
 from data.shard_writer import (  # noqa: E402
-    ConversionError, add_writer_flags, check_output, manifest_fields, run_converter,
-    skipped_report, write_dataset, write_records)
+    add_writer_flags, check_output, manifest_fields, run_converter, skipped_report,
+    write_dataset)
 
 IMAGES_PER_SHARD = 50000  # default shard size: a few GB of 112x112 JPEGs at most
 PROG = 'folder2tfrecords'

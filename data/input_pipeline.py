@@ -28,8 +28,8 @@ Choices, and why:
     otherwise every num_shards-th record of the same file order (each reads all
     files). Either way the parts are disjoint and cover the data.
   * Augmentation beyond the flip (translation, crop-and-resize, brightness,
-    contrast, random erasing) is off by default, as in the original; it helps
-    small real sets.
+    contrast, random erasing: data/augmentation.py) is off by default, as in the
+    original; it helps small real sets.
 
 Typical use:
     manifest = data.manifest.load_manifest('datasets/synthetic_tfrecords')
@@ -44,17 +44,13 @@ import threading
 
 import tensorflow.compat.v1 as tf
 
-from data import image_ops
+from data import augmentation, image_ops
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 _FEATURES = {
     'image_raw': tf.io.FixedLenFeature([], tf.string),
     'label': tf.io.FixedLenFeature([], tf.int64),
 }
-# Uniform draws per element: [0] flip, [1] brightness, [2] contrast,
-# [3:5] translation (y, x), [5:7] crop position (y, x), [7] crop side,
-# [8:10] erased rectangle's sides (y, x), [10:12] its centre (y, x).
-_NUM_DRAWS = 12
 _MAX_INDEX = 2 ** 62  # element counter: never runs out
 _READ_BUFFER = 1 << 18  # bytes of read-ahead per open shard
 
@@ -144,11 +140,11 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
     def decode(index, serialized):
         example = tf.io.parse_single_example(serialized, _FEATURES)
         image = _decode_checked(example['image_raw'], height, width)
-        draws = tf.random.stateless_uniform([_NUM_DRAWS], seed=tf.stack(
+        draws = tf.random.stateless_uniform([augmentation.NUM_DRAWS], seed=tf.stack(
             [tf.constant(seed, tf.int64), index]))
         if flip:
-            # On the uint8 image: a batched tf.where over float images costs
-            # half the pipeline's throughput.
+            # On the uint8 image: a batched tf.where over float images is much
+            # slower.
             image = tf.cond(draws[0] < 0.5, lambda: tf.reverse(image, axis=[1]), lambda: image)
         return image, example['label'], draws
 
@@ -163,16 +159,18 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
         ok = decoded.map(lambda image, label, draws: (image, label, draws, True))
         bad = tf.data.Dataset.from_tensors((tf.zeros([height, width, 3], tf.uint8),
                                             tf.constant(0, tf.int64),
-                                            tf.zeros([_NUM_DRAWS], tf.float32), False))
+                                            tf.zeros([augmentation.NUM_DRAWS], tf.float32),
+                                            False))
         chosen = ok.concatenate(bad).take(1)
         return chosen.map(lambda image, label, draws, good: (
             image, label, draws, _reported(good, name, number, lost, on_bad_record)))
 
     def finish(images, labels, draws):
-        images = _geometric(images, draws, height, width, max_translation, crop_scale)
-        images = _photometric(tf.cast(images, tf.float32), draws, brightness_delta,
-                              contrast_range)
-        images = _erase(images, draws, height, width, erase_max_side)
+        images = augmentation.geometric(images, draws, height, width, max_translation,
+                                        crop_scale)
+        images = augmentation.photometric(tf.cast(images, tf.float32), draws,
+                                          brightness_delta, contrast_range)
+        images = augmentation.erase(images, draws, height, width, erase_max_side)
         return image_ops.normalize(images), labels
 
     parallel = num_parallel_calls or AUTOTUNE
@@ -185,7 +183,7 @@ def build_dataset(filenames, batch_size, image_size=image_ops.DEFAULT_IMAGE_SIZE
         # The experimental parallel_interleave, not interleave(num_parallel_calls=):
         # under TensorFlow 1.15 the latter crashes (SIGSEGV) in about one session
         # close in ten while tearing down these per-record datasets. This one
-        # closes cleanly on both frameworks and reads about 30% faster.
+        # closes cleanly on both frameworks.
         threads = num_parallel_calls or max(2, multiprocessing.cpu_count())
         dataset = indexed.apply(tf.data.experimental.parallel_interleave(
             decode_or_report, cycle_length=threads, block_length=1))
@@ -338,90 +336,3 @@ def _decode_checked(encoded, height, width):
         image = tf.identity(image)
     image.set_shape([height, width, 3])
     return image
-
-
-def _geometric(images, draws, height, width, max_translation, crop_scale):
-    """Optional random translation and crop-and-resize of a batch, as one op.
-
-    Each image gets a square box (side fraction from crop_scale, else 1) at a
-    random position, moved by a whole number of pixels in [-max_translation,
-    max_translation]; crop_and_resize samples it back to height x width. At
-    side 1 the samples fall on pixel centres, so a translation is an exact
-    shift; pixels shifted in from outside are 0 (black).
-
-    Args:
-      images: uint8 [B, height, width, 3].
-      draws: float32 [B, _NUM_DRAWS] uniform in [0, 1), the images' randomness.
-    Returns:
-      images unchanged if both options are off, else float32 [B, height, width, 3]
-      in [0, 255].
-    """
-    if not (max_translation or crop_scale):
-        return images
-    if crop_scale:
-        side = crop_scale[0] + (crop_scale[1] - crop_scale[0]) * draws[:, 7]
-    else:
-        side = tf.ones_like(draws[:, 7])
-    y0, x0 = draws[:, 5] * (1.0 - side), draws[:, 6] * (1.0 - side)
-    if max_translation:
-        shift = tf.floor(draws[:, 3:5] * (2 * max_translation + 1)) - max_translation
-        # Box coordinates are in units of (size - 1) pixels.
-        y0 += shift[:, 0] / max(height - 1, 1)
-        x0 += shift[:, 1] / max(width - 1, 1)
-    boxes = tf.stack([y0, x0, y0 + side, x0 + side], axis=1)
-    return tf.image.crop_and_resize(images, boxes, box_indices=tf.range(tf.shape(images)[0]),
-                                    crop_size=[height, width])
-
-
-def _photometric(images, draws, brightness_delta, contrast_range):
-    """Optional per-image brightness and contrast jitter of a float batch.
-
-    Like tf.image.adjust_brightness/adjust_contrast, the result is not clipped:
-    jittered pixels may leave [0, 255] (and the normalised ones [-1, 1]).
-
-    Args:
-      images: float32 [B, H, W, 3] in [0, 255].
-      draws: float32 [B, _NUM_DRAWS], the images' randomness.
-    Returns:
-      float32 [B, H, W, 3] (unchanged if both options are off).
-    """
-    if contrast_range:
-        lower, upper = contrast_range
-        factor = (lower + (upper - lower) * draws[:, 2])[:, None, None, None]
-        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-        # (x - mean) * factor + mean, as one multiply and one add.
-        images = images * factor + mean * (1.0 - factor)
-    if brightness_delta:
-        shift = (2.0 * draws[:, 1] - 1.0) * (brightness_delta * 255.0)
-        images += shift[:, None, None, None]
-    return images
-
-
-def _erase(images, draws, height, width, max_side):
-    """Optional random erasing: one rectangle per image set to the image's mean colour.
-
-    The rectangle hides a random part of the face (eyes, mouth, glasses, hair) in
-    each step, so the model cannot lean on any single region. On ORL's 30
-    identities it raised the final accuracy by about 0.01 (three seeds; README).
-
-    Args:
-      images: float32 [B, height, width, 3].
-      draws: float32 [B, _NUM_DRAWS], the images' randomness.
-      max_side: largest side as a fraction of the image's; 0 leaves images as they are.
-    Returns:
-      float32 [B, height, width, 3].
-    """
-    if not max_side:
-        return images
-    sides = max_side * (0.2 + 0.8 * draws[:, 8:10])  # (y, x) fractions in [max/5, max]
-    centres = draws[:, 10:12]
-
-    def inside(size, axis):
-        # [B, size]: pixel centres within half a side of the rectangle's centre.
-        position = (tf.range(size, dtype=tf.float32) + 0.5) / size
-        return tf.abs(position[None, :] - centres[:, axis:axis + 1]) < sides[:, axis:axis + 1] / 2
-
-    mask = tf.cast(tf.logical_and(inside(height, 0)[:, :, None], inside(width, 1)[:, None, :]),
-                   tf.float32)[:, :, :, None]
-    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    return images + mask * (mean - images)

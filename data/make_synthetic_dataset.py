@@ -17,7 +17,7 @@ never appear in train.rec, but from the same distribution as the training ones.
 
 Output is a pure function of the flags (for given numpy and TensorFlow
 versions): every identity and every image has its own seed (see
-data/synthetic_faces.py), whatever --num_workers, and JPEGs are encoded by
+data/synthetic/identities.py), whatever --num_workers, and JPEGs are encoded by
 TensorFlow in a private graph. The folder is written under a temporary name and renamed into
 place at the end, so an interrupted run leaves no half dataset behind. --overwrite
 replaces only what an earlier run wrote (the files its synthetic.json implies); a
@@ -29,9 +29,7 @@ Usage:
         --num_val_pairs 600 --image_size 112,112 --seed 0
 """
 import json
-import multiprocessing
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -42,11 +40,14 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     as_module.rerun_as_module(__file__)
 
 import numpy as np  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
 
-from data import cli, image_ops, recordio, synthetic_faces  # noqa: E402
+from data import cli, image_ops  # noqa: E402
+from data.progress import ProgressBar  # noqa: E402
 from data.safe_files import check_holds_only, remove_recorded  # noqa: E402
-from data.shard_writer import ProgressBar  # noqa: E402
+from data.synthetic import identities, render  # noqa: E402
+from data.synthetic.insightface_files import NUM_FOLDS, write_bin, write_train  # noqa: E402
+from data.synthetic.jpeg_encoder import JpegEncoder  # noqa: E402
+from data.synthetic.render_workers import Renderer  # noqa: E402
 
 # Demo defaults: a few seconds to generate. Held-out verification improves more
 # with the number of identities than with images per identity, hence 500 x 10.
@@ -60,8 +61,6 @@ DEFAULTS = {
     'val_names': ('lfw',),
     'jpeg_quality': 90,
 }
-NUM_FOLDS = 10  # LFW's protocol: the .bin is read as 10 consecutive folds
-_ENCODE_BATCH = 64
 _VAL_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 GENERATOR = 'data/make_synthetic_dataset.py'  # synthetic.json's `generator`
 PROG = 'make_synthetic_dataset'  # label of the progress bar
@@ -69,48 +68,6 @@ RECORD_NAME = 'synthetic.json'
 _TRAIN_FILES = ('train.rec', 'train.idx', 'property', RECORD_NAME)  # and one <name>.bin per set
 _NOT_OURS = ('make_synthetic_dataset.py did not write (its %s lists what it wrote)'
              % RECORD_NAME)
-
-
-class JpegEncoder(object):
-    """Encodes BGR uint8 images to JPEG (or PNG) bytes with TensorFlow.
-
-    A private graph and session, so callers' graphs are untouched and this works
-    whether or not the process runs TF in graph mode. Channels are reversed
-    before encoding, so `data.image_ops.decode_image` gives the BGR image back.
-    """
-
-    def __init__(self, quality=90, batch_size=_ENCODE_BATCH):
-        self._batch_size = batch_size
-        self._graph = tf.Graph()
-        with self._graph.as_default():
-            # A fixed batch of per-image encoders (one session call per batch);
-            # short batches are padded. tf.map_fn would do, but warns on TF 2.
-            self._batch = tf.placeholder(tf.uint8, [batch_size, None, None, 3], name='bgr_batch')
-            self._jpegs = [tf.image.encode_jpeg(rgb, quality=quality)
-                           for rgb in tf.unstack(tf.reverse(self._batch, axis=[-1]))]
-            self._image = tf.placeholder(tf.uint8, [None, None, 3], name='bgr_image')
-            self._png = tf.image.encode_png(tf.reverse(self._image, axis=[-1]))
-        self._session = tf.Session(graph=self._graph)
-
-    def encode(self, images):
-        """Encodes uint8 BGR images [N, H, W, 3] (or a list of [H, W, 3]); returns N bytes."""
-        images = np.asarray(images, np.uint8)
-        jpegs = []
-        for start in range(0, len(images), self._batch_size):
-            batch = images[start:start + self._batch_size]
-            count = len(batch)
-            if count < self._batch_size:
-                pad = np.zeros((self._batch_size - count,) + batch.shape[1:], np.uint8)
-                batch = np.concatenate([batch, pad])
-            jpegs.extend(self._session.run(self._jpegs, {self._batch: batch})[:count])
-        return jpegs
-
-    def encode_png(self, image):
-        """Encodes one uint8 BGR image [H, W, 3] as PNG bytes."""
-        return self._session.run(self._png, {self._image: image})
-
-    def close(self):
-        self._session.close()
 
 
 def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
@@ -141,7 +98,7 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
       log: callable taking the closing summary line ("wrote ..."), or None.
       num_workers: rendering processes; 1 renders in this process. The output
         is the same for any value.
-      progress: show a progress bar (data.shard_writer.ProgressBar) on stderr.
+      progress: show a progress bar (data.progress.ProgressBar) on stderr.
     Returns:
       dict of what was written: 'output_dir', 'num_images', 'num_classes',
       'bin_paths', 'seconds', 'images_per_second'.
@@ -168,16 +125,15 @@ def make_dataset(output_dir, num_identities=DEFAULTS['num_identities'],
     renderer = encoder = None
     try:
         # Workers are forked before the encoder's session exists.
-        renderer = _Renderer(config['seed'], config['image_size'], config['num_workers'])
+        renderer = Renderer(config['seed'], config['image_size'], config['num_workers'])
         encoder = JpegEncoder(config['jpeg_quality'])
         with ProgressBar(total, PROG, enabled=progress) as bar:
-            _write_train(staging, config, encoder, renderer, bar)
+            write_train(staging, config, encoder, renderer, bar)
             pair_plans = {}
             for index, name in enumerate(config['val_names']):
                 # Each .bin has its own held-out pool: seed streams 2, 3, ...
-                pair_plans[name] = _write_bin(staging, name,
-                                              synthetic_faces.VAL_STREAM + index, config,
-                                              encoder, renderer, bar)
+                pair_plans[name] = write_bin(staging, name, identities.VAL_STREAM + index,
+                                             config, encoder, renderer, bar)
         _write_json(os.path.join(staging, RECORD_NAME), config, pair_plans)
         if preview_path:
             _write_preview(preview_path, config, encoder)
@@ -274,116 +230,6 @@ def _check_output(output_dir, overwrite):
                          % output_dir)
 
 
-def _write_train(folder, config, encoder, renderer, bar):
-    """train.rec/.idx in insightface's layout, and the property file."""
-    n_ids, per_id = config['num_identities'], config['images_per_identity']
-    num_images = n_ids * per_id
-    size = config['image_size']
-    first_identity_key = num_images + 1
-    # Image key of (identity, j) is 1 + identity * per_id + j, so chunks are
-    # written in key order whatever their size.
-    items = [(identity, j) for identity in range(n_ids) for j in range(per_id)]
-    with recordio.IndexedRecordWriter(os.path.join(folder, 'train.rec'),
-                                      os.path.join(folder, 'train.idx')) as writer:
-        # Record 0 first, as insightface's tools write it: readers find the
-        # header at offset 0.
-        writer.write(0, recordio.pack_insightface_header(first_identity_key,
-                                                         first_identity_key + n_ids))
-        key = 1
-        for chunk, images in renderer(synthetic_faces.TRAIN_STREAM, items):
-            for (identity, _), jpeg in zip(chunk, encoder.encode(images)):
-                writer.write(key, recordio.pack(recordio.IRHeader(0, float(identity), key, 0),
-                                                jpeg))
-                key += 1
-            bar.update(len(chunk))
-        for identity in range(n_ids):
-            first_key = 1 + identity * per_id
-            writer.write(first_identity_key + identity, recordio.pack(
-                recordio.IRHeader(0, [first_key, first_key + per_id], 0, 0), b''))
-    with open(os.path.join(folder, 'property'), 'w') as prop:
-        prop.write('%d,%d,%d\n' % (n_ids, size[0], size[1]))
-
-
-def plan_pairs(num_identities, num_pairs, rng):
-    """Chooses the identities of LFW-style verification pairs.
-
-    Args:
-      num_identities: size of the held-out identity pool, >= 2.
-      num_pairs: multiple of 20.
-      rng: numpy.random.Generator.
-    Returns:
-      (pairs, issame): pairs is an int array [num_pairs, 2] of identity indices;
-      issame a list of bool. Fold f is pairs [f * n, (f + 1) * n) with
-      n = num_pairs / 10: its first n / 2 pairs are same-identity, the rest different.
-    """
-    per_fold = num_pairs // NUM_FOLDS
-    pairs, issame = [], []
-    for _ in range(NUM_FOLDS):
-        for _ in range(per_fold // 2):
-            identity = int(rng.integers(num_identities))
-            pairs.append((identity, identity))
-            issame.append(True)
-        for _ in range(per_fold // 2):
-            a, b = rng.choice(num_identities, 2, replace=False)
-            pairs.append((int(a), int(b)))
-            issame.append(False)
-    return np.array(pairs, dtype=np.int64), issame
-
-
-def _write_bin(folder, name, stream, config, encoder, renderer, bar):
-    """<name>.bin from held-out identities of seed `stream`; returns the pair plan."""
-    # Five seed words: never the zero-padded form of an identity or image seed.
-    pairs, issame = plan_pairs(config['num_val_identities'], config['num_val_pairs'],
-                               np.random.default_rng([config['seed'], stream, 0, 0, 1]))
-    # Image 2k + slot shows identity pairs[k, slot]; using 2k + slot as its image
-    # index makes every image distinct, so the two images of a same pair differ.
-    items = [(int(identity), index) for index, identity in enumerate(pairs.reshape(-1))]
-    bins = []
-    for chunk, images in renderer(stream, items):
-        bins.extend(encoder.encode(images))
-        bar.update(len(chunk))
-    with open(os.path.join(folder, name + '.bin'), 'wb') as out:
-        # Protocol 2 and plain bytes/bool lists, as insightface's lfw.bin.
-        pickle.dump((bins, issame), out, protocol=2)
-    return {'stream': stream, 'pair_identities': pairs.tolist()}
-
-
-class _Renderer(object):
-    """Renders item lists in chunks, in this process or in worker processes.
-
-    Calling it with (stream, items) yields (chunk, uint8 [n, H, W, 3] BGR) in
-    order. Every image has its own seed, so the output does not depend on the
-    number of workers.
-    """
-
-    def __init__(self, seed, image_size, num_workers):
-        self._seed, self._size = seed, image_size
-        self._pool = None
-        if num_workers > 1:
-            # fork: workers only run numpy (synthetic_faces); they never touch TF.
-            context = multiprocessing.get_context('fork')
-            self._pool = context.Pool(num_workers)
-
-    def __call__(self, stream, items):
-        chunks = [items[i:i + _ENCODE_BATCH] for i in range(0, len(items), _ENCODE_BATCH)]
-        tasks = [(self._seed, stream, chunk, self._size) for chunk in chunks]
-        if self._pool is None:
-            results = (synthetic_faces.render_images(*task) for task in tasks)
-        else:
-            results = self._pool.imap(_render_task, tasks)
-        for chunk, images in zip(chunks, results):
-            yield chunk, images
-
-    def close(self):
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-
-
-def _render_task(task):
-    return synthetic_faces.render_images(*task)
-
-
 def _write_json(path, config, pair_plans):
     record = dict(config)
     del record['num_workers']  # does not change the output
@@ -400,10 +246,10 @@ def _write_preview(path, config, encoder):
     """Contact sheet: one row per training identity (at most 8), 8 images each."""
     items = [(identity, j) for identity in range(min(8, config['num_identities']))
              for j in range(8)]
-    images = synthetic_faces.render_images(config['seed'], synthetic_faces.TRAIN_STREAM, items,
-                                           config['image_size'])
+    images = render.render_images(config['seed'], identities.TRAIN_STREAM, items,
+                                  config['image_size'])
     with open(path, 'wb') as out:
-        out.write(encoder.encode_png(synthetic_faces.contact_sheet(images, columns=8)))
+        out.write(encoder.encode_png(render.contact_sheet(images, columns=8)))
 
 
 def _move_into_place(staging, output_dir):

@@ -41,11 +41,12 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     as_module.rerun_as_module(__file__)
 
 from data import manifest as manifest_lib  # noqa: E402
-from data import recordio  # noqa: E402
+from data import recordio, recordio_reader  # noqa: E402
 from data.image_files import CHECK_BATCH, ImageChecker  # noqa: E402
+from data.shard_records import ConversionError, write_records  # noqa: E402
 from data.shard_writer import (  # noqa: E402
-    ConversionError, add_writer_flags, check_output, manifest_fields, partial_dir_for,
-    run_converter, skipped_report, write_dataset, write_records)
+    add_writer_flags, check_output, manifest_fields, partial_dir_for, run_converter,
+    skipped_report, write_dataset)
 
 JPEG_SIGNATURE = b'\xff\xd8\xff'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -88,7 +89,7 @@ def convert(rec_path, idx_path, out_dir, num_shards=None, num_workers=1,
         raise ConversionError('num_workers %r and num_shards %r: expected positive '
                               'integers' % (num_workers, num_shards))
     check_output(out_dir, overwrite)
-    with recordio.IndexedRecordReader(rec_path, idx_path) as reader:
+    with recordio_reader.IndexedRecordReader(rec_path, idx_path) as reader:
         num_images = reader.num_images
         if not num_images:
             raise recordio.RecordIOError(rec_path, 'no image records to convert')
@@ -225,7 +226,7 @@ def _convert_shard(task, report):
     checker = ImageChecker()
     skipped = []
     try:
-        with recordio.IndexedRecordReader(task.rec_path, task.idx_path) as reader:
+        with recordio_reader.IndexedRecordReader(task.rec_path, task.idx_path) as reader:
             result = write_records(task.path, _good_images(reader, task, checker, skipped,
                                                            report), report)
     finally:

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 
 from data.image_files import ImageFolderError  # noqa: E402
 from data.image_ops import parse_image_size  # noqa: E402
-from data.shard_writer import ProgressBar, partial_dir_for  # noqa: E402
+from data.progress import ProgressBar  # noqa: E402
+from data.shard_writer import partial_dir_for  # noqa: E402
 
 PROG = 'prepare_faces'
 INPUT_EXTENSIONS = ('.pgm', '.jpg', '.jpeg', '.png')

@@ -1,10 +1,12 @@
 """Writing a dataset as TFRecord shards plus a manifest, atomically and in parallel.
 
 What every converter shares (data/mx2tfrecords.py reads an MXNet .rec,
-data/folder2tfrecords.py a folder of images): the tf.train.Example encoding,
-the worker processes, the progress bar, and the rule that a folder with a
-manifest.json is a complete conversion. A converter supplies the shard tasks
-(picklable) and a module-level function that writes one shard.
+data/folder2tfrecords.py a folder of images): running the shard tasks, here or
+in worker processes (data/shard_workers.py), under a progress bar
+(data/progress.py); the manifest; the output folder, where a manifest.json
+marks a complete conversion; the flags and exit statuses of the command. A
+converter supplies the shard tasks (picklable) and a module-level function that
+writes one shard (data/shard_records.py).
 
 Output is atomic: shards and manifest are written into the hidden sibling
 folder `.<name>.partial`, then moved into the output folder, manifest last. An
@@ -24,40 +26,27 @@ Typical use:
     manifest = write_dataset(out_dir, make_tasks, write_one, num_workers=4,
                              total=n, describe=lambda results: {...}, progress=True)
 """
-import collections
 import contextlib
 import json
 import multiprocessing
 import os
-import pickle
-import queue
 import shutil
 import signal
 import sys
 import threading
 
-from tqdm import tqdm
-
 from data import manifest as manifest_lib
 from data.cli import positive_int
+from data.progress import ProgressBar
 from data.safe_files import OutputError, check_holds_only, write_atomically
+from data.shard_records import ConversionError
+from data.shard_workers import run_here, run_workers
 
-# skipped: what --skip_bad left out of the shard, [{..., 'problem': text}] (manifest entries).
-ShardResult = collections.namedtuple('ShardResult', 'path num_images max_label skipped',
-                                     defaults=((),))
-REPORT_EVERY = 256  # images between progress reports of a shard writer
-# Off a terminal, ProgressBar prints plain lines, at most one per PLAIN_INTERVAL seconds.
-PLAIN_INTERVAL = 5.0
-PLAIN_FORMAT = '{desc}: {n}/{total}{unit} ({percentage:.1f}%), {rate_noinv_fmt}, ETA {remaining}'
 SKIPPED_SHOWN = 20  # skipped images listed on stderr; manifest.json lists them all
 # Lists every file of ours in an output folder while a replacement is under way (the
 # manifest is gone then), so that an interrupted one can be finished by the next run.
 PENDING_NAME = '.manifest.pending.json'
 _NOT_OURS = 'no conversion wrote (its %s lists what one wrote)' % manifest_lib.MANIFEST_NAME
-
-
-class ConversionError(ValueError):
-    """Bad arguments, output folder or input; the message is one line."""
 
 
 def partial_dir_for(out_dir):
@@ -109,193 +98,6 @@ def check_output(out_dir, overwrite):
         raise ConversionError('%s already holds a complete conversion (%s); pass '
                               '--overwrite to replace it' % (out_dir, manifest_lib.MANIFEST_NAME))
 
-
-def encode_example(payload, label):
-    """Serialized tf.train.Example {'image_raw': bytes payload, 'label': int64 label}.
-
-    Args:
-      payload: bytes, the encoded image.
-      label: non-negative int.
-    Returns:
-      bytes; deterministic (map keys sorted), so the same images give the same shards.
-    """
-    import tensorflow.compat.v1 as tf  # already loaded by write_records: a lookup
-    feature = {
-        'image_raw': tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload])),
-        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
-        deterministic=True)
-
-
-def write_records(path, examples, report):
-    """Writes one TFRecord shard of (payload bytes, label) pairs; returns its ShardResult.
-
-    report(n) is called every REPORT_EVERY records and at the end.
-    """
-    # Imported here: a parent that only coordinates workers never pays for it.
-    import tensorflow.compat.v1 as tf
-    count, max_label, unreported = 0, -1, 0
-    with tf.io.TFRecordWriter(path) as writer:
-        for payload, label in examples:
-            writer.write(encode_example(payload, label))
-            count += 1
-            max_label = max(max_label, label)
-            unreported += 1
-            if unreported == REPORT_EVERY:
-                report(unreported)
-                unreported = 0
-    report(unreported)
-    return ShardResult(path, count, max_label)
-
-
-class _PlainLines(object):
-    """A file for tqdm off a terminal: each redraw becomes one line, blank ones are dropped.
-
-    tqdm redraws in place with carriage returns, which a log file or a pipe shows as
-    one ever-growing line; grep and tests want whole lines.
-    """
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text):
-        line = text.replace('\r', '').rstrip()  # tqdm pads a shorter redraw with spaces
-        if line:
-            self._stream.write(line + '\n')
-
-    def flush(self):
-        self._stream.flush()
-
-
-class ProgressBar(object):
-    """A tqdm progress bar on stderr; a context manager that closes it.
-
-    On a terminal, tqdm's bar. Elsewhere (a log file, a pipe) a plain line at most
-    every PLAIN_INTERVAL seconds and one at the end, e.g.
-        mx2tfrecords: 6/6 images (100.0%), 1523.51 images/s, ETA 00:00
-    Leaving the `with` block by an exception adds nothing (a terminal's bar is
-    cleared), so the error message stays the tool's last line.
-    """
-
-    def __init__(self, total, label, unit='images', enabled=True, stream=None):
-        stream = stream or sys.stderr
-        self._plain = not (hasattr(stream, 'isatty') and stream.isatty())
-        if self._plain:
-            # delay: no "0/N" line at the start, which a run failing at once would print;
-            # miniters=1: lines come from the clock alone, never from tqdm's monitor thread.
-            options = dict(file=_PlainLines(stream), bar_format=PLAIN_FORMAT, leave=False,
-                           mininterval=PLAIN_INTERVAL, delay=PLAIN_INTERVAL, miniters=1,
-                           smoothing=0)  # the average rate: what a log reader compares
-        else:
-            options = dict(file=stream, dynamic_ncols=True)
-        self._bar = tqdm(total=total, desc=label, unit=' ' + unit, disable=not enabled,
-                         **options)
-
-    def update(self, count):
-        """Counts `count` more items done."""
-        self._bar.update(count)
-
-    def close(self, completed=True):
-        """Shows the final count if completed (else clears a terminal's bar), then closes."""
-        bar = self._bar
-        if not bar.disable:
-            if not completed:
-                bar.leave = False
-            elif self._plain and bar.last_print_n != bar.n:  # the final line, once
-                bar.refresh()
-        bar.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, error_type, unused_error, unused_traceback):
-        self.close(completed=error_type is None)
-
-
-def _run_here(tasks, write_shard, tracker):
-    return [write_shard(task, tracker.update) for task in tasks]
-
-
-_worker = {}  # state of a worker process: its progress counter
-
-
-def _report_to_counter(count):
-    with _worker['counter'].get_lock():
-        _worker['counter'].value += count
-
-
-def _picklable(error):
-    """`error` if it survives the queue to the parent, else a ConversionError with its text."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # pylint: disable=broad-except
-        return ConversionError('%s: %s' % (type(error).__name__, error))
-
-
-def _worker_main(write_shard, tasks, counter, messages):
-    """Writes `tasks` (consecutive shards) in a worker process.
-
-    Sends ('done', ShardResult) per shard, or ('error', exception) and stops.
-    """
-    # Ctrl-C reaches the whole process group; the parent alone handles it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker['counter'] = counter
-    try:
-        for task in tasks:
-            messages.put(('done', write_shard(task, _report_to_counter)))
-    except Exception as error:  # pylint: disable=broad-except
-        messages.put(('error', _picklable(error)))
-
-
-def _run_workers(tasks, write_shard, num_workers, tracker, name):
-    """Runs the tasks in `num_workers` spawned processes, each on consecutive shards.
-
-    Spawned, not forked: forking a process that may already run TensorFlow is
-    unsafe. Each worker imports TensorFlow once (a few seconds, in parallel).
-    """
-    context = multiprocessing.get_context('spawn')
-    counter = context.Value('q', 0)
-    messages = context.Queue()
-    workers = []
-    for index in range(num_workers):
-        share = tasks[index * len(tasks) // num_workers:(index + 1) * len(tasks) // num_workers]
-        workers.append(context.Process(target=_worker_main,
-                                       args=(write_shard, share, counter, messages),
-                                       name='%s-%d' % (name, index), daemon=True))
-    results = {}
-    shown = [0]  # the tracker counts increments; the shared counter holds the total
-
-    def catch_up():
-        done = counter.value
-        tracker.update(done - shown[0])
-        shown[0] = done
-
-    try:
-        for worker in workers:
-            worker.start()
-        while len(results) < len(tasks):
-            try:
-                kind, value = messages.get(timeout=0.2)
-            except queue.Empty:
-                # A worker killed from outside (e.g. out of memory) sends nothing.
-                for worker in workers:
-                    if worker.exitcode not in (None, 0):
-                        raise ConversionError('worker process %s died with exit code %d'
-                                              % (worker.name, worker.exitcode))
-            else:
-                if kind == 'error':
-                    raise value
-                results[value.path] = value
-            catch_up()
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
-    catch_up()  # a worker counts its last images before it reports its shard done
-    return [results[task.path] for task in tasks]
 
 
 def _commit(temp_dir, out_dir, shard_files):
@@ -396,9 +198,9 @@ def write_dataset(out_dir, make_tasks, write_shard, num_workers, total, describe
         with (contextlib.nullcontext(progress) if hasattr(progress, 'update') else
               ProgressBar(total, name, enabled=bool(progress))) as tracker:
             if num_workers == 1:
-                results = _run_here(tasks, write_shard, tracker)
+                results = run_here(tasks, write_shard, tracker)
             else:
-                results = _run_workers(tasks, write_shard, num_workers, tracker, name)
+                results = run_workers(tasks, write_shard, num_workers, tracker, name)
         manifest = describe(results)
         manifest_lib.write_manifest(temp_dir, manifest)
         _commit(temp_dir, out_dir, [os.path.basename(r.path) for r in results])

@@ -26,8 +26,9 @@ from nets import inference
 from devices import runtime
 import verification
 from nets.checkpoint_names import CheckpointError
-from data import eval_data_reader, image_ops, synthetic_faces
-from data.make_synthetic_dataset import JpegEncoder
+from data import eval_data_reader, image_ops
+from data.synthetic import identities, render
+from data.synthetic.jpeg_encoder import JpegEncoder
 
 from conftest import PROJECT_ROOT  # noqa: E402
 # Made with the original's nets/L_Resnet_E_IR.py (TF 1.15 + TensorLayer 1.7.4): see its header.
@@ -111,11 +112,11 @@ def synthetic_pairs(num_pairs, seed, image_size=IMAGE_SIZE):
         same = pair % 2 == 0
         first, second = pair, (pair if same else pair + 1000)
         for index, (identity, shot) in enumerate(((first, 0), (second, 1))):
-            params = synthetic_faces.sample_identity(
-                synthetic_faces.identity_rng(seed, synthetic_faces.VAL_STREAM, identity))
-            images.append(synthetic_faces.render_face(
-                params, synthetic_faces.image_rng(seed, synthetic_faces.VAL_STREAM, identity,
-                                                  shot + index), image_size))
+            params = identities.sample_identity(
+                identities.identity_rng(seed, identities.VAL_STREAM, identity))
+            images.append(render.render_face(
+                params, identities.image_rng(seed, identities.VAL_STREAM, identity,
+                                             shot + index), image_size))
         issame.append(same)
     return images, issame
 

@@ -12,7 +12,7 @@ import tensorflow.compat.v1 as tf
 
 from data import eval_data_reader
 from data import image_ops
-from data import recordio
+from data import recordio, recordio_reader
 from data.eval_data_reader import BinFileError
 
 from conftest import PROJECT_ROOT  # noqa: E402
@@ -106,8 +106,8 @@ def test_colour_images_come_out_bgr(shared_data, tmp_path):
     folder = os.path.join(shared_data, 'mxnet_fixture')
     with open(os.path.join(folder, 'expected.json')) as f:
         expected = json.load(f)['images']
-    with recordio.IndexedRecordReader(os.path.join(folder, 'train.rec'),
-                                      os.path.join(folder, 'train.idx')) as reader:
+    with recordio_reader.IndexedRecordReader(os.path.join(folder, 'train.rec'),
+                                             os.path.join(folder, 'train.idx')) as reader:
         jpegs = [recordio.unpack(r.data)[1] for r in reader.iter_images()]
     path = _write_pickle(tmp_path / 'colour.bin', (jpegs, [True, False, True]))
     images, issame = eval_data_reader.load_bin(path, batch_size=4)

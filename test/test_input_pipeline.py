@@ -8,7 +8,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import PROJECT_ROOT
-from data import image_ops, input_pipeline, make_synthetic_dataset, mx2tfrecords, recordio
+from data import (image_ops, input_pipeline, make_synthetic_dataset, mx2tfrecords, recordio,
+                  recordio_reader)
 
 SIZE = (32, 32)
 NUM_IDS, PER_ID = 5, 6  # 30 images in 3 shards of 10
@@ -26,8 +27,8 @@ def data(tmp_path_factory):
     manifest = mx2tfrecords.convert(os.path.join(source, 'train.rec'),
                                     os.path.join(source, 'train.idx'), tfrecords,
                                     num_shards=3, progress=False)
-    with recordio.IndexedRecordReader(os.path.join(source, 'train.rec'),
-                                      os.path.join(source, 'train.idx')) as reader:
+    with recordio_reader.IndexedRecordReader(os.path.join(source, 'train.rec'),
+                                             os.path.join(source, 'train.idx')) as reader:
         records = [recordio.unpack(r.data) for r in reader.iter_images()]
     with tf.Graph().as_default():
         encoded = tf.placeholder(tf.string, [])

@@ -21,15 +21,16 @@ DATA_TOOLS = ('mx2tfrecords', 'folder2tfrecords', 'make_pairs', 'lfw_pairs', 'pr
 
 
 def product_modules():
-    """{unit: [path]} of every product module: the packages' files and the top-level ones."""
+    """{unit: [path]} of every product module: the packages' files (their subpackages'
+    included) and the top-level ones."""
     modules = {}
     for name in sorted(os.listdir(PROJECT_ROOT)):
         path = os.path.join(PROJECT_ROOT, name)
         if name.endswith('.py'):
             modules.setdefault(name[:-3], []).append(path)
         elif name in RANKS:
-            modules[name] = [os.path.join(path, f) for f in sorted(os.listdir(path))
-                             if f.endswith('.py')]
+            modules[name] = [os.path.join(folder, f) for folder, _, files in sorted(os.walk(path))
+                             for f in sorted(files) if f.endswith('.py')]
     return modules
 
 

@@ -15,8 +15,10 @@ import tensorflow.compat.v1 as tf
 
 from data import manifest as manifest_lib
 from data import mx2tfrecords
+from data import progress
+from data import recordio, recordio_reader, recordio_writer
+from data import shard_records
 from data import shard_writer
-from data import recordio
 from data.recordio import IRHeader
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +27,7 @@ SCRIPT = os.path.join('data', 'mx2tfrecords.py')
 
 def _rec_images(rec, idx):
     """[(payload, label)] of the image records, in key order."""
-    with recordio.IndexedRecordReader(rec, idx) as reader:
+    with recordio_reader.IndexedRecordReader(rec, idx) as reader:
         out = []
         for record in reader.iter_images():
             header, payload = recordio.unpack(record.data)
@@ -123,7 +125,7 @@ class _Terminal(io.StringIO):
 
 def test_progress_bar_on_a_terminal():
     stream = _Terminal()
-    with shard_writer.ProgressBar(1000, 'mx2tfrecords', stream=stream) as bar:
+    with progress.ProgressBar(1000, 'mx2tfrecords', stream=stream) as bar:
         bar.update(10)
         bar.update(990)
     shown = stream.getvalue()
@@ -133,9 +135,9 @@ def test_progress_bar_on_a_terminal():
 
 
 def test_progress_bar_off_a_terminal_prints_plain_lines(monkeypatch):
-    monkeypatch.setattr(shard_writer, 'PLAIN_INTERVAL', 0.0)  # a line on every update
+    monkeypatch.setattr(progress, 'PLAIN_INTERVAL', 0.0)  # a line on every update
     stream = io.StringIO()
-    with shard_writer.ProgressBar(6, 'mx2tfrecords', stream=stream) as bar:
+    with progress.ProgressBar(6, 'mx2tfrecords', stream=stream) as bar:
         for _ in range(3):
             bar.update(2)
     lines = stream.getvalue().splitlines()
@@ -149,7 +151,7 @@ def test_progress_bar_off_a_terminal_ends_with_one_final_line():
     """A short run prints only the final count; a failed one nothing (its error is the
     last line); a disabled bar nothing at all."""
     stream = io.StringIO()
-    with shard_writer.ProgressBar(6, 'folder2tfrecords', stream=stream) as bar:
+    with progress.ProgressBar(6, 'folder2tfrecords', stream=stream) as bar:
         bar.update(6)
     assert stream.getvalue().startswith('folder2tfrecords: 6/6 images (100.0%), ')
     assert stream.getvalue().count('\n') == 1
@@ -157,8 +159,8 @@ def test_progress_bar_off_a_terminal_ends_with_one_final_line():
     for name, stream, enabled in [('plain', io.StringIO(), True),
                                   ('terminal', _Terminal(), True),
                                   ('disabled', _Terminal(), False)]:
-        with pytest.raises(ValueError), shard_writer.ProgressBar(6, 'x', enabled=enabled,
-                                                                 stream=stream) as bar:
+        with pytest.raises(ValueError), progress.ProgressBar(6, 'x', enabled=enabled,
+                                                             stream=stream) as bar:
             bar.update(3)
             raise ValueError('bad image')
         shown[name] = stream.getvalue()
@@ -267,9 +269,9 @@ def _copy_fixture(shared_data, tmp_path):
 def _rewrite(shared_data, rec, idx, replace):
     """Re-writes the MXNet fixture with our writer, payloads changed by `replace`."""
     folder = os.path.join(shared_data, 'mxnet_fixture')
-    with recordio.IndexedRecordReader(os.path.join(folder, 'train.rec'),
-                                      os.path.join(folder, 'train.idx')) as reader, \
-            recordio.IndexedRecordWriter(rec, idx) as writer:
+    with recordio_reader.IndexedRecordReader(os.path.join(folder, 'train.rec'),
+                                             os.path.join(folder, 'train.idx')) as reader, \
+            recordio_writer.IndexedRecordWriter(rec, idx) as writer:
         for key in reader.keys.tolist():
             header, payload = recordio.unpack(reader.read(key))
             writer.write(key, recordio.pack(header, replace.get(key, payload)))
@@ -307,7 +309,7 @@ def _make_not_jpeg(shared_data, rec, idx):
 
 
 def _make_no_images(shared_data, rec, idx):
-    with recordio.IndexedRecordWriter(rec, idx) as writer:
+    with recordio_writer.IndexedRecordWriter(rec, idx) as writer:
         writer.write(0, recordio.pack_insightface_header(1, 1))
     return [rec, 'no image records']
 
@@ -353,7 +355,7 @@ def test_ctrl_c_leaves_nothing(shared_data, tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt()
         return b''
 
-    monkeypatch.setattr(shard_writer, 'encode_example', interrupted)
+    monkeypatch.setattr(shard_records, 'encode_example', interrupted)
     out = str(tmp_path / 'out')
     status = mx2tfrecords.main(['--bin_path', rec, '--idx_path', idx, '--tfrecords_file_path',
                                 out, '--num_workers', '1', '--no_progress'])
@@ -368,7 +370,7 @@ def test_killed_conversion_then_rerun(shared_data, tmp_path):
                                           os.path.join(folder, 'train.idx'))]
     num_images = 30000  # ~35 MB: the conversion runs long enough to be caught mid-way
     rec, idx = str(tmp_path / 'big.rec'), str(tmp_path / 'big.idx')  # no property file
-    with recordio.IndexedRecordWriter(rec, idx) as writer:
+    with recordio_writer.IndexedRecordWriter(rec, idx) as writer:
         writer.write(0, recordio.pack_insightface_header(num_images + 1, num_images + 1))
         for key in range(1, num_images + 1):
             writer.write(key, recordio.pack(IRHeader(0, key % 7, key, 0),
@@ -408,7 +410,7 @@ def test_png_payloads_and_size_without_property(tmp_path):
         with tf.Session() as session:
             png = session.run(png)
     rec, idx = str(tmp_path / 'p.rec'), str(tmp_path / 'p.idx')
-    with recordio.IndexedRecordWriter(rec, idx) as writer:  # plain dataset: no key 0
+    with recordio_writer.IndexedRecordWriter(rec, idx) as writer:  # plain dataset: no key 0
         for key in (1, 2, 3):
             writer.write(key, recordio.pack(IRHeader(0, [key, 9.0], key, 0), png))
     manifest = mx2tfrecords.convert(rec, idx, str(tmp_path / 'out'), progress=False)
@@ -438,8 +440,8 @@ def _tiny_copy(rec, folder, replace=None, prop=None):
     property file (its own unless `prop` is given); returns (rec, idx, {key: offset})."""
     os.makedirs(folder)
     out_rec, out_idx = os.path.join(folder, 'train.rec'), os.path.join(folder, 'train.idx')
-    with recordio.IndexedRecordReader(*rec) as reader, \
-            recordio.IndexedRecordWriter(out_rec, out_idx) as writer:
+    with recordio_reader.IndexedRecordReader(*rec) as reader, \
+            recordio_writer.IndexedRecordWriter(out_rec, out_idx) as writer:
         for key in reader.keys.tolist():
             header, payload = recordio.unpack(reader.read(key))
             writer.write(key, recordio.pack(header, (replace or {}).get(key, payload)))

@@ -1,4 +1,5 @@
-"""Tests for data/recordio.py against files written by MXNet itself."""
+"""Tests for data/recordio.py, recordio_reader.py and recordio_writer.py against files written
+by MXNet itself."""
 import io
 import json
 import os
@@ -10,7 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from data import image_ops
-from data import recordio
+from data import recordio, recordio_reader, recordio_writer
 from data.recordio import IRHeader, RecordIOError
 
 JPEG_TOLERANCE = 12  # per-channel error allowed after JPEG quality 95
@@ -28,8 +29,8 @@ def expected(fixture_dir):
 
 
 def _open_fixture(folder):
-    return recordio.IndexedRecordReader(os.path.join(folder, 'train.rec'),
-                                        os.path.join(folder, 'train.idx'))
+    return recordio_reader.IndexedRecordReader(os.path.join(folder, 'train.rec'),
+                                               os.path.join(folder, 'train.idx'))
 
 
 def _idx_lines(path):
@@ -83,20 +84,20 @@ def test_payloads_decode_to_expected_bgr_colours(fixture_dir, expected):
 def test_magic_split_streaming(fixture_dir):
     with open(os.path.join(fixture_dir, 'magic_split.expected.json')) as f:
         want = [bytes.fromhex(h) for h in json.load(f)['records_hex']]
-    records = list(recordio.iter_records(os.path.join(fixture_dir, 'magic_split.rec')))
+    records = list(recordio_reader.iter_records(os.path.join(fixture_dir, 'magic_split.rec')))
     assert [r.data for r in records] == want
     assert [r.offset for r in records] == [0, 28]
     # Our writer splits the first record exactly as MXNet did.
     out = io.BytesIO()
     for data in want:
-        recordio.write_record(out, data)
+        recordio_writer.write_record(out, data)
     with open(os.path.join(fixture_dir, 'magic_split.rec'), 'rb') as f:
         assert out.getvalue() == f.read()
 
 
 def test_rewriting_the_mxnet_fixture_is_byte_identical(fixture_dir, tmp_path):
     rec, idx = str(tmp_path / 'copy.rec'), str(tmp_path / 'copy.idx')
-    with _open_fixture(fixture_dir) as reader, recordio.IndexedRecordWriter(rec, idx) as writer:
+    with _open_fixture(fixture_dir) as reader, recordio_writer.IndexedRecordWriter(rec, idx) as writer:
         for key, _ in _idx_lines(reader.idx_path):  # MXNet's write order: key 0 last
             data = reader.read(int(key))
             header, payload = recordio.unpack(data)
@@ -136,7 +137,7 @@ def _parts(blob):
 def test_writer_splits_at_aligned_magic_only():
     def parts_of(data):
         out = io.BytesIO()
-        recordio.write_record(out, data)
+        recordio_writer.write_record(out, data)
         assert len(out.getvalue()) % 4 == 0
         return _parts(out.getvalue())
     assert parts_of(b'abc') == [(0, 3)]
@@ -149,13 +150,13 @@ def test_writer_splits_at_aligned_magic_only():
 def test_writer_round_trip_indexed_and_streaming(tmp_path):
     rec, idx = str(tmp_path / 'rt.rec'), str(tmp_path / 'rt.idx')
     records = {}
-    with recordio.IndexedRecordWriter(rec, idx) as writer:
+    with recordio_writer.IndexedRecordWriter(rec, idx) as writer:
         for key, payload in enumerate(ROUND_TRIP_PAYLOADS, start=10):
             label = float(key) if key % 2 else [key, 0.5, -3.0]
             records[key] = recordio.pack(IRHeader(0, label, key, 7), payload)
             writer.write(key, records[key])
-    assert [r.data for r in recordio.iter_records(rec)] == list(records.values())
-    with recordio.IndexedRecordReader(rec, idx) as reader:  # no key 0: plain dataset
+    assert [r.data for r in recordio_reader.iter_records(rec)] == list(records.values())
+    with recordio_reader.IndexedRecordReader(rec, idx) as reader:  # no key 0: plain dataset
         assert reader.image_keys.tolist() == sorted(records)
         for key, payload in enumerate(ROUND_TRIP_PAYLOADS, start=10):
             header, got = recordio.unpack(reader.read(key))
@@ -186,7 +187,7 @@ def test_pack_and_insightface_header():
 
 
 def test_writer_rejects_bad_keys(tmp_path):
-    with recordio.IndexedRecordWriter(str(tmp_path / 'a.rec'), str(tmp_path / 'a.idx')) as w:
+    with recordio_writer.IndexedRecordWriter(str(tmp_path / 'a.rec'), str(tmp_path / 'a.idx')) as w:
         with pytest.raises(ValueError, match='non-negative integer'):
             w.write(-1, b'')
         with pytest.raises(ValueError, match='non-negative integer'):
@@ -214,17 +215,17 @@ def test_missing_files(broken, tmp_path):
     rec, idx = broken
     missing = str(tmp_path / 'nope.rec')
     with pytest.raises(RecordIOError, match='nope.rec: cannot open'):
-        recordio.IndexedRecordReader(missing, idx)
+        recordio_reader.IndexedRecordReader(missing, idx)
     with pytest.raises(RecordIOError, match='nope.rec: cannot open'):
-        list(recordio.iter_records(missing))
+        list(recordio_reader.iter_records(missing))
     with pytest.raises(RecordIOError, match='nope.idx: cannot open'):
-        recordio.IndexedRecordReader(rec, str(tmp_path / 'nope.idx'))
+        recordio_reader.IndexedRecordReader(rec, str(tmp_path / 'nope.idx'))
 
 
 def test_wrong_magic(broken):
     rec, idx = broken
     _patch(rec, 2228, b'\0\0\0\0')  # key 3
-    with recordio.IndexedRecordReader(rec, idx) as reader:
+    with recordio_reader.IndexedRecordReader(rec, idx) as reader:
         reader.read(2)
         with pytest.raises(RecordIOError) as error:
             list(reader.iter_images())
@@ -232,7 +233,7 @@ def test_wrong_magic(broken):
     assert '\n' not in message
     assert message.startswith(rec + ', key 3, byte offset 2228: wrong magic 0x00000000')
     with pytest.raises(RecordIOError, match='byte offset 2228: wrong magic'):
-        list(recordio.iter_records(rec))
+        list(recordio_reader.iter_records(rec))
 
 
 def test_truncated_record(broken):
@@ -240,15 +241,15 @@ def test_truncated_record(broken):
     with open(rec, 'r+b') as f:
         f.truncate(6760 + 20)  # inside record 0, the last one
     with pytest.raises(RecordIOError) as error:
-        recordio.IndexedRecordReader(rec, idx)
+        recordio_reader.IndexedRecordReader(rec, idx)
     assert str(error.value) == ('%s, key 0, byte offset 6760: truncated record: length 32 '
                                 'runs past the end of the file (6780 bytes)' % rec)
     with pytest.raises(RecordIOError, match='byte offset 6760: truncated record'):
-        list(recordio.iter_records(rec))
+        list(recordio_reader.iter_records(rec))
     with open(rec, 'r+b') as f:
         f.truncate(6760 + 4)  # not even a part header left
     with pytest.raises(RecordIOError, match='byte offset 6760: truncated record: 4 bytes'):
-        list(recordio.iter_records(rec))
+        list(recordio_reader.iter_records(rec))
 
 
 def test_idx_offset_past_end(broken):
@@ -256,7 +257,7 @@ def test_idx_offset_past_end(broken):
     with open(idx, 'a') as f:
         f.write('11\t999996\n')
     with pytest.raises(RecordIOError) as error:
-        recordio.IndexedRecordReader(rec, idx)
+        recordio_reader.IndexedRecordReader(rec, idx)
     assert str(error.value) == ('%s, key 11, byte offset 999996: idx offset is past the '
                                 'end of %s (6800 bytes)' % (idx, rec))
 
@@ -275,7 +276,7 @@ def test_malformed_idx_line(broken, line, problem):
     with open(idx, 'w') as f:
         f.write(''.join('\t'.join(fields) + '\n' for fields in lines))
     with pytest.raises(RecordIOError) as error:
-        recordio.IndexedRecordReader(rec, idx)
+        recordio_reader.IndexedRecordReader(rec, idx)
     assert str(error.value).startswith(idx + ', ' + problem if problem.startswith('key')
                                        else idx + ': ' + problem)
 
@@ -285,7 +286,7 @@ def test_duplicate_idx_key(broken):
     with open(idx, 'a') as f:
         f.write('3\t0\n')
     with pytest.raises(RecordIOError, match='key 3: key appears more than once'):
-        recordio.IndexedRecordReader(rec, idx)
+        recordio_reader.IndexedRecordReader(rec, idx)
 
 
 def _raw_part(cflag, data):
@@ -304,7 +305,7 @@ def test_continuation_flags_out_of_order(tmp_path, parts, offset, flag, expected
     with open(rec, 'wb') as f:
         f.write(b''.join(_raw_part(cflag, data) for cflag, data in parts))
     with pytest.raises(RecordIOError) as error:
-        list(recordio.iter_records(rec))
+        list(recordio_reader.iter_records(rec))
     assert str(error.value).startswith('%s, byte offset %d: continuation flag %d out of '
                                        'order (expected %s' % (rec, offset, flag, expected))
 
@@ -314,7 +315,7 @@ def test_invalid_continuation_flag(tmp_path):
     with open(rec, 'wb') as f:
         f.write(_raw_part(0, b'ok') + _raw_part(5, b'efgh'))
     with pytest.raises(RecordIOError) as error:
-        list(recordio.iter_records(rec))
+        list(recordio_reader.iter_records(rec))
     assert str(error.value) == ('%s, byte offset 12: invalid continuation flag 5 (expected '
                                 '0 to 3)' % rec)
 
@@ -324,7 +325,7 @@ def test_split_record_cut_short(tmp_path):
     with open(rec, 'wb') as f:
         f.write(_raw_part(1, b'abcd'))  # first part, and no last part
     with pytest.raises(RecordIOError, match='byte offset 12: truncated record: 0 bytes'):
-        list(recordio.iter_records(rec))
+        list(recordio_reader.iter_records(rec))
 
 
 def test_header_missing_image_key(broken):
@@ -334,7 +335,7 @@ def test_header_missing_image_key(broken):
         f.write(''.join('\t'.join(fields) + '\n' for fields in lines))
     with pytest.raises(RecordIOError, match=r'key 4: image key listed by header record 0 '
                                             r'\(images are keys 1..6\) is missing'):
-        recordio.IndexedRecordReader(rec, idx)
+        recordio_reader.IndexedRecordReader(rec, idx)
 
 
 def test_error_survives_pickling():

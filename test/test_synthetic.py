@@ -1,4 +1,4 @@
-"""Tests for data/synthetic_faces.py and data/make_synthetic_dataset.py (tiny sizes)."""
+"""Tests for data/synthetic/ and data/make_synthetic_dataset.py (tiny sizes)."""
 import json
 import os
 import pickle
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data import eval_data_reader, image_ops, make_synthetic_dataset, recordio, synthetic_faces
+from data import eval_data_reader, image_ops, make_synthetic_dataset, recordio, recordio_reader
+from data.synthetic import identities, insightface_files, render
 
 SIZE = (32, 32)
 TINY = dict(num_identities=6, images_per_identity=4, num_val_identities=5, num_val_pairs=20,
@@ -55,8 +56,8 @@ def test_different_seed_different_bytes(tiny, tmp_path):
 def test_rec_has_insightface_layout(tiny):
     n_ids, per_id = TINY['num_identities'], TINY['images_per_identity']
     num_images = n_ids * per_id
-    with recordio.IndexedRecordReader(os.path.join(tiny, 'train.rec'),
-                                      os.path.join(tiny, 'train.idx')) as reader:
+    with recordio_reader.IndexedRecordReader(os.path.join(tiny, 'train.rec'),
+                                             os.path.join(tiny, 'train.idx')) as reader:
         header, _ = recordio.unpack(reader.read(0))
         assert header.flag == 2
         assert list(header.label) == [num_images + 1, num_images + 1 + n_ids]
@@ -80,12 +81,12 @@ def test_rec_has_insightface_layout(tiny):
 
 def test_images_decode_to_bgr(tiny):
     """decode_image of a stored JPEG gives back the rendered BGR image."""
-    with recordio.IndexedRecordReader(os.path.join(tiny, 'train.rec'),
-                                      os.path.join(tiny, 'train.idx')) as reader:
+    with recordio_reader.IndexedRecordReader(os.path.join(tiny, 'train.rec'),
+                                             os.path.join(tiny, 'train.idx')) as reader:
         payload = recordio.unpack(reader.read(1))[1]
     decoded = _decode_all([payload])[0].astype(np.float32)
-    rendered = synthetic_faces.render_images(TINY['seed'], synthetic_faces.TRAIN_STREAM,
-                                             [(0, 0)], SIZE)[0].astype(np.float32)
+    rendered = render.render_images(TINY['seed'], identities.TRAIN_STREAM,
+                                    [(0, 0)], SIZE)[0].astype(np.float32)
     error = np.abs(decoded - rendered).mean()
     swapped = np.abs(decoded - rendered[:, :, ::-1]).mean()
     assert error < 6.0, 'JPEG round trip error %.2f' % error
@@ -100,8 +101,8 @@ def test_bin_is_lfw_style_from_held_out_identities(tiny):
     pairs = TINY['num_val_pairs']
     assert len(bins) == 2 * pairs and all(isinstance(b, bytes) for b in bins)
     assert all(isinstance(s, bool) for s in issame)
-    per_fold = pairs // make_synthetic_dataset.NUM_FOLDS
-    for fold in range(make_synthetic_dataset.NUM_FOLDS):
+    per_fold = pairs // insightface_files.NUM_FOLDS
+    for fold in range(insightface_files.NUM_FOLDS):
         part = issame[fold * per_fold:(fold + 1) * per_fold]
         assert part == [True] * (per_fold // 2) + [False] * (per_fold // 2)
     with open(os.path.join(tiny, 'synthetic.json')) as f:
@@ -112,18 +113,18 @@ def test_bin_is_lfw_style_from_held_out_identities(tiny):
     assert list(loaded_issame) == issame
     # Held out: the verification identities come from another seed stream, so
     # none of them is a training identity.
-    train = [synthetic_faces.sample_identity(synthetic_faces.identity_rng(
-        TINY['seed'], synthetic_faces.TRAIN_STREAM, i)) for i in range(TINY['num_identities'])]
+    train = [identities.sample_identity(identities.identity_rng(
+        TINY['seed'], identities.TRAIN_STREAM, i)) for i in range(TINY['num_identities'])]
     for identity in set(i for pair in plan for i in pair):
-        held_out = synthetic_faces.sample_identity(synthetic_faces.identity_rng(
-            TINY['seed'], synthetic_faces.VAL_STREAM, identity))
+        held_out = identities.sample_identity(identities.identity_rng(
+            TINY['seed'], identities.VAL_STREAM, identity))
         assert held_out not in train
 
 
 def test_identity_signal_beats_nuisance():
     """Images of one identity are closer (colour layout) than images of two."""
     items = [(i, j) for i in range(8) for j in range(6)]
-    images = synthetic_faces.render_images(0, synthetic_faces.TRAIN_STREAM, items, (32, 32))
+    images = render.render_images(0, identities.TRAIN_STREAM, items, (32, 32))
     # 4x4 mean colours: a crude feature that keeps skin, hair and layout.
     features = images.astype(np.float32).reshape(len(items), 4, 8, 4, 8, 3).mean((2, 4))
     features = features.reshape(len(items), -1)
@@ -138,13 +139,13 @@ def test_identity_signal_beats_nuisance():
 
 def test_render_is_per_image_deterministic():
     items = [(0, 0), (0, 1), (3, 2)]
-    batch = synthetic_faces.render_images(5, synthetic_faces.TRAIN_STREAM, items, (24, 40))
+    batch = render.render_images(5, identities.TRAIN_STREAM, items, (24, 40))
     assert batch.shape == (3, 24, 40, 3) and batch.dtype == np.uint8
-    alone = synthetic_faces.render_images(5, synthetic_faces.TRAIN_STREAM, items[2:], (24, 40))
+    alone = render.render_images(5, identities.TRAIN_STREAM, items[2:], (24, 40))
     np.testing.assert_array_equal(batch[2], alone[0])
     assert not np.array_equal(batch[0], batch[1])
     with pytest.raises(ValueError, match=r'image_size \(4, 4\)'):
-        synthetic_faces.render_images(5, synthetic_faces.TRAIN_STREAM, items, (4, 4))
+        render.render_images(5, identities.TRAIN_STREAM, items, (4, 4))
 
 
 def test_bad_arguments_fail_with_one_line(tmp_path, capsys):

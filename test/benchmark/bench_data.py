@@ -27,7 +27,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 sys.path.insert(0, PROJECT_ROOT)
 
 from data import mx2tfrecords  # noqa: E402 (needs the path above)
-from data import recordio  # noqa: E402
+from data import recordio, recordio_reader, recordio_writer  # noqa: E402
 
 DEFAULT_REC = os.path.join(os.path.dirname(PROJECT_ROOT), 'shared', 'data', 'orl_faces',
                            'train.rec')
@@ -40,26 +40,26 @@ def _timed(function, *args, **kwargs):
 
 
 def _stream_all(rec_path):
-    return sum(1 for _ in recordio.iter_records(rec_path))
+    return sum(1 for _ in recordio_reader.iter_records(rec_path))
 
 
 def _read_images(rec_path, idx_path):
-    with recordio.IndexedRecordReader(rec_path, idx_path) as reader:
+    with recordio_reader.IndexedRecordReader(rec_path, idx_path) as reader:
         return sum(len(record.data) for record in reader.iter_images())
 
 
 def _repeat(rec_path, idx_path, num_images, out_rec, out_idx):
     """Writes an insightface-layout .rec of num_images by cycling the source images."""
-    with recordio.IndexedRecordReader(rec_path, idx_path) as reader:
+    with recordio_reader.IndexedRecordReader(rec_path, idx_path) as reader:
         source = [record.data for record in reader.iter_images()]
-    with recordio.IndexedRecordWriter(out_rec, out_idx) as writer:
+    with recordio_writer.IndexedRecordWriter(out_rec, out_idx) as writer:
         writer.write(0, recordio.pack_insightface_header(num_images + 1, num_images + 1))
         for key in range(1, num_images + 1):
             writer.write(key, source[(key - 1) % len(source)])
 
 
 def _read_write(rec_path, idx_path, out_path):
-    with recordio.IndexedRecordReader(rec_path, idx_path) as reader, \
+    with recordio_reader.IndexedRecordReader(rec_path, idx_path) as reader, \
             open(out_path, 'wb') as out:
         for record in reader.iter_images():
             out.write(record.data)
@@ -90,7 +90,7 @@ def _convert_timed(rec_path, idx_path, out, count):
 
 
 def _bench(name, rec_path, idx_path, workers, work_dir):
-    with recordio.IndexedRecordReader(rec_path, idx_path) as reader:
+    with recordio_reader.IndexedRecordReader(rec_path, idx_path) as reader:
         num_images = reader.num_images
     row = {'dataset': name, 'rec_path': rec_path, 'images': num_images,
            'megabytes': os.path.getsize(rec_path) / 1e6}

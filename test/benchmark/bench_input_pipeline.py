@@ -23,7 +23,8 @@ if _PROJECT_ROOT not in sys.path:
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-from data import image_ops, input_pipeline, make_synthetic_dataset, recordio  # noqa: E402
+from data import (  # noqa: E402
+    image_ops, input_pipeline, make_synthetic_dataset, recordio, recordio_reader)
 
 # name -> build_dataset options; 'num_parallel_calls' None means AUTOTUNE.
 SETTINGS = (
@@ -94,7 +95,7 @@ def _write_tfrecords(rec, idx, folder, num_shards):
     paths = [os.path.join(folder, 'train-%05d-of-%05d.tfrecord' % (i, num_shards))
              for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(p) for p in paths]
-    with recordio.IndexedRecordReader(rec, idx) as reader:
+    with recordio_reader.IndexedRecordReader(rec, idx) as reader:
         for n, record in enumerate(reader.iter_images()):
             header, payload = recordio.unpack(record.data)
             example = tf.train.Example(features=tf.train.Features(feature={
