@@ -23,7 +23,7 @@ from nets import inference
 import verification
 import extract_features
 from data import eval_data_reader, folder2tfrecords, image_ops, make_pairs, mx2tfrecords
-from data import recordio
+from data import recordio, recordio_reader
 from data import manifest as manifest_lib
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +32,8 @@ HAS_ONNX = export_model.onnx_converter() is not None
 
 def write_folder(rec_dir, root, identities=None, per_identity=None):
     """DIR/person_<label>/<key>.jpg from a .rec: the records' bytes, unchanged."""
-    with recordio.IndexedRecordReader(os.path.join(rec_dir, 'train.rec'),
-                                      os.path.join(rec_dir, 'train.idx')) as reader:
+    with recordio_reader.IndexedRecordReader(os.path.join(rec_dir, 'train.rec'),
+                                             os.path.join(rec_dir, 'train.idx')) as reader:
         for record in reader.iter_images():
             header, payload = recordio.unpack(record.data)
             label = int(header.label if header.flag == 0 else header.label[0])
@@ -389,7 +389,7 @@ def test_onnx_matches_the_checkpoint_on_orl_val(orl, tmp_path):
     embeddings have a trained network's scale): its ONNX export in onnxruntime against the
     checkpoint in TensorFlow on orl_val.bin."""
     images, issame = eval_data_reader.load_bin(os.path.join(orl, 'orl_val.bin'))
-    distinct, inverse = verification.distinct_images(images)
+    distinct, inverse = eval_data_reader.distinct_images(images)
     prefix = str(tmp_path / 'ckpt' / 'InsightFace_iter_0.ckpt')
     with tf.Graph().as_default():
         tf.set_random_seed(0)
