@@ -76,3 +76,24 @@ def tiny_data(tmp_path_factory):
     mx2tfrecords.convert(os.path.join(raw, 'train.rec'), os.path.join(raw, 'train.idx'),
                          records, num_shards=2, progress=False)
     return {'raw': raw, 'records': records}
+
+
+def truncate_jpeg(records_folder, shard, record):
+    """Cuts one record's JPEG to a third in a TFRecords folder (in place) and updates the
+    manifest's shard size; returns the shard's path. The record then fails to decode."""
+    import json
+    with open(os.path.join(records_folder, 'manifest.json')) as text:
+        manifest = json.load(text)
+    path = os.path.join(records_folder, manifest['shards'][shard]['file'])
+    records = list(tf.io.tf_record_iterator(path))
+    example = tf.train.Example.FromString(records[record])
+    jpeg = example.features.feature['image_raw'].bytes_list.value[0]
+    example.features.feature['image_raw'].bytes_list.value[0] = jpeg[:len(jpeg) // 3]
+    records[record] = example.SerializeToString()
+    with tf.io.TFRecordWriter(path) as writer:
+        for serialized in records:
+            writer.write(serialized)
+    manifest['shards'][shard]['size_bytes'] = os.path.getsize(path)
+    with open(os.path.join(records_folder, 'manifest.json'), 'w') as out:
+        json.dump(manifest, out)
+    return path

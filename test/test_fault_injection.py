@@ -154,9 +154,7 @@ if __name__ == '__main__':
 
 # ---- The tests ----
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
-
+from conftest import truncate_jpeg  # noqa: E402
 from test_train_nets import checkpoint_step, flags, read_events, without_write_override  # noqa
 
 QUICK = ['--summary_histograms', 'False', '--validate_interval', '100000']
@@ -193,20 +191,8 @@ def copy_records(data, root):
 
 def corrupt_jpeg(data, root, shard=0, record=5):
     """Replaces one record's JPEG by a truncated one; returns (data, shard path, record)."""
-    folder, manifest = copy_records(data, root)
-    path = os.path.join(folder, manifest['shards'][shard]['file'])
-    records = list(tf.io.tf_record_iterator(path))
-    example = tf.train.Example.FromString(records[record])
-    jpeg = example.features.feature['image_raw'].bytes_list.value[0]
-    example.features.feature['image_raw'].bytes_list.value[0] = jpeg[:len(jpeg) // 3]
-    records[record] = example.SerializeToString()
-    with tf.io.TFRecordWriter(path) as writer:
-        for serialized in records:
-            writer.write(serialized)
-    manifest['shards'][shard]['size_bytes'] = os.path.getsize(path)
-    with open(os.path.join(folder, 'manifest.json'), 'w') as out:
-        json.dump(manifest, out)
-    return dict(data, records=folder), path, record
+    folder, _ = copy_records(data, root)
+    return dict(data, records=folder), truncate_jpeg(folder, shard, record), record
 
 
 def flip_bytes(data, root, shard=1):

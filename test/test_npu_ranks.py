@@ -3,19 +3,20 @@
 The stand-in builds hccl_ops on TensorFlow collective ops between the rank
 processes (loopback gRPC), so what 8 cards need is checked with 2: every rank
 starts from rank 0's variables, the ranks stay identical, and a rank that has a
-reason to stop (a signal, a non-finite loss) stops all of them at the same
-step. Proves the wiring, not HCCL itself (see test/npu_standin/README.md).
+reason to stop (a signal, a non-finite loss, its input failing) stops all of
+them at the same step. Proves the wiring, not HCCL itself (see test/npu_standin/README.md).
 """
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 
-from conftest import PROJECT_ROOT, free_port_base  # noqa: E402
+from conftest import PROJECT_ROOT, free_port_base, truncate_jpeg  # noqa: E402
 from test_npu_wiring import STANDIN_PATH, flags, rank_table, tiny_data  # noqa: F401 (fixture)
 
 
@@ -160,3 +161,26 @@ def test_a_non_finite_loss_on_one_rank_stops_both_without_a_checkpoint(tiny_data
     assert lines[0] == ('on another rank', '3') and lines[1][1] == '3'
     assert lines[1][0] in ('nan', 'inf')
     assert not [name for name in os.listdir(os.path.join(out, 'ckpt')) if name.endswith('.index')]
+
+
+def test_a_failing_input_on_one_rank_stops_both_with_rank_0s_checkpoint(tiny_data, tmp_path):
+    """Rank 1 reads shard 1 (one file per rank), where a record does not decode."""
+    data = str(tmp_path / 'data')
+    shutil.copytree(tiny_data, data)
+    truncate_jpeg(os.path.join(data, 'tfrecords'), shard=1, record=2)
+    out = str(tmp_path / 'out')
+    results = finish(start_ranks(
+        tmp_path, flags(data, out, '--max_steps', '50', '--max_bad_records', '0',
+                        '--validate_interval', '50', '--ckpt_interval', '50')))
+    steps = []
+    for code, output, _ in results:
+        assert code == 1, output
+        match = re.search(r'training stopped at step (\d+): (.*)', output)
+        assert match, output
+        steps.append(int(match.group(1)))
+    assert 'another rank\'s input failed' in results[0][1]
+    assert 'more than --max_bad_records 0 bad records (1; the last: ' in results[1][1]
+    assert steps[0] == steps[1] < 50
+    checkpoints = sorted(name for name in os.listdir(os.path.join(out, 'ckpt'))
+                         if name.endswith('.index'))
+    assert checkpoints == ['InsightFace_iter_%d.ckpt.index' % steps[0]]
