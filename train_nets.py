@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 
-from devices import runtime
+from devices import npu_options, runtime
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
 from training import cli_flags
@@ -143,9 +143,9 @@ def get_parser():
     device.add_argument('--device', default='auto', choices=runtime.DEVICES,
                         help='auto: NPU if npu_bridge imports, else GPU, else CPU')
     device.add_argument('--precision_mode', default='allow_mix_precision',
-                        choices=runtime.PRECISION_MODES,
+                        choices=npu_options.PRECISION_MODES,
                         help='NPU precision mode; %s compute in float16 and turn on loss '
-                             'scaling' % ', '.join(runtime.FP16_PRECISION_MODES))
+                             'scaling' % ', '.join(npu_options.FP16_PRECISION_MODES))
     device.add_argument('--iterations_per_loop', type=cli_flags.positive_int, default=1,
                         help='NPU loop sinking: steps the device runs per sess.run; logs, '
                              'summaries, validation and checkpoints happen between loops, so '

@@ -46,7 +46,7 @@ class FiniteGradientsRecorder(tf.train.Optimizer):
         if not flags:
             if not self._inf_nan:
                 raise RuntimeError('no %r tensor after the loss-scale optimizer: the adapter '
-                                   'is older than r1.5.0 (see runtime.check_npu_adapter)'
+                                   'is older than r1.5.0 (see runtime.check_device_options)'
                                    % self._adapter_flag)
             flags = [tf.reduce_all(tf.math.is_finite(
                 grad.values if isinstance(grad, tf.IndexedSlices) else grad))
@@ -68,7 +68,8 @@ def overflow_indicator(loss_scale, graph=None):
     """A bool scalar: True when the step's gradients overflowed and its update was skipped.
 
     Call it after the train op is built from runtime.wrap_optimizer's
-    optimizer, whose FiniteGradientsRecorder names FINITE_TENSOR (True when finite; several train ops are and-ed).
+    optimizer, whose FiniteGradientsRecorder names FINITE_TENSOR (True when
+    finite; several train ops are and-ed).
 
     Returns:
       A bool tensor, or None without loss scaling.

@@ -15,6 +15,7 @@ FP16_PRECISION_MODES = ('allow_mix_precision', 'allow_fp32_to_fp16', 'force_fp16
 
 
 def check_precision_mode(precision_mode):
+    """Raises ValueError (one line) unless precision_mode is one of PRECISION_MODES."""
     if precision_mode not in PRECISION_MODES:
         raise ValueError('--precision_mode %r: expected one of %s'
                          % (precision_mode, ', '.join(PRECISION_MODES)))
@@ -29,12 +30,12 @@ NpuOptions = collections.namedtuple('NpuOptions', [
 
 
 def make(precision_mode='allow_mix_precision', iterations_per_loop=1,
-                graph_memory_max_size=None, variable_memory_max_size=None):
+         graph_memory_max_size=None, variable_memory_max_size=None):
     """The one description of the NPU's options, checked.
 
     Both the sess.run session config (session_config) and the NPURunConfig
     for NPUEstimator (npu_run_config) are made from it, by the same table
-    (_npu_parameters), so the two cannot drift apart.
+    (parameters), so the two cannot drift apart.
 
     Raises:
       ValueError: one line naming the flag.

@@ -34,8 +34,6 @@ from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa:
 from devices import finite_flag, npu_options  # noqa: E402
 
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
-PRECISION_MODES = npu_options.PRECISION_MODES
-FP16_PRECISION_MODES = npu_options.FP16_PRECISION_MODES
 MIXED_PRECISION = ('auto', 'on', 'off')
 NPU_INIT_LOSS_SCALE = 2.0 ** 32  # Huawei's ModelZoo value for ExponentialUpdateLossScaleManager
 GPU_INIT_LOSS_SCALE = 2.0 ** 15  # TensorFlow's DynamicLossScale default
@@ -164,15 +162,34 @@ def loop_train_op(sess, train_op, device, iterations_per_loop):
     On the NPU, npu_bridge's util.set_iteration_per_loop: called once, after
     the session is created and every initialiser has run (it loads its own
     local variables), at the root name scope (CANN loops only a node named
-    exactly IterationOp). With 1, or off the NPU, the train op itself.
+    exactly IterationOp). With 1, the train op itself.
+
+    Raises:
+      ValueError: more than 1 off the NPU (see check_device_options).
     """
     if iterations_per_loop == 1:
         return train_op
-    if device != 'npu':
-        raise ValueError('--iterations_per_loop %d: loop sinking needs the NPU; on the %s use 1'
-                         % (iterations_per_loop, device))
+    _check_loop_sinking(device, iterations_per_loop)
     from npu_bridge.estimator.npu import util
     return util.set_iteration_per_loop(sess, train_op, iterations_per_loop)
+
+
+def check_device_options(device, loss_scale, iterations_per_loop):
+    """Refuses, before any graph is built, what the device cannot do with these options:
+    loop sinking off the NPU, loss scaling on an adapter too old to report overflows.
+
+    Raises:
+      ValueError: one line naming the flag or the adapter version needed.
+    """
+    _check_loop_sinking(device, iterations_per_loop)
+    if device == 'npu' and loss_scale is not None:
+        _check_npu_adapter()
+
+
+def _check_loop_sinking(device, iterations_per_loop):
+    if iterations_per_loop > 1 and device != 'npu':
+        raise ValueError('--iterations_per_loop %d: loop sinking runs on the NPU; on the %s '
+                         'use 1' % (iterations_per_loop, device))
 
 
 def float32_scope(device):
@@ -201,7 +218,7 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
                  decr_every_n_nan_or_inf=2, decr_ratio=0.5):
     """Decides whether and how the loss is scaled (float16 gradients underflow otherwise).
 
-    NPU: on when the precision mode computes in float16 (FP16_PRECISION_MODES)
+    NPU: on when the precision mode computes in float16 (npu_options.FP16_PRECISION_MODES)
     unless --mixed_precision off; force_fp32 and must_keep_origin_dtype keep
     float32 gradients and need none. GPU: 'auto' keeps float32 (the original's
     numerics, and checkpoints without loss-scale variables resume); 'on'
@@ -209,7 +226,7 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
 
     Args:
       device: 'npu', 'gpu' or 'cpu'.
-      precision_mode: one of PRECISION_MODES (NPU).
+      precision_mode: one of npu_options.PRECISION_MODES (NPU).
       mixed_precision: one of MIXED_PRECISION.
       loss_scale: 'dynamic', or a number for a fixed scale.
       init_loss_scale: the dynamic scale's start; None: NPU_INIT_LOSS_SCALE on
@@ -225,11 +242,11 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
                          % (mixed_precision, ', '.join(MIXED_PRECISION)))
     if device == 'npu':
         npu_options.check_precision_mode(precision_mode)
-        fp16 = precision_mode in FP16_PRECISION_MODES
+        fp16 = precision_mode in npu_options.FP16_PRECISION_MODES
         if mixed_precision == 'on' and not fp16:
             raise ValueError('--mixed_precision on contradicts --precision_mode %s, which keeps '
                              'float32; use one of %s' % (precision_mode,
-                                                         ', '.join(FP16_PRECISION_MODES)))
+                                                         ', '.join(npu_options.FP16_PRECISION_MODES)))
         enabled = fp16 and mixed_precision != 'off'
         default_init = NPU_INIT_LOSS_SCALE
     elif device == 'gpu':
@@ -314,7 +331,7 @@ def _npu_inf_nan_mode():
     return bool(check is not None and check())
 
 
-def check_npu_adapter():
+def _check_npu_adapter():
     """Refuses adapters older than r1.5.0 (CANN 5.0.x), the oldest this code supports.
 
     Before r1.5.0 the loss-scale optimizer's "gradients finite" flag has no

@@ -11,6 +11,23 @@ tf.logging.set_verbosity(tf.logging.ERROR)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# What Ascend's launch tools, CANN's adapter and the npu_bridge stand-in read from the
+# environment: a test process starts from none of them, then sets what it needs.
+NPU_ENVIRONMENT = ('RANK_SIZE', 'RANK_ID', 'RANK_TABLE_FILE', 'ASCEND_DEVICE_ID', 'DEVICE_ID',
+                   'JOB_ID', 'POD_NAME', 'CM_WORKER_SIZE', 'CM_CHIEF_IP',
+                   'ASCEND_RT_VISIBLE_DEVICES', 'NPU_STANDIN_OVERFLOW_CALLS',
+                   'NPU_STANDIN_ADAPTER', 'NPU_STANDIN_NAN_AT', 'NPU_STANDIN_RECORD',
+                   'NPU_STANDIN_HCCL_BASE_PORT')
+
+
+def npu_environ(**env):
+    """os.environ without NPU_ENVIRONMENT, then `env`: for a subprocess under test."""
+    environ = {name: value for name, value in os.environ.items()
+               if name not in NPU_ENVIRONMENT}
+    environ.update(env)
+    return environ
+
+
 def free_port_base(count=2):
     """A port with `count` free ports from it on, on 127.0.0.1 (best effort: another
     process may take one before the caller binds it)."""

@@ -16,7 +16,7 @@ import pytest
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
 
-from conftest import PROJECT_ROOT, free_port_base  # noqa: E402
+from conftest import PROJECT_ROOT, free_port_base, npu_environ  # noqa: E402
 from test_npu_ranks import identical_but_batch_norm_statistics, variables_at_close
 TEST_DIR = os.path.join(PROJECT_ROOT, 'test')
 STANDIN_PATH = os.path.join(TEST_DIR, 'npu_standin')
@@ -37,10 +37,7 @@ def data_path(tmp_path_factory):
 
 
 def run_script(name, args, output_dir, **env):
-    environ = dict(os.environ, PYTHON=sys.executable, OUTPUT_DIR=output_dir)
-    for variable in ('ASCEND_DEVICE_ID', 'RANK_SIZE', 'RANK_ID', 'RANK_TABLE_FILE', 'JOB_ID'):
-        environ.pop(variable, None)
-    environ.update(env)
+    environ = npu_environ(PYTHON=sys.executable, OUTPUT_DIR=output_dir, **env)
     return subprocess.run(['bash', os.path.join(TEST_DIR, name)] + args, cwd=PROJECT_ROOT,
                           env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=300)

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, npu_environ
 from data.cli import UsageError
 from devices import hccl_environment
 from training import setup
@@ -201,12 +201,11 @@ def data_path(tiny_data, tmp_path_factory):
 @pytest.mark.parametrize('script', ['train_full_1p.sh', 'train_performance_1p.sh'])
 def test_1p_scripts_in_a_shell_set_up_for_8p(script, data_path, tmp_path):
     """`export RANK_TABLE_FILE=...` for 8p, then a 1p run on the stand-in: no HCCL, trains."""
-    env = dict(os.environ, PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([os.path.join(TEST_DIR, 'npu_standin'),
-                                           PROJECT_ROOT]),
-               RANK_TABLE_FILE=EXAMPLE_TABLE, RANK_SIZE='8', RANK_ID='5',
-               ASCEND_DEVICE_ID='0', JOB_ID='10087', CM_WORKER_SIZE='8')
-    env.pop('CM_CHIEF_IP', None)
+    env = npu_environ(PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path),
+                      PYTHONPATH=os.pathsep.join([os.path.join(TEST_DIR, 'npu_standin'),
+                                                  PROJECT_ROOT]),
+                      RANK_TABLE_FILE=EXAMPLE_TABLE, RANK_SIZE='8', RANK_ID='5',
+                      ASCEND_DEVICE_ID='0', JOB_ID='10087', CM_WORKER_SIZE='8')
     result = subprocess.run(
         ['bash', os.path.join(TEST_DIR, script), '--data_path=' + data_path, '--device=npu',
          '--net_depth=18', '--batch_size=4', '--max_steps=2', '--image_size', '32,32',

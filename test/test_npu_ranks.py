@@ -16,7 +16,7 @@ import sys
 import time
 
 
-from conftest import PROJECT_ROOT, free_port_base, truncate_jpeg  # noqa: E402
+from conftest import PROJECT_ROOT, free_port_base, npu_environ, truncate_jpeg  # noqa: E402
 from test_npu_wiring import STANDIN_PATH, flags, rank_table, tiny_data  # noqa: F401 (fixture)
 
 
@@ -26,14 +26,12 @@ def start_ranks(tmp_path, argv, size=2, **env):
     base = str(free_port_base(size))
     ranks = []
     for rank in range(size):
-        environ = dict(os.environ, PYTHONPATH=os.pathsep.join([STANDIN_PATH, PROJECT_ROOT]),
-                       RANK_SIZE=str(size), RANK_ID=str(rank), ASCEND_DEVICE_ID=str(rank),
-                       JOB_ID='10087', RANK_TABLE_FILE=table, NPU_STANDIN_HCCL_BASE_PORT=base,
-                       NPU_STANDIN_RECORD=str(tmp_path / ('record_%d.json' % rank)))
-        for name in ('DEVICE_ID', 'ASCEND_RT_VISIBLE_DEVICES', 'NPU_STANDIN_OVERFLOW_CALLS',
-                     'NPU_STANDIN_ADAPTER', 'NPU_STANDIN_NAN_AT', 'POD_NAME', 'CM_WORKER_SIZE'):
-            environ.pop(name, None)
-        environ.update(env)
+        environ = npu_environ(PYTHONPATH=os.pathsep.join([STANDIN_PATH, PROJECT_ROOT]),
+                              RANK_SIZE=str(size), RANK_ID=str(rank),
+                              ASCEND_DEVICE_ID=str(rank), JOB_ID='10087', RANK_TABLE_FILE=table,
+                              NPU_STANDIN_HCCL_BASE_PORT=base,
+                              NPU_STANDIN_RECORD=str(tmp_path / ('record_%d.json' % rank)),
+                              **env)
         log = str(tmp_path / ('rank_%d.log' % rank))
         with open(log, 'w') as out:
             process = subprocess.Popen([sys.executable, 'train_nets.py'] + argv,

@@ -24,7 +24,7 @@ import train_nets
 from data import mx2tfrecords
 from data.make_synthetic_dataset import make_dataset
 
-from conftest import PROJECT_ROOT  # noqa: E402
+from conftest import PROJECT_ROOT, npu_environ  # noqa: E402
 STANDIN_PATH = os.path.join(PROJECT_ROOT, 'test', 'npu_standin')
 IMAGE_SIZE = (32, 32)
 
@@ -429,14 +429,9 @@ def test_help_documents_the_device_flags():
 # ---------------------------------------------------------------- end to end with --device npu
 
 def run_npu_training(argv, record, **env):
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    environ = npu_environ(PYTHONPATH=os.pathsep.join(
         [STANDIN_PATH, PROJECT_ROOT, os.environ.get('PYTHONPATH', '')]),
-        NPU_STANDIN_RECORD=record)
-    for name in ('RANK_SIZE', 'RANK_ID', 'RANK_TABLE_FILE', 'ASCEND_DEVICE_ID', 'DEVICE_ID',
-                 'JOB_ID', 'NPU_STANDIN_OVERFLOW_CALLS', 'NPU_STANDIN_ADAPTER', 'POD_NAME',
-                 'CM_WORKER_SIZE', 'CM_CHIEF_IP', 'ASCEND_RT_VISIBLE_DEVICES'):
-        environ.pop(name, None)
-    environ.update(env)
+        NPU_STANDIN_RECORD=record, **env)
     result = subprocess.run([sys.executable, 'train_nets.py'] + argv, cwd=PROJECT_ROOT, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True, timeout=300)

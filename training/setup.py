@@ -96,15 +96,11 @@ def prepare(args):
             device, args.precision_mode, args.mixed_precision, args.loss_scale,
             args.init_loss_scale, args.incr_every_n_steps, args.decr_every_n_nan_or_inf,
             args.decr_ratio)
-        if device == 'npu' and scaling is not None:
-            runtime.check_npu_adapter()
         npu = npu_options.make(args.precision_mode, args.iterations_per_loop,
-                                  args.graph_memory_max_size, args.variable_memory_max_size)
+                               args.graph_memory_max_size, args.variable_memory_max_size)
+        runtime.check_device_options(device, scaling, npu.iterations_per_loop)
     except ValueError as error:
         raise UsageError(str(error))
-    if npu.iterations_per_loop > 1 and device != 'npu':
-        raise UsageError('--iterations_per_loop %d: loop sinking runs on the NPU; on the %s use 1'
-                         % (npu.iterations_per_loop, device))
     towers = _towers(args, device)
     cluster = _tf_cluster(args, device)
     rank, world_size = (cluster.rank, len(cluster.hosts)) if cluster else _hccl_ranks(device)

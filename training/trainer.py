@@ -276,12 +276,14 @@ def _loop(plan, sess, graph, checkpoints, writer, stop, histograms=None):
         return 1
     except (tf.errors.OpError, OSError, ValueError) as error:
         bad = graph['bad_records']
-        if bad.exceeded:
-            cause = ('more than --max_bad_records %d bad records (%d; the last: %s)'
-                     % (bad.max_count, bad.count, bad.last))
-        else:
-            cause = checkpointing.cause_line(error)
+        cause = _bad_records_cause(bad) if bad.exceeded else checkpointing.cause_line(error)
         return _stop_after_error(sess, graph, checkpoints, state, cause)
+
+
+def _bad_records_cause(bad):
+    """The stop line's cause when the input skipped more than --max_bad_records."""
+    return ('more than --max_bad_records %d bad records (%d; the last: %s)'
+            % (bad.max_count, bad.count, bad.last))
 
 
 def _last_checkpoint(checkpoints):
@@ -341,9 +343,8 @@ def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state
         state['step'] = step
         stop.agree(values)
         if stop.input_failed:
-            cause = ('more than --max_bad_records %d bad records (%d; the last: %s)'
-                     % (bad.max_count, bad.count, bad.last) if bad.exceeded else
-                     'another rank\'s input failed (see its log)')
+            cause = (_bad_records_cause(bad) if bad.exceeded
+                     else 'another rank\'s input failed (see its log)')
             return _stop_after_error(sess, graph, checkpoints, state, cause)
         overflowed = scaled and bool(values['overflow'])  # the run's last step
         if scaled:
