@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`.
-.PHONY: test demo train-orl train-lfw bench bench-quick
+.PHONY: test demo train-orl train-lfw bench bench-quick bench-peer
 
 test:
 	tools/run_tests.sh
@@ -24,3 +24,8 @@ bench:
 
 bench-quick:
 	tools/bench.sh --quick
+
+# This port's training step beside insightface's PyTorch step, float32 and bfloat16
+# (builds .venv-peer with PyTorch on first use): output/bench/peer.json.
+bench-peer:
+	tools/bench_peer.sh

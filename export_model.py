@@ -62,7 +62,7 @@ import tempfile
 import tensorflow.compat.v1 as tf
 
 from data.cli import UsageError
-from data.safe_files import check_output, write_record
+from data.safe_files import check_output, move_into_place, write_record
 from devices import runtime
 from nets import checkpoint_names, inference
 from training import cli_flags
@@ -260,7 +260,7 @@ def export(args, prefix, variables, network):
                     write_saved_model(sess, images, outputs, os.path.join(staging, SAVED_MODEL))
             if args.onnx:
                 write_onnx(frozen, outputs, os.path.join(staging, ONNX_MODEL))
-            move_into_place(staging, args.output_dir, output_names(args.format, args.onnx))
+            _move_outputs(staging, args.output_dir, output_names(args.format, args.onnx))
             done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -268,20 +268,17 @@ def export(args, prefix, variables, network):
                 os.rmdir(args.output_dir)
 
 
-def move_into_place(staging, output_dir, names):
-    """Renames each staged output into output_dir, replacing an old one last.
+def _move_outputs(staging, output_dir, names):
+    """Moves each staged output into output_dir and records it, replacing an old one.
 
     The old outputs are checked against their records again first (the export
-    takes a while); each new one gets its record.
+    takes a while).
     """
     check_replaceable(output_dir, [name for name in names
                                    if os.path.lexists(os.path.join(output_dir, name))])
+    move_into_place(staging, output_dir, names)
     for name in names:
-        target = os.path.join(output_dir, name)
-        if os.path.lexists(target):
-            os.rename(target, os.path.join(staging, name + '.old'))
-        os.rename(os.path.join(staging, name), target)
-        write_record(target, PROG)
+        write_record(os.path.join(output_dir, name), PROG)
 
 
 def atc_command(args, net_depth):

@@ -161,9 +161,11 @@ def get_parser():
     scaling = parser.add_argument_group('mixed precision and loss scaling')
     scaling.add_argument('--mixed_precision', default='auto', choices=runtime.MIXED_PRECISION,
                          help='auto: loss scaling on the NPU when --precision_mode computes in '
-                              'float16, float32 on GPU and CPU; on: the same on the NPU, '
-                              'TensorFlow\'s float16 graph rewrite with loss scaling on a GPU; '
-                              'off: no loss scaling')
+                              'float16, float32 on a GPU, bfloat16 on a CPU that computes it '
+                              '(oneDNN; margin head and losses float32); on: the same on the NPU, '
+                              'TensorFlow\'s float16 graph rewrite with loss scaling on a GPU, '
+                              'bfloat16 on the CPU or a one-line refusal; off: no loss scaling, '
+                              'float32 on the CPU')
     scaling.add_argument('--loss_scale', type=cli_flags.loss_scale, default='dynamic',
                          help='dynamic (ExponentialUpdateLossScaleManager on the NPU, '
                               'DynamicLossScale on a GPU) or a fixed number')

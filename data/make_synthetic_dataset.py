@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 
 from data import cli, image_ops  # noqa: E402
 from data.progress import ProgressBar  # noqa: E402
-from data.safe_files import check_holds_only, remove_recorded  # noqa: E402
+from data.safe_files import (PENDING_NAME, check_holds_only, move_into_place,  # noqa: E402
+                             pending_names)
 from data.synthetic import identities, render  # noqa: E402
 from data.synthetic.insightface_files import NUM_FOLDS, write_bin, write_train  # noqa: E402
 from data.synthetic.jpeg_encoder import JpegEncoder  # noqa: E402
@@ -201,20 +202,26 @@ def _check_config(output_dir, num_identities, images_per_identity, num_val_ident
     }
 
 
+def _ours(name):
+    """A name this tool writes: a doctored record cannot point outside the folder."""
+    return name in _TRAIN_FILES or (name.endswith('.bin') and bool(_VAL_NAME.match(name[:-4])))
+
+
 def recorded_files(output_dir):
-    """The files an earlier run wrote in output_dir, as its synthetic.json says; set() if none."""
+    """The files an earlier run wrote in output_dir, as its synthetic.json says (and, after
+    an interrupted replacement, its journal); set() if none."""
+    names = {name for name in pending_names(output_dir) if name == PENDING_NAME or _ours(name)}
     try:
         with open(os.path.join(output_dir, RECORD_NAME)) as record_file:
             record = json.load(record_file)
     except (IOError, OSError, ValueError):
-        return set()
+        return names
     if not isinstance(record, dict) or record.get('generator') != GENERATOR:
-        return set()
-    names = record.get('val_names')
-    # Only names this tool accepts: a doctored record cannot point outside the folder.
-    return set(_TRAIN_FILES) | {name + '.bin' for name in (names if isinstance(names, list)
-                                                           else [])
-                                if isinstance(name, str) and _VAL_NAME.match(name)}
+        return names
+    val_names = record.get('val_names')
+    return names | set(_TRAIN_FILES) | {
+        name + '.bin' for name in (val_names if isinstance(val_names, list) else [])
+        if isinstance(name, str) and _ours(name + '.bin')}
 
 
 def _check_output(output_dir, overwrite):
@@ -253,20 +260,18 @@ def _write_preview(path, config, encoder):
 
 
 def _move_into_place(staging, output_dir):
-    """Renames the finished folder to output_dir, replacing an old one last.
+    """Moves the finished dataset into output_dir, its record last.
 
-    The old folder is checked again (it may have changed while rendering) and
-    only the files an earlier run recorded are deleted from it.
+    An old folder is checked again first (it may have changed while
+    rendering); only the files an earlier run recorded are replaced or deleted.
     """
+    old = set()
     if os.path.exists(output_dir):
-        recorded = recorded_files(output_dir)
-        check_holds_only(output_dir, recorded, 'output_dir', _NOT_OURS)
-        trash = staging + '.old'
-        os.rename(output_dir, trash)
-        os.rename(staging, output_dir)
-        remove_recorded(trash, recorded)
-    else:
-        os.rename(staging, output_dir)
+        old = recorded_files(output_dir)
+        check_holds_only(output_dir, old, 'output_dir', _NOT_OURS)
+    new = set(os.listdir(staging))
+    move_into_place(staging, output_dir, sorted(new), stale=old - new - {PENDING_NAME},
+                    last=RECORD_NAME)
 
 
 def parse_args(argv=None):

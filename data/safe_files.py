@@ -6,6 +6,7 @@ outputs (TFRecord shards, a synthetic dataset) are recorded by their own
 manifest (data/shard_writer.py, data/make_synthetic_dataset.py); single
 outputs (a .bin, an .npz, an export's frozen graph or SavedModel) by a hidden
 record beside them, `.<name>.written.json`, with each file's size and SHA-256.
+Outputs made in a staging folder reach their place through move_into_place.
 
 Typical use:
     write_atomically('output/eval.json', text.encode('utf-8'))
@@ -48,6 +49,70 @@ def write_atomically(path, data):
         raise
 
 
+# Lists what a move_into_place into an existing folder is replacing, from before the
+# first change until after the last, so that a run interrupted half-way leaves a
+# record of what the next run may replace.
+PENDING_NAME = '.outputs.pending.json'
+
+
+def move_into_place(staging, folder, names, stale=(), last=None):
+    """Moves the finished outputs `names` from `staging` into `folder`.
+
+    A folder that does not exist yet is `staging` itself, renamed in one
+    atomic step. Into an existing one, each name replaces its namesake (a file
+    or a folder) and each `stale` name (an earlier run's output this run does
+    not write) is removed; what is replaced or removed is moved into
+    `staging`, for the caller to delete with it. The caller checks first that
+    those are the tool's own outputs. A PENDING_NAME journal lists them all
+    while the move is under way.
+
+    Args:
+      staging: the folder the outputs were written to, on the same file system.
+      folder: where they go.
+      names: entries of `staging` to move.
+      stale: entries of `folder` to take away.
+      last: the name in `names` whose presence says the folder is complete
+        (a manifest): taken away first and put back last.
+    """
+    if not os.path.lexists(folder):
+        os.rename(staging, folder)
+        return
+    journal = os.path.join(folder, PENDING_NAME)
+    write_atomically(journal, json.dumps(sorted(set(names) | set(stale))).encode('utf-8'))
+    for name in ([last] if last else []) + sorted(stale):
+        _move_aside(folder, name, staging)
+    for name in sorted(name for name in names if name != last) + ([last] if last else []):
+        target = os.path.join(folder, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            _move_aside(folder, name, staging)  # os.replace replaces files, not folders
+        os.replace(os.path.join(staging, name), target)
+    os.remove(journal)
+
+
+def _move_aside(folder, name, staging):
+    """Moves folder/name, if there is one, into staging under a name no output has."""
+    if os.path.lexists(os.path.join(folder, name)):
+        os.rename(os.path.join(folder, name), os.path.join(staging, '.replaced.' + name))
+
+
+def pending_names(folder):
+    """The names an interrupted move_into_place into `folder` was replacing, with its
+    journal's own; set() when there is no journal.
+
+    Only plain names count: a doctored journal cannot point outside the folder.
+    Callers keep only the names their tool writes.
+    """
+    try:
+        with open(os.path.join(folder, PENDING_NAME)) as journal:
+            names = json.load(journal)
+    except (IOError, OSError, ValueError):
+        return set()
+    if not isinstance(names, list):
+        return set()
+    return {PENDING_NAME} | {name for name in names if isinstance(name, str) and name
+                             and os.path.basename(name) == name and name not in ('.', '..')}
+
+
 def _listing(names, limit=3):
     """'a, b, c and 4 more'."""
     shown = ', '.join(names[:limit])
@@ -68,19 +133,6 @@ def check_holds_only(folder, recorded, flag, writer):
     if foreign:
         raise OutputError('%s %s holds %s, which %s; give a new or empty folder'
                           % (flag, folder, _listing(foreign), writer))
-
-
-def remove_recorded(folder, names):
-    """Deletes the named entries of `folder`, then the folder if that emptied it.
-
-    Anything else stays where it is (and so does the folder).
-    """
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.lexists(path):
-            os.remove(path)
-    if not os.listdir(folder):
-        os.rmdir(folder)
 
 
 def record_path(path):

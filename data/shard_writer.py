@@ -14,8 +14,8 @@ interrupted run leaves at most the .partial folder, which the next run
 deletes. A folder that already has a manifest is only replaced with overwrite.
 
 Only what a conversion wrote is ever replaced or deleted: the files its
-manifest lists (and, while a replacement is under way, those of the list
-PENDING_NAME). An output folder holding anything else is refused, with or
+manifest lists (and, while a replacement is under way, those of the journal
+safe_files.PENDING_NAME). An output folder holding anything else is refused, with or
 without overwrite; an empty one is fine.
 
 Typical use:
@@ -38,14 +38,12 @@ import threading
 from data import manifest as manifest_lib
 from data.cli import positive_int
 from data.progress import ProgressBar
-from data.safe_files import OutputError, check_holds_only, write_atomically
+from data.safe_files import (PENDING_NAME, OutputError, check_holds_only, move_into_place,
+                             pending_names)
 from data.shard_records import ConversionError
 from data.shard_workers import run_here, run_workers
 
 SKIPPED_SHOWN = 20  # skipped images listed on stderr; manifest.json lists them all
-# Lists every file of ours in an output folder while a replacement is under way (the
-# manifest is gone then), so that an interrupted one can be finished by the next run.
-PENDING_NAME = '.manifest.pending.json'
 _NOT_OURS = 'no conversion wrote (its %s lists what one wrote)' % manifest_lib.MANIFEST_NAME
 
 
@@ -79,11 +77,8 @@ def recorded_names(out_dir):
         names.add(manifest_lib.MANIFEST_NAME)
         names.update(shard.get('file') for shard in manifest.get('shards') or []
                      if isinstance(shard, dict) and ours(shard.get('file')))
-    pending = _read_json(os.path.join(out_dir, PENDING_NAME))
-    if isinstance(pending, list):
-        names.add(PENDING_NAME)
-        names.update(name for name in pending if ours(name))
-    return names
+    pending = pending_names(out_dir)
+    return names | {name for name in pending if name == PENDING_NAME or ours(name)}
 
 
 def check_output(out_dir, overwrite):
@@ -107,24 +102,13 @@ def _commit(temp_dir, out_dir, shard_files):
     replaced or deleted; the folder is checked again first, as it may have
     changed during a long conversion.
     """
-    if not os.path.exists(out_dir):
-        os.rename(temp_dir, out_dir)  # a single atomic step
-        return
-    old = recorded_names(out_dir)
-    check_holds_only(out_dir, old, '--tfrecords_file_path', _NOT_OURS)
+    old = set()
+    if os.path.exists(out_dir):
+        old = recorded_names(out_dir)
+        check_holds_only(out_dir, old, '--tfrecords_file_path', _NOT_OURS)
     new = set(shard_files) | {manifest_lib.MANIFEST_NAME}
-    pending = os.path.join(out_dir, PENDING_NAME)
-    write_atomically(pending, json.dumps(sorted((old | new) - {PENDING_NAME})).encode('utf-8'))
-    manifest_path = os.path.join(out_dir, manifest_lib.MANIFEST_NAME)
-    if os.path.exists(manifest_path):  # --overwrite: stop claiming completeness first
-        os.remove(manifest_path)
-    for name in sorted(old - new - {PENDING_NAME}):  # shards of the older run
-        if os.path.lexists(os.path.join(out_dir, name)):
-            os.remove(os.path.join(out_dir, name))
-    for name in shard_files:
-        os.replace(os.path.join(temp_dir, name), os.path.join(out_dir, name))
-    os.replace(os.path.join(temp_dir, manifest_lib.MANIFEST_NAME), manifest_path)
-    os.remove(pending)
+    move_into_place(temp_dir, out_dir, sorted(new), stale=old - new - {PENDING_NAME},
+                    last=manifest_lib.MANIFEST_NAME)
 
 
 def manifest_fields(results, num_classes, image_size):

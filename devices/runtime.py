@@ -96,7 +96,8 @@ def select_device(requested='auto'):
     return requested
 
 
-def session_config(device, npu=None, log_device_placement=False, num_threads=None):
+def session_config(device, npu=None, log_device_placement=False, num_threads=None,
+                   bfloat16=False):
     """A ConfigProto for the device.
 
     On the NPU this follows Huawei's documented set-up for sess.run training:
@@ -112,6 +113,8 @@ def session_config(device, npu=None, log_device_placement=False, num_threads=Non
       npu: npu_options.NpuOptions (NPU only); None: npu_options.make()'s defaults.
       log_device_placement: log the device of every op.
       num_threads: intra- and inter-op threads; None lets TensorFlow choose.
+      bfloat16: the CPU trains in bfloat16 (cpu_bfloat16()): oneDNN's rewrite
+        on, with float32_scope's ops kept float32.
     Returns:
       tf.ConfigProto.
     """
@@ -122,6 +125,13 @@ def session_config(device, npu=None, log_device_placement=False, num_threads=Non
         config.inter_op_parallelism_threads = num_threads
     if device == 'cpu':
         config.device_count['GPU'] = 0  # --device cpu means CPU even where a GPU exists
+        if bfloat16:
+            # Read by the rewrite each time it runs, i.e. when the session starts.
+            _add_to_env_list('TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_CLEARLIST_REMOVE',
+                             _FLOAT32_MARKER_OP)
+            _add_to_env_list('TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_DENYLIST_ADD',
+                             _FLOAT32_MARKER_OP)
+            setattr(config.graph_options.rewrite_options, _BFLOAT16_REWRITE, RewriterConfig.ON)
     elif device == 'gpu':
         config.gpu_options.allow_growth = True
     elif device == 'npu':
@@ -192,17 +202,90 @@ def _check_loop_sinking(device, iterations_per_loop):
                          'use 1' % (iterations_per_loop, device))
 
 
-def float32_scope(device):
-    """A context in which the NPU keeps the ops' own dtype (float32) under mixed precision.
+@contextlib.contextmanager
+def float32_scope(device, bfloat16, *tensors):
+    """A context, entered as `tensors`, whose ops stay float32 under mixed precision.
 
     Under allow_mix_precision CANN picks each op's precision itself, and a
     tf.cast to float32 does not pin it; the adapter's keep_dtype_scope does
-    (it tags the ops with _keep_dtype). Elsewhere the ops are float32 anyway.
+    (it tags the ops with _keep_dtype). TensorFlow's oneDNN bfloat16 rewrite
+    converts by op type, with no per-op opt-out, but never converts what is
+    computed from an op of its deny list: the tensors pass through such an
+    op (_FLOAT32_MARKER_OP). Elsewhere the ops are float32 anyway.
+
+    Args:
+      device: 'npu', 'gpu' or 'cpu'.
+      bfloat16: the CPU trains in bfloat16 (cpu_bfloat16()).
+      *tensors: the float32 tensors the scope's ops compute from.
     """
     if device == 'npu':
         from npu_bridge.estimator.npu import npu_scope
-        return npu_scope.keep_dtype_scope()
-    return contextlib.nullcontext()
+        with npu_scope.keep_dtype_scope():
+            yield tensors
+    elif bfloat16:
+        yield tuple(tf.ensure_shape(tensor, tensor.shape) for tensor in tensors)
+    else:
+        yield tensors
+
+
+# TensorFlow's name of the oneDNN bfloat16 rewrite (2.9 and later; absent in 1.15).
+_BFLOAT16_REWRITE = 'auto_mixed_precision_onednn_bfloat16'
+# An op that passes its input through, and that float32_scope puts where float32
+# must begin; moved from the rewrite's "clear" list (follow the neighbours) to its
+# deny list, it keeps everything computed from it in float32, gradients included.
+_FLOAT32_MARKER_OP = 'EnsureShape'
+_BFLOAT16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')  # x86 instructions computing bfloat16
+
+
+def _cpu_flags(cpuinfo='/proc/cpuinfo'):
+    """The instruction-set flags of the first processor in `cpuinfo`; empty if unreadable."""
+    try:
+        with open(cpuinfo) as info:
+            for line in info:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except (IOError, OSError):
+        pass
+    return set()
+
+
+def bfloat16_refusal(cpuinfo='/proc/cpuinfo'):
+    """None where the CPU can train in bfloat16; else why not, as a sentence's end."""
+    if _BFLOAT16_REWRITE not in RewriterConfig.DESCRIPTOR.fields_by_name:
+        return ('TensorFlow %s has no oneDNN bfloat16 rewrite (TensorFlow 2.9 or later has)'
+                % tf.__version__)
+    if os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1').strip().lower() in ('0', 'false'):
+        return 'TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN, which computes bfloat16, off'
+    if not _cpu_flags(cpuinfo) & set(_BFLOAT16_CPU_FLAGS):
+        return ('this CPU has no bfloat16 instructions (%s in %s)'
+                % (' or '.join(_BFLOAT16_CPU_FLAGS), cpuinfo))
+    return None
+
+
+def cpu_bfloat16(device, mixed_precision):
+    """Decides --mixed_precision on the CPU: True trains in bfloat16 (oneDNN's rewrite).
+
+    'auto' uses bfloat16 where the CPU computes it natively (about twice its
+    float32 rate), 'on' insists, 'off' keeps float32. bfloat16 has float32's
+    exponent range: no loss scaling.
+
+    Raises:
+      ValueError: 'on' where bfloat16 is not available, saying why.
+    """
+    if device != 'cpu' or mixed_precision == 'off':
+        return False
+    refusal = bfloat16_refusal()
+    if mixed_precision == 'on' and refusal:
+        raise ValueError('--mixed_precision on: on the CPU it trains in bfloat16, but %s'
+                         % refusal)
+    return refusal is None
+
+
+def _add_to_env_list(name, item):
+    """Adds `item` to the comma-separated list in environment variable `name`."""
+    items = [entry for entry in os.environ.get(name, '').split(',') if entry]
+    if item not in items:
+        os.environ[name] = ','.join(items + [item])
 
 
 def dropout_fn(device):
@@ -222,7 +305,8 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
     unless --mixed_precision off; force_fp32 and must_keep_origin_dtype keep
     float32 gradients and need none. GPU: 'auto' keeps float32 (the original's
     numerics, and checkpoints without loss-scale variables resume); 'on'
-    enables TensorFlow's mixed-precision graph rewrite. CPU: float32 only.
+    enables TensorFlow's mixed-precision graph rewrite. CPU: never (its mixed
+    precision is bfloat16, cpu_bfloat16()).
 
     Args:
       device: 'npu', 'gpu' or 'cpu'.
@@ -252,10 +336,7 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
     elif device == 'gpu':
         enabled = mixed_precision == 'on'
         default_init = GPU_INIT_LOSS_SCALE
-    else:
-        if mixed_precision == 'on':
-            raise ValueError('--mixed_precision on needs a GPU or an NPU; on the %s training '
-                             'stays float32' % device)
+    else:  # the CPU's bfloat16 needs no scaling (cpu_bfloat16)
         enabled = False
     if not enabled:
         return None

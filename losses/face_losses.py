@@ -15,8 +15,9 @@ computed in float32, also when the embedding arrives in float16 (mixed
 precision), and stays finite in value and gradient when cos theta is exactly
 +-1, where sqrt(1 - cos^2) and acos have infinite derivatives.
 
-Typical use:
-    logits = arcface_loss(embedding, labels, num_classes)
+Typical use (the original's arcface_loss, cosineface_loss and combine_loss_val are
+margin_logits('arcface' | 'cosineface' | 'combine', ...)):
+    logits, cosines = margin_logits('arcface', embedding, labels, num_classes)
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=logits))
 """
@@ -34,8 +35,14 @@ ARCFACE_SCOPE = 'arcface_loss'
 COMBINE_SCOPE = ''
 
 
+@contextlib.contextmanager
+def tensors_as_given(*tensors):
+    """The float32_scope of a device that computes everything in float32: no change."""
+    yield tensors
+
+
 def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=None,
-                  float32_scope=contextlib.nullcontext):
+                  float32_scope=tensors_as_given):
     """Cosine of every embedding with every class centre.
 
     Args:
@@ -44,8 +51,9 @@ def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=No
       w_init: initialiser of the class centres; Xavier normal by default.
       scope: variable scope of `embedding_weights`; '' for the caller's scope.
       reuse: passed to the variable scope.
-      float32_scope: fn() -> a context whose ops a mixed-precision device must
-        keep in float32 (runtime.float32_scope); here the L2 normalisations.
+      float32_scope: fn(*tensors) -> a context, entered as the tensors to compute
+        from, whose ops a mixed-precision device must keep in float32
+        (devices.runtime.float32_scope); here the L2 normalisations.
     Returns:
       float32 [N, C] in [-1, 1].
     """
@@ -58,7 +66,7 @@ def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=No
                                   initializer=w_init)
         if not tf.get_variable_scope().reuse:
             tf.add_to_collection(layers.WEIGHT_DECAY, weights)
-    with float32_scope():
+    with float32_scope(embedding, weights) as (embedding, weights):
         embedding = tf.nn.l2_normalize(embedding, axis=1)
         weights = tf.nn.l2_normalize(weights, axis=0)
     return tf.matmul(embedding, weights, name='cos_t')
@@ -123,23 +131,6 @@ def combined_margin_logits(cos_t, labels, s=64.0, m1=1.0, m2=0.3, m3=0.2):
     return _replace_target_logit(cos_t, labels, target, s)
 
 
-def arcface_loss(embedding, labels, out_num, w_init=None, s=64.0, m=0.5):
-    """The original's `arcface_loss`: ArcFace logits under scope 'arcface_loss'."""
-    return arcface_logits(class_cosines(embedding, out_num, w_init, ARCFACE_SCOPE), labels, s, m)
-
-
-def cosineface_loss(embedding, labels, out_num, w_init=None, s=30.0, m=0.4):
-    """The original's `cosineface_losses`: CosFace logits under scope 'cosineface_loss'."""
-    return cosface_logits(class_cosines(embedding, out_num, w_init, 'cosineface_loss'),
-                          labels, s, m)
-
-
-def combine_loss(embedding, labels, out_num, w_init=None, s=64.0, m1=1.0, m2=0.3, m3=0.2):
-    """The original's `combine_loss_val`, for any batch size: class centres at top level."""
-    return combined_margin_logits(class_cosines(embedding, out_num, w_init, COMBINE_SCOPE),
-                                  labels, s, m1, m2, m3)
-
-
 # Angles at which a combined margin must penalise the target class: 0 to 90
 # degrees in steps of half a degree. Class centres start near 90 degrees from
 # an embedding (random directions in 512 dimensions are nearly orthogonal) and
@@ -196,7 +187,7 @@ def centres_name(loss_type):
     return scope + '/embedding_weights' if scope else 'embedding_weights'
 
 
-def margin_logits(loss_type, embedding, labels, out_num, float32_scope=contextlib.nullcontext,
+def margin_logits(loss_type, embedding, labels, out_num, float32_scope=tensors_as_given,
                   **margin_args):
     """Logits of the named head and the plain scaled cosines.
 
@@ -220,5 +211,6 @@ def margin_logits(loss_type, embedding, labels, out_num, float32_scope=contextli
         raise ValueError('unknown loss_type %r; expected one of %s' % (loss_type, LOSS_TYPES))
     scope, logits_fn = HEADS[loss_type]
     cos_t = class_cosines(embedding, out_num, scope=scope, float32_scope=float32_scope)
-    with float32_scope():  # the margin: acos/cos near +-1 lose everything in float16
-        return logits_fn(cos_t, labels, **margin_args), cos_t
+    # The margin: acos/cos near +-1 lose everything in float16 or bfloat16.
+    with float32_scope(cos_t) as (margin_cos_t,):
+        return logits_fn(margin_cos_t, labels, **margin_args), cos_t

@@ -4,7 +4,6 @@
 nets.L_Resnet_E_IR and losses.face_losses; it reads no flags.
 """
 import collections
-import contextlib
 
 import tensorflow.compat.v1 as tf
 
@@ -35,7 +34,7 @@ def weight_decay_loss(weight_decay):
 
 def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
                     margin_args=None, weight_decay=5e-4, keep_prob=DEFAULT_KEEP_PROB,
-                    dropout_fn=None, float32_scope=contextlib.nullcontext):
+                    dropout_fn=None, float32_scope=face_losses.tensors_as_given):
     """The training graph's losses, from a batch of normalised images.
 
     Args:
@@ -48,9 +47,10 @@ def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
       weight_decay: L2 factor.
       keep_prob: dropout keep probability of the embedding head.
       dropout_fn: see nets.L_Resnet_E_IR.get_resnet.
-      float32_scope: fn() -> a context whose ops a mixed-precision device must
-        keep in float32 (devices.runtime.float32_scope): the embedding's and
-        centres' L2 normalisations, the margin and the softmax cross-entropy.
+      float32_scope: fn(*tensors) -> a context, entered as the tensors to compute
+        from, whose ops a mixed-precision device must keep in float32
+        (devices.runtime.float32_scope): the embedding's and centres' L2
+        normalisations, the margin and the softmax cross-entropy.
     Returns:
       TrainingLosses of scalar float32 tensors.
     """
@@ -58,7 +58,7 @@ def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
                               dropout_fn=dropout_fn)
     logits, cos_t = face_losses.margin_logits(loss_type, embedding, labels, num_classes,
                                               float32_scope, **(margin_args or {}))
-    with float32_scope():  # exp of logits up to s=64 overflows float16
+    with float32_scope(logits) as (logits,):  # exp of logits up to s=64 overflows float16
         inference = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits), name='inference_loss')
     decay = weight_decay_loss(weight_decay)

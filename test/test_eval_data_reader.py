@@ -222,6 +222,22 @@ def test_numpy_variant_loads(tmp_path, faces_encoded, faces_loaded):
     np.testing.assert_array_equal(issame, faces_loaded[1][:10])
 
 
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+def test_numpy_scalars_and_newer_protocols_load(tmp_path, faces_encoded, faces_loaded, protocol):
+    """issame as numpy bools (numpy scalars), images as arrays, in the pickle protocols
+    numpy and Python write today (5 stores arrays through numpy's _frombuffer)."""
+    if protocol > pickle.HIGHEST_PROTOCOL:
+        pytest.skip('Python %d.%d has no pickle protocol %d' % (sys.version_info[:2] + (protocol,)))
+    encoded = [np.frombuffer(e, dtype=np.uint8) for e in faces_encoded[0][:20]]
+    issame = [np.bool_(same) for same in faces_encoded[1][:10]]
+    path = str(tmp_path / ('p%d.bin' % protocol))
+    with open(path, 'wb') as f:
+        pickle.dump((encoded, issame), f, protocol=protocol)
+    images, loaded = eval_data_reader.load_bin(path, batch_size=8)
+    np.testing.assert_array_equal(images, faces_loaded[0][:20])
+    np.testing.assert_array_equal(loaded, faces_loaded[1][:10])
+
+
 def test_wrong_image_size(tmp_path, faces_encoded):
     path = _write_pickle(tmp_path / 'size.bin', (faces_encoded[0][:4], faces_encoded[1][:2]))
     with pytest.raises(BinFileError) as error:

@@ -78,6 +78,17 @@ def test_arcface_fallback_branch_is_taken_past_pi_minus_m():
     assert logits[0, 0] != pytest.approx(64 * math.cos(math.acos(below) + m), rel=1e-3)
 
 
+def original_head(loss_type):
+    """The original's arcface_loss / cosineface_loss / combine_loss_val: fn(embedding,
+    labels, out_num, w_init=None, **margins) -> logits, built as train_nets.py builds it."""
+    scope, logits_fn = face_losses.HEADS[loss_type]
+
+    def build(embedding, labels, out_num, w_init=None, **margins):
+        return logits_fn(face_losses.class_cosines(embedding, out_num, w_init, scope), labels,
+                         **margins)
+    return build
+
+
 def build_head(embedding_value, labels_value, dtype, head, **kwargs):
     embedding = tf.constant(embedding_value, dtype)
     logits = head(embedding, tf.constant(labels_value), 7, **kwargs)
@@ -87,23 +98,21 @@ def build_head(embedding_value, labels_value, dtype, head, **kwargs):
     return logits, loss, grads
 
 
-@pytest.mark.parametrize('head', [face_losses.arcface_loss, face_losses.cosineface_loss,
-                                  face_losses.combine_loss])
+@pytest.mark.parametrize('head', ['arcface', 'cosineface', 'combine'])
 @pytest.mark.parametrize('batch', [1, 3])
 def test_heads_end_to_end_against_numpy(head, batch):
     rng = np.random.RandomState(batch)
     emb = rng.normal(size=(batch, 8)).astype(np.float32)
     labels = rng.randint(0, 7, batch)
-    reference = {face_losses.arcface_loss: np_arcface, face_losses.cosineface_loss: np_cosface,
-                 face_losses.combine_loss: np_combined}[head]
+    reference = {'arcface': np_arcface, 'cosineface': np_cosface,
+                 'combine': np_combined}[head]
     with tf.Graph().as_default():
-        logits, loss, grads = build_head(emb, labels, tf.float32, head)
+        logits, loss, grads = build_head(emb, labels, tf.float32, original_head(head))
         weights = tf.trainable_variables()[0]
         # The original's names: arcface_loss/, cosineface_loss/, and the top level for combine.
-        assert weights.op.name == {face_losses.arcface_loss: 'arcface_loss/embedding_weights',
-                                   face_losses.cosineface_loss:
-                                       'cosineface_loss/embedding_weights',
-                                   face_losses.combine_loss: 'embedding_weights'}[head]
+        assert weights.op.name == {'arcface': 'arcface_loss/embedding_weights',
+                                   'cosineface': 'cosineface_loss/embedding_weights',
+                                   'combine': 'embedding_weights'}[head]
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             got, w, grad_values = sess.run([logits, weights, grads])
@@ -115,7 +124,7 @@ def test_heads_end_to_end_against_numpy(head, batch):
 
 def test_arcface_weight_name_matches_original():
     with tf.Graph().as_default():
-        face_losses.arcface_loss(tf.zeros([2, 512]), tf.constant([0, 1]), 10)
+        original_head('arcface')(tf.zeros([2, 512]), tf.constant([0, 1]), 10)
         assert [v.op.name for v in tf.global_variables()] == ['arcface_loss/embedding_weights']
 
 
@@ -128,7 +137,7 @@ def test_float16_embedding_computed_in_float32_and_finite_at_cos_one():
         centre[2, 2] = 1.0
         embedding = tf.constant([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, -3.0, 0.0]], tf.float16)
         labels = tf.constant([0, 2])
-        logits = face_losses.arcface_loss(embedding, labels, 3,
+        logits = original_head('arcface')(embedding, labels, 3,
                                           w_init=tf.constant_initializer(centre))
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits))

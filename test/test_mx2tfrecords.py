@@ -18,7 +18,7 @@ from data import mx2tfrecords
 from data import progress
 from data import recordio, recordio_reader, recordio_writer
 from data import shard_records
-from data import shard_writer
+from data import safe_files, shard_writer
 from data.recordio import IRHeader
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,7 +247,7 @@ def test_interrupted_replacement_is_finished_by_the_next_run(rec, tmp_path, monk
     assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--num_shards', '3',
                         '--overwrite') == 130
     monkeypatch.setattr(os, 'replace', real_replace)
-    assert _folder_files(out) == [shard_writer.PENDING_NAME,  # caught half-way
+    assert _folder_files(out) == [safe_files.PENDING_NAME,  # caught half-way
                                   manifest_lib.shard_file_name(0, 3)]
     assert _convert_cli(rec[0], rec[1], out, '--num_workers', '1', '--num_shards', '3') == 0
     assert _folder_files(out) == ['manifest.json'] + [

@@ -44,7 +44,7 @@ def test_variables_match_original_checkpoint(request, depth, variant):
         images = tf.placeholder(tf.float32, [None, 112, 112, 3])
         labels = tf.placeholder(tf.int64, [None])
         embedding, _ = get_resnet(images, depth, is_training=True, variant=variant)
-        face_losses.arcface_loss(embedding, labels, ORIGINAL_NUM_CLASSES)
+        face_losses.margin_logits('arcface', embedding, labels, ORIGINAL_NUM_CLASSES)
         actual = graph_variables()
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))

@@ -197,6 +197,32 @@ def test_overwrite_replaces_only_its_own_files(tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == ['empty', 'mine', 'set']  # no staging left
 
 
+def test_interrupted_replacement_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """Killed after the first file moved in, the folder holds only its own files and a
+    journal of them: the next run with overwrite accepts it and leaves a whole dataset."""
+    small = dict(TINY, num_identities=2, images_per_identity=1)
+    out = str(tmp_path / 'set')
+    make_synthetic_dataset.make_dataset(out, **small)
+    real_replace, calls = os.replace, []
+
+    def dies_after_one_move(source, target):  # 1: the journal, 2: agedb_30.bin
+        calls.append(target)
+        if len(calls) == 3:
+            raise KeyboardInterrupt()
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, 'replace', dies_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_dataset.make_dataset(out, overwrite=True, val_names='agedb_30', **small)
+    monkeypatch.setattr(os, 'replace', real_replace)
+    # The record went first (no longer complete); lfw.bin, no longer written, went too.
+    assert sorted(os.listdir(out)) == ['.outputs.pending.json', 'agedb_30.bin', 'property',
+                                       'train.idx', 'train.rec']
+    make_synthetic_dataset.make_dataset(out, overwrite=True, **small)
+    assert sorted(os.listdir(out)) == sorted(FILES)
+    assert sorted(os.listdir(str(tmp_path))) == ['set']  # no staging left
+
+
 def test_cli_writes_the_folder_atomically(tmp_path):
     """Runs the script as a user would, from another working directory."""
     out = tmp_path / 'cli'

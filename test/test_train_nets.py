@@ -187,7 +187,7 @@ def test_training_graph_holds_what_the_original_train_nets_saves():
                 expected[name] = ([int(d) for d in shape.split(',')] if shape else [], dtype)
     args = train_nets.get_parser().parse_args(['--net_depth', '50', '--device', 'cpu'])
     plan = setup.Plan({'shard_paths': ['unused.tfrecord']}, 10, 1, 1, [], 'cpu', 0, 1, None,
-                        [], None, [1, 2, 3], npu_options.make(), setup.graph_spec(args), None)
+                        False, [], None, [1, 2, 3], npu_options.make(), setup.graph_spec(args), None)
     with tf.Graph().as_default():
         train_graph.build_graph(plan.graph, plan)
         actual = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype.name)

@@ -16,6 +16,12 @@ if [ -z "$py37" ]; then
 else
   tools/venv.sh "$py37" .venv-tf1 requirements-tf1.txt || { echo "could not create .venv-tf1"; exit 1; }
   .venv-tf1/bin/python test/benchmark/bench.py "$@" || status=1
+  # A third column where the oneDNN build of TF 1.15 (requirements-cpu-tf1.txt) is set up.
+  if [ -x .venv-tf1-onednn/bin/python ]; then
+    .venv-tf1-onednn/bin/python test/benchmark/bench.py "$@" || status=1
+  else
+    echo "bench: oneDNN TF 1.15 column SKIPPED — to add it: tools/venv.sh $py37 .venv-tf1-onednn requirements-cpu-tf1.txt"
+  fi
 fi
 if ls output/bench/bench_tf*.json >/dev/null 2>&1; then
   .venv/bin/python test/benchmark/bench.py --report $(ls -r output/bench/bench_tf*.json) \

@@ -15,6 +15,7 @@
 #   <NAME>_VAL       name of the .bin without extension
 #   <NAME>_STEPS, <NAME>_VALIDATE_INTERVAL, <NAME>_SEED, <NAME>_OUT
 #   PYTHON           interpreter to use (default: .venv, installed from requirements.txt)
+#   TRAIN_FLAGS      more train_nets.py flags, last (e.g. "--mixed_precision off")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/move_aside.sh
@@ -96,7 +97,8 @@ $PY train_nets.py --tfrecords_file_path "$RECORDS" "${NET[@]}" --batch_size "$BA
   --max_steps "$STEPS" --lr_steps "$(lr_steps)" --seed "$SEED" "${TRAIN[@]}" \
   --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
   --ckpt_interval "$VALIDATE" --saver_maxkeep 3 \
-  --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs"
+  --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs" \
+  ${TRAIN_FLAGS:-}
 
 echo "== 3/3 evaluate the final and the best checkpoint"
 $PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" "${NET[@]}" --eval_db_path "$VAL_DB" \

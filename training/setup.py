@@ -28,6 +28,7 @@ Plan = collections.namedtuple('Plan', [
     'rank',             # this process's rank among world_size data-parallel workers
     'world_size',
     'loss_scaling',     # runtime.LossScaling, or None when gradients stay float32
+    'cpu_bfloat16',     # the CPU trains in bfloat16 (runtime.cpu_bfloat16)
     'towers',           # in-graph tower devices (train_nets_mgpu.py); [] for one device
     'cluster',          # distributed.Cluster of TensorFlow gRPC workers, or None
     'lr_boundaries',    # learning-rate boundaries in global steps (lr_boundaries)
@@ -96,6 +97,7 @@ def prepare(args):
             device, args.precision_mode, args.mixed_precision, args.loss_scale,
             args.init_loss_scale, args.incr_every_n_steps, args.decr_every_n_nan_or_inf,
             args.decr_ratio)
+        bfloat16 = runtime.cpu_bfloat16(device, args.mixed_precision)
         npu = npu_options.make(args.precision_mode, args.iterations_per_loop,
                                args.graph_memory_max_size, args.variable_memory_max_size)
         runtime.check_device_options(device, scaling, npu.iterations_per_loop)
@@ -125,7 +127,7 @@ def prepare(args):
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
-                world_size, scaling, towers, cluster, lr_boundaries_, npu, graph_spec(args),
+                world_size, scaling, bfloat16, towers, cluster, lr_boundaries_, npu, graph_spec(args),
                 loop_spec(args))
 
 

@@ -4,6 +4,7 @@ schedule, and the validation embedding sharing the network's variables.
 `build_graph(spec, plan)` returns a dict of the tensors the loop (trainer.py) runs.
 """
 import collections
+import functools
 
 import tensorflow.compat.v1 as tf
 
@@ -114,7 +115,7 @@ def build_graph(spec, plan):
         losses = objective.training_losses(
             batch_images, batch_labels, spec.net_depth, plan.num_classes, spec.loss_type,
             spec.margin, spec.weight_decay, spec.keep_prob, runtime.dropout_fn(plan.device),
-            lambda: runtime.float32_scope(plan.device))
+            functools.partial(runtime.float32_scope, plan.device, plan.cpu_bfloat16))
         return losses.inference, losses.weight_decay, losses
 
     lr = learning_rate(global_step, plan.lr_boundaries, spec.lr_values, spec.warmup_steps)

@@ -10,11 +10,9 @@ gradients as outputs and a read of the variables (summary steps only).
 Summaries are built on the host from fetched values (summaries.py).
 """
 import collections
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -24,7 +22,7 @@ import tensorflow.compat.v1 as tf
 import verification
 from devices import distributed, parallel, runtime
 from nets import checkpoint_names
-from training import checkpointing, summaries, train_graph, verification_sets
+from training import checkpointing, stopping, summaries, train_graph, verification_sets
 
 # The original's training log line, which users' tools parse (images/s over the last
 # --show_info_interval steps, input included, where the original timed one sess.run).
@@ -57,78 +55,10 @@ def _record_run(flags, log_dir, plan):
     record = {'flags': {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in sorted(flags.items())},
               'python': sys.version.split()[0], 'tensorflow': tf.__version__,
-              'device': plan.device, 'num_images': plan.manifest['num_images'],
+              'device': plan.device, 'cpu_bfloat16': plan.cpu_bfloat16, 'num_images': plan.manifest['num_images'],
               'num_classes': plan.num_classes, 'steps_per_epoch': plan.steps_per_epoch}
     with open(os.path.join(log_dir, 'run_config.json'), 'w') as out:
         json.dump(record, out, indent=2, sort_keys=True)
-
-
-class _Interrupted(Exception):
-    """A signal during validation: raised by _StopRequest to abandon it."""
-
-
-class _StopRequest(object):
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step.
-
-    With several processes (graph['stop_vote']: HCCL ranks or gRPC workers)
-    a signal, or this process's input failing, is stored as a vote before
-    the next step, and every process reads the same agreed reasons from that
-    step's result (distributed.shared_stop), so all stop after the same step.
-    Validation can take minutes, longer than a scheduler's grace period
-    before SIGKILL: inside `interruptible()` a signal also raises
-    _Interrupted (one process only; several must stop together).
-    """
-
-    def __init__(self, graph):
-        self.signum = None          # the loop stops when set
-        self.received = None        # a signal to this process
-        self.input_failed = False   # agreed: some process's input failed
-        self.non_finite = False     # agreed: some process's loss was not finite
-        self._vote = graph.get('stop_vote')
-        self._voted = None
-        self._interruptible = False
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, unused_frame):
-        self.received = signum
-        if self._vote is None:
-            self.signum = signum
-            if self._interruptible:
-                self._interruptible = False
-                raise _Interrupted()
-
-    @contextlib.contextmanager
-    def interruptible(self):
-        """A block (read-only work: validation) that a signal abandons."""
-        if self.signum is not None:
-            raise _Interrupted()
-        self._interruptible = True
-        try:
-            yield
-        finally:
-            self._interruptible = False
-
-    def vote(self, sess, input_failed):
-        """Stores this process's reasons to stop, for the next step to share (several only)."""
-        if self._vote is None:
-            return
-        votes = distributed.vote_values(self._vote, self.received, input_failed)
-        if votes != self._voted:
-            sess.run(self._vote.set_votes, {self._vote.request: votes})
-            self._voted = votes
-
-    def agree(self, values):
-        """Reads the step's agreed reasons (several processes only)."""
-        if self._vote is None:
-            return
-        agreed = distributed.read_agreement(self._vote, values['stop_votes'])
-        signals = [reason for reason, voted in agreed.items()
-                   if voted and isinstance(reason, int)]
-        if signals and self.signum is None:
-            self.signum = max(signals)
-        self.input_failed = agreed[distributed.INPUT_FAILED]
-        self.non_finite = agreed[distributed.NON_FINITE_LOSS]
 
 
 def _crossed(previous, step, interval):
@@ -173,7 +103,7 @@ def _validate(sess, graph, plan, step, writer, checkpoints, stop):
     """Scores every verification set and offers the best checkpoint.
 
     Raises:
-      _Interrupted: a signal came while a set was scored (nothing is written).
+      stopping.Interrupted: a signal came while a set was scored (nothing is written).
     """
     accuracies = []
     if plan.rank != 0:
@@ -211,12 +141,16 @@ def train(plan):
                      'step %d', plan.device, plan.manifest['num_images'], plan.num_classes,
                      plan.steps_per_epoch, plan.last_step)
         writer = tf.summary.FileWriter(loop.summary_path) if chief else None
+        if plan.cpu_bfloat16:
+            logging.info('mixed precision: bfloat16 on the CPU (oneDNN); the margin head, the '
+                         'losses and the variables stay float32')
         config = runtime.session_config(plan.device, plan.npu_options,
                                         log_device_placement=loop.log_device_placement,
-                                        num_threads=loop.num_threads)
+                                        num_threads=loop.num_threads,
+                                        bfloat16=plan.cpu_bfloat16)
         parallel.configure_session(config, plan.towers)
         server = distributed.start_server(plan.cluster, config)  # None for one process
-        stop = _StopRequest(graph)
+        stop = stopping.StopRequest(graph)
         with tf.Session(server.target if server else '', config=config) as sess:
             if not checkpoints.restore_or_init(sess) and writer is not None:
                 writer.add_graph(sess.graph)
@@ -405,7 +339,7 @@ def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state
         if _crossed(previous, step, loop.validate_interval) or step == plan.last_step:
             try:
                 _validate(sess, graph, plan, step, writer, checkpoints, stop)
-            except _Interrupted:
+            except stopping.Interrupted:
                 abandoned = ' (validation abandoned)'
             window_start, window_step = time.time(), step  # validation is not throughput
     if state['saved'] != step:

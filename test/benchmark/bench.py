@@ -135,8 +135,9 @@ def _cell(run, read, fmt):
 
 def markdown(runs):
     """A Markdown table with one column per run (each a dict with 'results', 'mode')."""
-    header = ['Measure'] + ['TF %s, Python %s (%s)' % (
+    header = ['Measure'] + ['TF %s%s, Python %s (%s)' % (
         run['results']['data']['machine']['tensorflow'],
+        ' oneDNN build' if run['results']['data']['machine'].get('onednn_build') else '',
         run['results']['data']['machine']['python'], run['mode']) for run in runs]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for label, read, fmt in ROWS:

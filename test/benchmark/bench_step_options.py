@@ -13,6 +13,7 @@ constant in-graph inputs so only the step is measured. Variants:
   threads_2x2     inter- and intra-op threads set to the core count
   xla_jit         XLA auto-clustering (global_jit_level ON_1, --tf_xla_cpu_global_jit)
   no_onednn       TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow 2.x's Eigen kernels)
+  bfloat16        train_nets.py's CPU bfloat16 (oneDNN rewrite, head kept float32)
 
     python test/benchmark/bench_step_options.py --depth 50 --batch_size 32 \\
         --output output/bench/step_options.json
@@ -32,7 +33,7 @@ for _path in (_ROOT, _HERE):
         sys.path.insert(0, _path)
 
 VARIANTS = ('current', 'unfused_bn', 'prelu_minmax', 'inter_op_1', 'threads_2x2', 'xla_jit',
-            'no_onednn')
+            'no_onednn', 'bfloat16')
 # XLA auto-clustering on CPU needs this flag besides the session's global_jit_level.
 ENVIRONMENT = {'no_onednn': {'TF_ENABLE_ONEDNN_OPTS': '0'},
                'xla_jit': {'TF_XLA_FLAGS': '--tf_xla_cpu_global_jit'}}
@@ -76,6 +77,8 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
     """Seconds per training step of one variant, in this process."""
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
+    import functools
+    from devices import runtime
     from losses import objective
     import flops
     from nets import layers
@@ -83,7 +86,8 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
         _unfused_batch_norm(tf, layers)
     elif variant == 'prelu_minmax':
         _prelu_minmax(tf, layers)
-    config = tf.ConfigProto()
+    config = runtime.session_config('cpu', bfloat16=variant == 'bfloat16')
+    float32_scope = functools.partial(runtime.float32_scope, 'cpu', variant == 'bfloat16')
     cores = os.cpu_count() or 1
     if variant == 'inter_op_1':
         config.inter_op_parallelism_threads = 1
@@ -98,7 +102,8 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
                              trainable=False)
         labels = tf.Variable(tf.random_uniform([batch_size], 0, 1000, tf.int32), trainable=False)
         global_step = tf.train.get_or_create_global_step()
-        losses = objective.training_losses(images, labels, depth, 1000)
+        losses = objective.training_losses(images, labels, depth, 1000,
+                                           float32_scope=float32_scope)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % depth)
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(losses.total, global_step)

@@ -58,11 +58,22 @@ def describe():
         # TF 2.9+ on x86 Linux uses oneDNN kernels unless this says 0; TF 1.15's
         # pip wheel has no oneDNN.
         'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset'),
+        # intel-tensorflow 1.15 is a oneDNN build with the stock wheel's version number.
+        'onednn_build': tf.__version__.startswith('1.') and _is_onednn_build(),
     }
 
 
-def matmul_peak(sizes=(1024, 2048, 4096), seconds_per_size=2.0, session_config=None):
-    """Best float32 GFLOP/s of an n x n by n x n matmul over `sizes`.
+def _is_onednn_build():
+    try:
+        from tensorflow.python.framework import test_util
+        return bool(test_util.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
+
+
+def matmul_peak(sizes=(1024, 2048, 4096), seconds_per_size=2.0, session_config=None,
+                dtype='float32'):
+    """Best GFLOP/s (float32, or dtype) of an n x n by n x n matmul over `sizes`.
 
     Each size runs back-to-back for about `seconds_per_size` after a warm-up;
     a multiply is 2 n^3 floating-point operations. The result is reduced to a
@@ -75,9 +86,9 @@ def matmul_peak(sizes=(1024, 2048, 4096), seconds_per_size=2.0, session_config=N
     by_size = {}
     for n in sizes:
         with tf.Graph().as_default():
-            a = tf.Variable(tf.random_normal([n, n], seed=1))
-            b = tf.Variable(tf.random_normal([n, n], seed=2))
-            product = tf.reduce_sum(tf.matmul(a, b))
+            a = tf.Variable(tf.cast(tf.random_normal([n, n], seed=1), dtype))
+            b = tf.Variable(tf.cast(tf.random_normal([n, n], seed=2), dtype))
+            product = tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))
             with tf.Session(config=session_config) as sess:
                 sess.run(tf.global_variables_initializer())
                 sess.run(product)

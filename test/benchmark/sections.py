@@ -166,7 +166,8 @@ def section_train(args):
         tensors = train_graph.build_graph(plan.graph, plan)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % args.depth)
         config = runtime.session_config(plan.device, plan.npu_options,
-                                        num_threads=train_args.num_threads)
+                                        num_threads=train_args.num_threads,
+                                        bfloat16=plan.cpu_bfloat16)
         with tf.Session(config=config) as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(tensors['init_local'])
