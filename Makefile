@@ -8,7 +8,7 @@ test:
 demo:
 	tools/recipe.sh demo
 
-# Real faces: ../shared/data/orl_faces, about 5 minutes on 2 CPU cores (4.5 of them training).
+# Real faces: ../shared/data/orl_faces, 4 to 6 minutes on 2 CPU cores (bfloat16 or float32).
 # Elsewhere: make train-orl ORL_DATA=<folder> (README, "Data", says how to build it).
 train-orl:
 	tools/recipe.sh orl

@@ -13,6 +13,8 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'benchmark'
 sys.path.insert(0, BENCH_DIR)
 
 import bench  # noqa: E402  (test/benchmark is not a package)
+import bench_peer  # noqa: E402
+import bench_step_options  # noqa: E402
 import flops  # noqa: E402
 
 
@@ -86,8 +88,58 @@ def test_report_puts_runs_side_by_side_and_marks_missing_figures(tmp_path):
     assert missing.split('|')[2].strip() == '-'
 
 
+def test_bfloat16_rows_use_the_bfloat16_peak_and_a_skipped_section_prints_a_dash(tmp_path):
+    with_bf16 = _run('2.21.0', 4.0)
+    with_bf16['results']['data']['matmul_bfloat16'] = {'gflops': 400.0}
+    with_bf16['results']['train_d50_bfloat16'] = {'achieved_gflops': 100.0,
+                                                  'images_per_s': 6.5, 'peak_rss_mb': 4000.0}
+    without = _run('1.15.5', 8.0)
+    without['results']['data']['matmul_bfloat16'] = {'unavailable': 'no bfloat16 MatMul'}
+    without['results']['train_d50_bfloat16'] = {'skipped': 'trains without bfloat16'}
+    paths = []
+    for name, run in (('a.json', with_bf16), ('b.json', without)):
+        path = tmp_path / name
+        path.write_text(json.dumps(run))
+        paths.append(str(path))
+    lines = subprocess.check_output(
+        [sys.executable, os.path.join(BENCH_DIR, 'bench.py'), '--report'] + paths,
+        universal_newlines=True).splitlines()
+
+    def cells(start):
+        row = [line for line in lines if line.startswith(start)][0]
+        return [cell.strip() for cell in row.split('|')[2:4]]
+    assert cells('| Matmul peak, bfloat16') == ['400', '-']
+    assert cells('| Train d50 b32 bfloat16 (images/s') == ['6.50', '-']
+    assert cells('| Train d50 b32 bfloat16 (fraction') == ['25%', '-']
+
+
 def test_every_mode_runs_each_section_once():
     for mode, runs in bench.MODES.items():
         labels = [label for label, _, _ in runs]
         assert len(labels) == len(set(labels)), mode
         assert {'data', 'train_d50', 'train_d18', 'eval_memory'} <= set(labels), mode
+
+
+def test_peer_report_divides_the_ports_rate_by_pytorchs_per_precision():
+    best = {name: {'framework': name.split('_')[0], 'images_per_s': rate,
+                   'rounds_images_per_s': [rate, rate - 1.0]}
+            for name, rate in (('tf_float32', 5.0), ('torch_float32', 4.0),
+                               ('tf_bfloat16', 9.0))}
+    lines = bench_peer.report(best, None)
+    assert [line for line in lines if 'float32 |' in line and 'port / PyTorch' in line] == [
+        '| port / PyTorch, float32 | | **1.25x** | |']
+    # no PyTorch bfloat16 figure: no bfloat16 ratio rather than a wrong one
+    assert not [line for line in lines if 'port / PyTorch, bfloat16' in line]
+    assert '| tf_bfloat16 | tf | 9.00 | 9.00, 8.00 |' in lines
+
+
+def test_profile_sums_node_time_by_op_type_longest_first():
+    metadata = tf.RunMetadata()
+    for name, label, micros in (('a/conv', 'a/conv = _MklNativeConv2D(x, w)', 300),
+                                ('b/conv', 'b/conv = _MklNativeConv2D(y, w)', 200),
+                                ('c/mul', 'c/mul = Mul(p, q)', 400),
+                                ('_SOURCE', '', 1)):
+        node = metadata.step_stats.dev_stats.add().node_stats.add()
+        node.node_name, node.timeline_label, node.all_end_rel_micros = name, label, micros
+    assert bench_step_options.top_op_types(metadata, 2) == [('_MklNativeConv2D', 0.5),
+                                                            ('Mul', 0.4)]

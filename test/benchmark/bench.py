@@ -6,7 +6,7 @@ the TensorFlow of the calling environment is measured), then writes
 --report it instead renders several such JSON files side by side (Makefile:
 TF 2.x next to TF 1.15).
 
-    python test/benchmark/bench.py --quick            # under 3 minutes on 2 cores
+    python test/benchmark/bench.py --quick            # about 4 minutes on 2 cores
     python test/benchmark/bench.py                    # full: longer, steadier figures
     python test/benchmark/bench.py --report output/bench/bench_tf*.json
 """
@@ -33,6 +33,8 @@ MODES = {
                                 '--inference_batches', '2']),
         ('train_d18', 'train', ['--depth', '18', '--warmup', '1', '--steps', '3',
                                 '--inference_batches', '3']),
+        ('train_d50_bfloat16', 'train', ['--depth', '50', '--warmup', '1', '--steps', '2',
+                                         '--inference_batches', '2', '--cpu_bfloat16']),
         ('eval_memory', 'eval_memory', ['--depth', '18']),
         ('export_d18', 'export', ['--depth', '18', '--inference_batches', '3']),
         ('export_d50', 'export', ['--depth', '50', '--inference_batches', '2']),
@@ -47,6 +49,8 @@ MODES = {
                                 '--inference_batches', '10']),
         ('train_d18', 'train', ['--depth', '18', '--warmup', '3', '--steps', '30',
                                 '--inference_batches', '10']),
+        ('train_d50_bfloat16', 'train', ['--depth', '50', '--warmup', '3', '--steps', '20',
+                                         '--inference_batches', '10', '--cpu_bfloat16']),
         ('eval_memory', 'eval_memory', ['--depth', '18']),
         ('export_d18', 'export', ['--depth', '18', '--inference_batches', '20']),
         ('export_d50', 'export', ['--depth', '50', '--inference_batches', '10']),
@@ -78,14 +82,16 @@ def run_sections(mode, work_dir, device=None):
     return results
 
 
-def _fraction(results, label):
-    return results[label]['achieved_gflops'] / results['data']['matmul']['gflops']
+def _fraction(results, label, matmul='matmul'):
+    return results[label]['achieved_gflops'] / results['data'][matmul]['gflops']
 
 
 # (row label, how to read it from a run's results, format). A row whose value is
 # missing in a run prints '-'.
 ROWS = [
     ('Matmul peak, float32 (GFLOP/s)', lambda r: r['data']['matmul']['gflops'], '%.0f'),
+    ('Matmul peak, bfloat16 (GFLOP/s)', lambda r: r['data']['matmul_bfloat16']['gflops'],
+     '%.0f'),
     ('Train d50 b32 (images/s, incl. input)', lambda r: r['train_d50']['images_per_s'], '%.2f'),
     ('Train d50 b32 (GFLOP/s achieved)', lambda r: r['train_d50']['achieved_gflops'], '%.0f'),
     ('Train d50 b32 (fraction of matmul peak)', lambda r: _fraction(r, 'train_d50'), '%.0f%%'),
@@ -94,6 +100,12 @@ ROWS = [
     ('Train d18 b32 (GFLOP/s achieved)', lambda r: r['train_d18']['achieved_gflops'], '%.0f'),
     ('Train d18 b32 (fraction of matmul peak)', lambda r: _fraction(r, 'train_d18'), '%.0f%%'),
     ('Train d18 b32 (peak RSS, MB)', lambda r: r['train_d18']['peak_rss_mb'], '%.0f'),
+    ('Train d50 b32 bfloat16 (images/s, incl. input)',
+     lambda r: r['train_d50_bfloat16']['images_per_s'], '%.2f'),
+    ('Train d50 b32 bfloat16 (fraction of bfloat16 matmul peak)',
+     lambda r: _fraction(r, 'train_d50_bfloat16', 'matmul_bfloat16'), '%.0f%%'),
+    ('Train d50 b32 bfloat16 (peak RSS, MB)',
+     lambda r: r['train_d50_bfloat16']['peak_rss_mb'], '%.0f'),
     ('Inference d50 b32 (images/s)', lambda r: r['train_d50']['inference']['images_per_s'],
      '%.1f'),
     ('Inference d18 b32 (images/s)', lambda r: r['train_d18']['inference']['images_per_s'],
@@ -160,7 +172,7 @@ def _write(path, text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='small data and few steps: under 3 minutes on 2 cores')
+                        help='small data and few steps: about 4 minutes on 2 cores')
     parser.add_argument('--output_dir', default=os.path.join(_ROOT, 'output', 'bench'),
                         help='where bench_tf<version>.json/.md go; default %(default)s')
     parser.add_argument('--device', default=None,

@@ -64,19 +64,20 @@ def _run(python, variant, args):
 
 def report(best, matmul):
     """The Markdown lines of the comparison."""
-    lines = ['| Step (depth 50, batch 32, 112x112, constant inputs) | framework | images/s |',
-             '|---|---|---|']
+    lines = ['| Step (depth 50, batch 32, 112x112, constant inputs) | framework | images/s '
+             '(best round) | every round |', '|---|---|---|---|']
     for variant in VARIANTS:
         if variant in best:
-            lines.append('| %s | %s | %.2f |' % (variant, best[variant]['framework'],
-                                                 best[variant]['images_per_s']))
+            lines.append('| %s | %s | %.2f | %s |' % (
+                variant, best[variant]['framework'], best[variant]['images_per_s'],
+                ', '.join('%.2f' % rate for rate in best[variant]['rounds_images_per_s'])))
     for precision in ('float32', 'bfloat16'):
         ours, theirs = best.get('tf_' + precision), best.get('torch_' + precision)
         if ours and theirs:
-            lines.append('| port / PyTorch, %s | | **%.2fx** |'
+            lines.append('| port / PyTorch, %s | | **%.2fx** | |'
                          % (precision, ours['images_per_s'] / theirs['images_per_s']))
     if matmul:
-        lines.append('| matmul 2048, float32 / bfloat16 (GFLOP/s) | %s | %.0f / %.0f |'
+        lines.append('| matmul 2048, float32 / bfloat16 (GFLOP/s) | %s | %.0f / %.0f | |'
                      % (matmul['framework'], matmul['float32_gflops'],
                         matmul['bfloat16_gflops']))
     return lines
@@ -110,8 +111,10 @@ def main(argv=None):
             result = _run(python, variant, args)
             print('%-15s %.3f s/step  %.2f images/s' % (variant, result['step_s'],
                                                        result['images_per_s']), flush=True)
+            rounds = best.get(variant, {}).get('rounds_images_per_s', [])
             if variant not in best or result['step_s'] < best[variant]['step_s']:
                 best[variant] = result
+            best[variant]['rounds_images_per_s'] = rounds + [result['images_per_s']]
     matmul = _run(sys.executable, 'matmul', args)
     text = '\n'.join(report(best, matmul))
     print(text)

@@ -17,6 +17,10 @@ constant in-graph inputs so only the step is measured. Variants:
 
     python test/benchmark/bench_step_options.py --depth 50 --batch_size 32 \\
         --output output/bench/step_options.json
+
+--profile N adds, per variant, the N op types that took longest in one traced
+step (RunMetadata step stats, summed over the op's nodes; with several threads
+the sum exceeds the wall time).
 """
 import argparse
 import json
@@ -73,7 +77,25 @@ def _prelu_minmax(tf, layers):
     layers.prelu = prelu
 
 
-def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
+def _op_type(node_stats):
+    # timeline_label reads 'node_name = OpType(inputs)' (TF 1.15 and 2.x)
+    label = node_stats.timeline_label
+    if ' = ' in label:
+        return label.split(' = ', 1)[1].split('(', 1)[0]
+    return node_stats.node_name.split(':', 1)[0].rsplit('/', 1)[-1]
+
+
+def top_op_types(run_metadata, count):
+    """[(op type, milliseconds)] of the `count` op types with most summed node time."""
+    totals = {}
+    for device in run_metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            key = _op_type(node)
+            totals[key] = totals.get(key, 0.0) + node.all_end_rel_micros / 1000.0
+    return sorted(totals.items(), key=lambda item: -item[1])[:count]
+
+
+def time_variant(variant, depth, batch_size, steps, warmup, image_size=112, profile=0):
     """Seconds per training step of one variant, in this process."""
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
@@ -115,7 +137,13 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112):
             for _ in range(steps):
                 sess.run(train)
             step_s = (time.time() - start) / steps
-    return {'variant': variant, 'tensorflow': tf.__version__, 'depth': depth,
+            top = []
+            if profile:
+                metadata = tf.RunMetadata()
+                sess.run(train, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                         run_metadata=metadata)
+                top = top_op_types(metadata, profile)
+    return {'variant': variant, 'top_ops_ms': top, 'tensorflow': tf.__version__, 'depth': depth,
             'image_size': image_size,
             'batch_size': batch_size, 'step_s': step_s, 'images_per_s': batch_size / step_s,
             'achieved_gflops': flops.TRAINING_TO_FORWARD * forward / step_s / 1e9,
@@ -134,12 +162,14 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=1,
                         help='run every variant this many times, interleaved (the best is '
                              'reported: other load only ever slows a run)')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='also list the N op types taking longest in one traced step')
     parser.add_argument('--output', default=None, help='JSON file for the results')
     parser.add_argument('--one', default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(time_variant(args.one, args.depth, args.batch_size, args.steps,
-                                      args.warmup, args.image_size)))
+                                      args.warmup, args.image_size, args.profile)))
         return 0
     import machine
     best = {}
@@ -150,12 +180,14 @@ def main(argv=None):
                 [sys.executable, os.path.abspath(__file__), '--one', variant,
                  '--depth', str(args.depth), '--batch_size', str(args.batch_size),
                  '--steps', str(args.steps), '--warmup', str(args.warmup),
-                 '--image_size', str(args.image_size)],
+                 '--image_size', str(args.image_size), '--profile', str(args.profile)],
                 env=env, universal_newlines=True)
             result = json.loads(output.strip().splitlines()[-1])
             print('%-14s %.3f s/step  %.2f images/s  %.0f GFLOP/s  peak RSS %.0f MB' % (
                 variant, result['step_s'], result['images_per_s'], result['achieved_gflops'],
                 result['peak_rss_mb']), flush=True)
+            for op_type, milliseconds in result['top_ops_ms']:
+                print('    %-32s %8.0f ms' % (op_type, milliseconds), flush=True)
             if variant not in best or result['step_s'] < best[variant]['step_s']:
                 best[variant] = result
     peak = machine.matmul_peak((2048, 4096), 2.0)['gflops']

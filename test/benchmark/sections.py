@@ -140,6 +140,11 @@ def section_data(args):
                                         args.pipeline_batches)
     result['verification'] = bench_verification(6000, args.repeats)
     result['matmul'] = machine.matmul_peak(args.matmul_sizes, args.matmul_seconds)
+    try:  # a TensorFlow build without a bfloat16 MatMul kernel on this device
+        result['matmul_bfloat16'] = machine.matmul_peak(args.matmul_sizes, args.matmul_seconds,
+                                                        dtype='bfloat16')
+    except Exception as error:  # pylint: disable=broad-except
+        result['matmul_bfloat16'] = {'unavailable': str(error).split('\n')[0]}
     return result
 
 
@@ -151,6 +156,11 @@ def _train_args(args, paths):
             '--ckpt_path', os.path.join(args.work_dir, 'unused_ckpt')]
     if args.device:
         argv += ['--device', args.device]
+    # On the CPU the precision is the section's choice (float32 rows compare across
+    # machines and frameworks); elsewhere train_nets.py's default.
+    from devices import runtime
+    if runtime.select_device(args.device or 'auto') == 'cpu':
+        argv += ['--mixed_precision', 'auto' if args.cpu_bfloat16 else 'off']
     return train_nets.get_parser().parse_args(argv)
 
 
@@ -162,6 +172,8 @@ def section_train(args):
     from training import setup, train_graph
     train_args = _train_args(args, _paths(args.work_dir))
     plan = setup.prepare(train_args)
+    if args.cpu_bfloat16 and not plan.cpu_bfloat16:
+        return {'skipped': 'this CPU or TensorFlow trains without bfloat16'}
     with tf.Graph().as_default() as graph:
         tensors = train_graph.build_graph(plan.graph, plan)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % args.depth)
@@ -184,6 +196,7 @@ def section_train(args):
             inference = _time_inference(sess, tensors, args)
     training_flops = flops.TRAINING_TO_FORWARD * forward
     return {'depth': args.depth, 'batch_size': args.batch_size, 'device': plan.device,
+            'precision': 'bfloat16' if plan.cpu_bfloat16 else 'float32',
             'warmup_steps': args.warmup + 1, 'timed_steps': args.steps,
             'first_step_s': first_s, 'step_s': step_s,
             'images_per_s': args.batch_size / step_s,
@@ -312,6 +325,9 @@ def parse_args(argv=None):
     parser.add_argument('--matmul_seconds', type=float, default=2.0)
     parser.add_argument('--depth', type=int, default=50)
     parser.add_argument('--device', default=None, help="train_nets.py's --device")
+    parser.add_argument('--cpu_bfloat16', action='store_true',
+                        help='train in bfloat16 on a CPU that computes it, and skip the '
+                             'section elsewhere (default: float32 on the CPU)')
     return parser.parse_args(argv)
 
 

@@ -78,7 +78,7 @@ class ArcFaceHead(nn.Module):
 
 
 def time_step(bfloat16, batch_size=32, image_size=112, num_classes=1000, steps=6, warmup=2):
-    """Seconds per training step, best of `steps` after `warmup` (constant inputs)."""
+    """Mean seconds per training step over `steps` after `warmup` (constant inputs)."""
     torch.manual_seed(0)
     backbone, head = IResNet(image_size=image_size), ArcFaceHead(num_classes)
     parameters = list(backbone.parameters()) + list(head.parameters())
@@ -99,4 +99,5 @@ def time_step(bfloat16, batch_size=32, image_size=112, num_classes=1000, steps=6
     start = time.time()
     for _ in range(steps):
         step()
-    return (time.time() - start) / steps, torch.__version__
+    return (time.time() - start) / steps, '%s, %d threads' % (torch.__version__,
+                                                              torch.get_num_threads())
