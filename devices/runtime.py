@@ -31,7 +31,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow.compat.v1 as tf  # noqa: E402
 from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa: E402
 
-from devices import finite_flag, npu_options  # noqa: E402
+from devices import finite_flag, npu_options, onednn_bfloat16  # noqa: E402
 
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
 MIXED_PRECISION = ('auto', 'on', 'off')
@@ -126,12 +126,7 @@ def session_config(device, npu=None, log_device_placement=False, num_threads=Non
     if device == 'cpu':
         config.device_count['GPU'] = 0  # --device cpu means CPU even where a GPU exists
         if bfloat16:
-            # Read by the rewrite each time it runs, i.e. when the session starts.
-            _add_to_env_list('TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_CLEARLIST_REMOVE',
-                             _FLOAT32_MARKER_OP)
-            _add_to_env_list('TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_DENYLIST_ADD',
-                             _FLOAT32_MARKER_OP)
-            setattr(config.graph_options.rewrite_options, _BFLOAT16_REWRITE, RewriterConfig.ON)
+            onednn_bfloat16.enable(config)
     elif device == 'gpu':
         config.gpu_options.allow_growth = True
     elif device == 'npu':
@@ -211,7 +206,7 @@ def float32_scope(device, bfloat16, *tensors):
     (it tags the ops with _keep_dtype). TensorFlow's oneDNN bfloat16 rewrite
     converts by op type, with no per-op opt-out, but never converts what is
     computed from an op of its deny list: the tensors pass through such an
-    op (_FLOAT32_MARKER_OP). Elsewhere the ops are float32 anyway.
+    op (onednn_bfloat16.float32_marker). Elsewhere the ops are float32 anyway.
 
     Args:
       device: 'npu', 'gpu' or 'cpu'.
@@ -223,43 +218,9 @@ def float32_scope(device, bfloat16, *tensors):
         with npu_scope.keep_dtype_scope():
             yield tensors
     elif bfloat16:
-        yield tuple(tf.ensure_shape(tensor, tensor.shape) for tensor in tensors)
+        yield tuple(onednn_bfloat16.float32_marker(tensor) for tensor in tensors)
     else:
         yield tensors
-
-
-# TensorFlow's name of the oneDNN bfloat16 rewrite (2.9 and later; absent in 1.15).
-_BFLOAT16_REWRITE = 'auto_mixed_precision_onednn_bfloat16'
-# An op that passes its input through, and that float32_scope puts where float32
-# must begin; moved from the rewrite's "clear" list (follow the neighbours) to its
-# deny list, it keeps everything computed from it in float32, gradients included.
-_FLOAT32_MARKER_OP = 'EnsureShape'
-_BFLOAT16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')  # x86 instructions computing bfloat16
-
-
-def _cpu_flags(cpuinfo='/proc/cpuinfo'):
-    """The instruction-set flags of the first processor in `cpuinfo`; empty if unreadable."""
-    try:
-        with open(cpuinfo) as info:
-            for line in info:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except (IOError, OSError):
-        pass
-    return set()
-
-
-def bfloat16_refusal(cpuinfo='/proc/cpuinfo'):
-    """None where the CPU can train in bfloat16; else why not, as a sentence's end."""
-    if _BFLOAT16_REWRITE not in RewriterConfig.DESCRIPTOR.fields_by_name:
-        return ('TensorFlow %s has no oneDNN bfloat16 rewrite (TensorFlow 2.9 or later has)'
-                % tf.__version__)
-    if os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1').strip().lower() in ('0', 'false'):
-        return 'TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN, which computes bfloat16, off'
-    if not _cpu_flags(cpuinfo) & set(_BFLOAT16_CPU_FLAGS):
-        return ('this CPU has no bfloat16 instructions (%s in %s)'
-                % (' or '.join(_BFLOAT16_CPU_FLAGS), cpuinfo))
-    return None
 
 
 def cpu_bfloat16(device, mixed_precision):
@@ -274,18 +235,11 @@ def cpu_bfloat16(device, mixed_precision):
     """
     if device != 'cpu' or mixed_precision == 'off':
         return False
-    refusal = bfloat16_refusal()
+    refusal = onednn_bfloat16.refusal()
     if mixed_precision == 'on' and refusal:
         raise ValueError('--mixed_precision on: on the CPU it trains in bfloat16, but %s'
                          % refusal)
     return refusal is None
-
-
-def _add_to_env_list(name, item):
-    """Adds `item` to the comma-separated list in environment variable `name`."""
-    items = [entry for entry in os.environ.get(name, '').split(',') if entry]
-    if item not in items:
-        os.environ[name] = ','.join(items + [item])
 
 
 def dropout_fn(device):

@@ -11,13 +11,13 @@ import os
 import pytest
 import tensorflow.compat.v1 as tf
 
-from devices import runtime
+from devices import onednn_bfloat16, runtime
 from losses import objective
 import train_nets
 
 from test_train_nets import flags, refusal, run_training
 
-REFUSAL = runtime.bfloat16_refusal()
+REFUSAL = onednn_bfloat16.refusal()
 needs_bfloat16 = pytest.mark.skipif(REFUSAL is not None, reason='no bfloat16 here: %s' % REFUSAL)
 
 
@@ -34,12 +34,12 @@ def test_on_is_refused_where_onednn_is_off(tiny_data, tmp_path, capsys, monkeypa
 def test_a_cpu_without_bfloat16_instructions_is_named(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n')
-    reason = runtime.bfloat16_refusal(str(cpuinfo))
+    reason = onednn_bfloat16.refusal(str(cpuinfo))
     if 'rewrite' not in (REFUSAL or ''):  # TensorFlow 1.15 has no rewrite: that comes first
         assert reason == ('this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16 in '
                           '%s)' % cpuinfo)
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n')
-    assert runtime.bfloat16_refusal(str(cpuinfo)) == (REFUSAL if REFUSAL and 'rewrite' in
+    assert onednn_bfloat16.refusal(str(cpuinfo)) == (REFUSAL if REFUSAL and 'rewrite' in
                                                        REFUSAL else None)
 
 
