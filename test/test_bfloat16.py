@@ -40,7 +40,7 @@ def test_a_cpu_without_bfloat16_instructions_is_named(tmp_path):
                           '%s)' % cpuinfo)
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n')
     assert onednn_bfloat16.refusal(str(cpuinfo)) == (REFUSAL if REFUSAL and 'rewrite' in
-                                                       REFUSAL else None)
+                                                      REFUSAL else None)
 
 
 def test_auto_and_off_never_refuse():
