@@ -9,12 +9,12 @@ demo:
 	tools/recipe.sh demo
 
 # Real faces: ../shared/data/orl_faces, 4 to 6 minutes on 2 CPU cores (bfloat16 or float32).
-# Elsewhere: make train-orl ORL_DATA=<folder> (README, "Data", says how to build it).
+# Elsewhere: make train-orl ORL_DATA=<folder> (docs/data.md says how to build it).
 train-orl:
 	tools/recipe.sh orl
 
 # Faces in the wild: ../shared/data/lfw_faces, about 25 minutes on 2 CPU cores.
-# Elsewhere: make train-lfw LFW_DATA=<folder> (README, "Data", says how to build it).
+# Elsewhere: make train-lfw LFW_DATA=<folder> (docs/data.md says how to build it).
 train-lfw:
 	tools/recipe.sh lfw
 

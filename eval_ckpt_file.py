@@ -21,8 +21,8 @@ pairs, XNorm the mean norm of the raw embeddings),
 the original's `[lfw][2000]XNorm: ...` / `[lfw][2000]Accuracy-Flip: ...` log
 lines on stderr (step = the number in the checkpoint's name, else 0), and
 optionally the same numbers plus the ROC as JSON (--output_json), one ROC
-plot per dataset (--plot_dir), and which identities the wrong pairs belong to
-(--error_report, see pair_errors.py).
+plot per dataset (--plot_dir), and where the wrong pairs come from (--error_report, see
+pair_errors.py).
 
 Every input is checked before the long part starts (checkpoints, their depth
 and shapes, the .bin files); a problem ends the run with a one-line message
@@ -41,7 +41,9 @@ import logging
 import os
 import sys
 
-import numpy as np
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: I100
+import numpy as np  # noqa: I100
 import tensorflow.compat.v1 as tf
 
 import verification
@@ -104,11 +106,13 @@ def get_parser():
                         help='replace --output_json and the ROC plots of an earlier '
                              'evaluation (only files this tool wrote and nobody changed)')
     output.add_argument('--error_report', type=cli_flags.str2bool, default=False,
-                        help='after each row, which identities the wrong pairs belong to '
-                             '(identities are rebuilt from the same pairs; see pair_errors.py)')
+                        help='after each row, where the wrong pairs come from: groups of '
+                             'images linked by same-person pairs (a .bin holds no identity '
+                             'labels), or the wrong pairs themselves; see pair_errors.py')
     device = parser.add_argument_group('device')
     device.add_argument('--device', type=str, default='auto', choices=runtime.DEVICES,
                         help='auto: NPU if npu_bridge imports, else GPU, else CPU')
+    quiet.add_flag(parser)
     return parser
 
 

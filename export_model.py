@@ -59,7 +59,9 @@ import shutil
 import sys
 import tempfile
 
-import tensorflow.compat.v1 as tf
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: I100
+import tensorflow.compat.v1 as tf  # noqa: I100
 
 from data.cli import UsageError
 from data.safe_files import check_output, move_into_place, write_record
@@ -106,6 +108,7 @@ def get_parser():
                              % (ONNX_MODEL, ONNX_OPSET))
     parser.add_argument('--overwrite', action='store_true',
                         help='replace outputs that already exist in --output_dir')
+    quiet.add_flag(parser)
     return parser
 
 

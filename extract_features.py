@@ -29,7 +29,9 @@ import logging
 import os
 import sys
 
-import numpy as np
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: I100
+import numpy as np  # noqa: I100
 
 import verification
 from data import eval_data_reader
@@ -73,6 +75,7 @@ def get_parser():
                         help='images per forward pass')
     parser.add_argument('--device', default='auto', choices=runtime.DEVICES,
                         help='auto: NPU if npu_bridge imports, else GPU, else CPU')
+    quiet.add_flag(parser)
     return parser
 
 

@@ -14,6 +14,8 @@ import logging
 import math
 import sys
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: I100
 from devices import npu_options, runtime
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
@@ -98,7 +100,7 @@ def get_parser():
                        default=cli_flags.int_list(DEFAULT_LR_STEPS),
                        help='learning-rate boundaries in iterations for batch 512, '
                             'multiplied by int(512 / batch of one step over all devices) as '
-                            'in the original (see README)')
+                            'in the original (see docs/training.md)')
     optim.add_argument('--lr_values', type=cli_flags.learning_rates,
                        default=cli_flags.learning_rates(DEFAULT_LR_VALUES),
                        help='learning rates >= 0, one more than --lr_steps; a 0 freezes the '
@@ -121,7 +123,7 @@ def get_parser():
                       help='steps between summaries')
     ckpt.add_argument('--summary_histograms', type=cli_flags.str2bool, default=True,
                       help='with each summary, histograms of every gradient and trainable '
-                           'variable, as the original (fetched to the host; see README)')
+                           'variable, as the original (fetched to the host; see docs/training.md)')
     ckpt.add_argument('--ckpt_interval', type=cli_flags.positive_int, default=10000,
                       help='steps between checkpoints')
     ckpt.add_argument('--validate_interval', type=cli_flags.positive_int, default=2000,
@@ -197,6 +199,7 @@ def get_parser():
                               'writes checkpoints, summaries and validation logs')
     # The tower flags of train_nets_mgpu.py, which adds them; here: one device.
     parser.set_defaults(num_gpus=None, devices=None)
+    quiet.add_flag(parser)
     return parser
 
 

@@ -30,6 +30,8 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     import as_module
     as_module.rerun_as_module(__file__)
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: E402
 from data import manifest as manifest_lib  # noqa: E402
 from data.image_files import (  # noqa: E402
     ImageChecker, ImageFolderError, add_image_dir_flags, scan_identities)
@@ -146,18 +148,19 @@ def convert(image_dir, out_dir, image_size=None, resize=False, num_shards=None,
                          describe, progress=progress, name=PROG)
 
 
-def _parse_args(argv):
+def get_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description='Convert a folder of face images (DIR/<identity>/<image>) to '
                                'TFRecord shards and a manifest.json for train_nets.py.')
     add_image_dir_flags(parser)
     add_writer_flags(parser, 'number of shards; default one per %d images' % IMAGES_PER_SHARD)
-    return parser.parse_args(argv)
+    quiet.add_flag(parser)
+    return parser
 
 
 def main(argv=None):
     """Runs the CLI; returns the exit status (0, 2 bad input/output, 130 interrupted)."""
-    args = _parse_args(argv)
+    args = get_parser().parse_args(argv)
 
     def summary(manifest):
         return skipped_report(manifest, lambda entry: entry['file'],

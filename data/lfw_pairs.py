@@ -25,6 +25,8 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     import as_module
     as_module.rerun_as_module(__file__)
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: E402
 from data.image_files import ImageFolderError  # noqa: E402
 from data.make_pairs import NROF_FOLDS, PairsError, encoded_images, write_bin  # noqa: E402
 
@@ -133,7 +135,7 @@ def _fold_range(text):
     return list(range(int(first), int(last or first) + 1))
 
 
-def main(argv=None):
+def get_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--pairs_txt', required=True, help="LFW's View 2 pairs.txt")
     parser.add_argument('--image_dir', required=True,
@@ -144,7 +146,12 @@ def main(argv=None):
                         help='also make this folder of links to the people of no held-out fold')
     parser.add_argument('--hold_out', type=_fold_range, default=None,
                         help='folds kept out of --train_dir, e.g. 5-10; default: --fold alone')
-    args = parser.parse_args(argv)
+    quiet.add_flag(parser)
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     try:
         for path in [args.output] + ([args.train_dir] if args.train_dir else []):
             if os.path.exists(path):

@@ -38,6 +38,8 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     import as_module
     as_module.rerun_as_module(__file__)
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: E402
 from data.image_files import (  # noqa: E402
     ImageChecker, ImageFolderError, add_image_dir_flags, scan_identities)
 from data.safe_files import (  # noqa: E402
@@ -185,7 +187,7 @@ def write_bin(path, pairs, payloads):
     write_atomically(path, bin_bytes(pairs, payloads))
 
 
-def _parse_args(argv):
+def get_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description='Make an insightface verification .bin (same/different pairs '
                                'in 10 folds) from a folder of faces, one folder per person.')
@@ -200,12 +202,13 @@ def _parse_args(argv):
                         help='put every person in one fold only (as LFW\'s folds)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing --output that this tool wrote')
-    return parser.parse_args(argv)
+    quiet.add_flag(parser)
+    return parser
 
 
 def main(argv=None):
     """Runs the CLI; returns the exit status (0 done, 2 bad input or output)."""
-    args = _parse_args(argv)
+    args = get_parser().parse_args(argv)
     try:
         if os.path.isdir(args.output):
             raise PairsError('--output %s is a folder; expected a .bin file name' % args.output)

@@ -39,6 +39,8 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     import as_module
     as_module.rerun_as_module(__file__)
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data import cli, image_ops  # noqa: E402
@@ -274,8 +276,8 @@ def _move_into_place(staging, output_dir):
                     last=RECORD_NAME)
 
 
-def parse_args(argv=None):
-    """Parses command-line flags (argv without the program name)."""
+def get_parser():
+    """The command-line flags."""
     parser = cli.OneLineParser(description=__doc__.split('\n')[0])
     # Dataset size #
     parser.add_argument('--output_dir', type=str, required=True,
@@ -313,12 +315,13 @@ def parse_args(argv=None):
                              'the same for any value; default %(default)s')
     parser.add_argument('--quiet', action='store_true',
                         help='no progress bar (or lines) and no summary on stderr')
-    return parser.parse_args(argv)
+    quiet.add_flag(parser)
+    return parser
 
 
 def main(argv=None):
     """Entry point; returns the process exit status (0 ok, 2 bad flags)."""
-    args = parse_args(argv)
+    args = get_parser().parse_args(argv)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     try:
         image_size = image_ops.parse_image_size(args.image_size)

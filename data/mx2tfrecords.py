@@ -40,6 +40,8 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     import as_module
     as_module.rerun_as_module(__file__)
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: E402
 from data import manifest as manifest_lib  # noqa: E402
 from data import recordio, recordio_reader  # noqa: E402
 from data.image_files import CHECK_BATCH, ImageChecker  # noqa: E402
@@ -250,7 +252,7 @@ def _manifest(rec_path, idx_path, prop, image_size, results):
     return manifest
 
 
-def _parse_args(argv):
+def get_parser():
     parser = argparse.ArgumentParser(
         prog='mx2tfrecords', description='Convert an MXNet RecordIO face dataset '
         '(insightface train.rec + train.idx) to TFRecord shards and a manifest.json.')
@@ -262,12 +264,13 @@ def _parse_args(argv):
                         help='its .idx file, e.g. datasets/faces_emore/train.idx')
     add_writer_flags(parser, 'number of shards; default one per GiB of .rec, at least '
                              '--num_workers, at most one per image')
-    return parser.parse_args(argv)
+    quiet.add_flag(parser)
+    return parser
 
 
 def main(argv=None):
     """Runs the CLI; returns the exit status (0, 2 bad input/output, 130 interrupted)."""
-    args = _parse_args(argv)
+    args = get_parser().parse_args(argv)
 
     def summary(manifest):
         rec_path = manifest['source']['rec_path']

@@ -6,7 +6,7 @@ Each image is, in this order: cropped (--crop x0,y0,x1,y1, pixels, end
 exclusive), padded with black to --pad_to (centred), area-resized to --size,
 made grey if asked (--grey: three equal channels), and written as a JPEG of
 quality 95. How the shared sets were made, for a user rebuilding them from
-the official downloads (see README, "Data"):
+the official downloads (see docs/data.md):
 
     # AT&T / ORL: 92x112 PGMs, padded to 112x112
     python3 data/prepare_faces.py --input_dir att_faces --output_dir orl_112 --pad_to 112,112
@@ -26,6 +26,8 @@ if __name__ == '__main__' and not __package__:  # run as a file: see data/as_mod
     import as_module
     as_module.rerun_as_module(__file__)
 
+# First: silences TensorFlow's logs before anything below imports it.
+from data import quiet  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data.image_files import ImageFolderError  # noqa: E402
@@ -159,7 +161,7 @@ def _box(text):
     return tuple(values)
 
 
-def main(argv=None):
+def get_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--input_dir', required=True,
                         help='downloaded photos, one sub-folder per person')
@@ -173,7 +175,12 @@ def main(argv=None):
     parser.add_argument('--grey', action='store_true', help='three equal channels (luma)')
     parser.add_argument('--no_progress', action='store_true',
                         help='no progress bar on stderr (off a terminal: no progress lines)')
-    args = parser.parse_args(argv)
+    quiet.add_flag(parser)
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     if os.path.exists(args.output_dir):
         sys.stderr.write('%s: error: --output_dir %s exists; give a new folder\n'
                          % (PROG, args.output_dir))

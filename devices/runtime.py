@@ -24,14 +24,11 @@ import collections
 import contextlib
 import inspect
 import logging
-import os
 
-# TensorFlow reads this once, when it is imported: set it before the import below.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import tensorflow.compat.v1 as tf  # noqa: E402
-from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa: E402
+import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
-from devices import finite_flag, npu_options, onednn_bfloat16  # noqa: E402
+from devices import finite_flag, npu_options, onednn_bfloat16
 
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
 MIXED_PRECISION = ('auto', 'on', 'off')
@@ -51,13 +48,14 @@ LossScaling = collections.namedtuple('LossScaling', [
 
 
 def init(log_level=logging.INFO):
-    """Puts TensorFlow in graph mode (TF 2 starts eager) and quietens its C++ logs.
+    """Puts TensorFlow in graph mode (TF 2 starts eager) and logs INFO lines to the console.
+
+    TensorFlow's own log noise is silenced before it is imported, by data.quiet.
 
     Returns:
       The `tensorflow.compat.v1` module, for the caller's convenience.
     """
     tf.disable_v2_behavior()
-    tf.get_logger().setLevel(logging.ERROR)
     logging.basicConfig(level=log_level, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
     return tf
 
@@ -90,7 +88,7 @@ def select_device(requested='auto'):
         return 'gpu' if gpu_available() else 'cpu'
     if requested == 'npu' and not npu_bridge_available():
         raise ValueError('--device npu: npu_bridge is not importable; install CANN and its '
-                         'TensorFlow 1.15 adapter (see README, "Ascend 910")')
+                         'TensorFlow 1.15 adapter (see docs/ascend.md, "Install")')
     if requested == 'gpu' and not gpu_available():
         raise ValueError('--device gpu: TensorFlow sees no GPU on this machine')
     return requested

@@ -2,9 +2,9 @@
 
 Every case asserts the exit status, the one line the trainer writes, the step of
 the last checkpoint, and that running again continues from it. CASES is also
-the README's bad-input table ("Training" section): test_readme_table_is_rendered_from_the_cases
-fails when the two differ, and `python test/test_fault_injection.py --table`
-prints the table.
+the bad-input table of docs/reliability.md ("Bad input during a run"):
+test_reliability_page_table_is_rendered_from_the_cases fails when the two differ,
+and `python test/test_fault_injection.py --table` prints the table.
 
 Faults inside the process (a kill inside a save, a signal inside validation, a
 folder turning read-only, ENOSPC where no small file system can be mounted)
@@ -25,9 +25,9 @@ import time
 from conftest import PROJECT_ROOT  # noqa: E402
 
 Case = collections.namedtuple('Case', [
-    'name',   # the case, as the README's first column
+    'name',   # the case, as the table's first column (docs/reliability.md)
     'says',   # the line the tool writes; <placeholders> stand for run-dependent values
-    'kept',   # what is kept, as the README's last column
+    'kept',   # what is kept, as the table's last column
     'code',   # exit status
 ])
 # <shard>: a TFRecord shard; <ckpt>: a checkpoint path; <n>, <k>, <step>: numbers.
@@ -67,7 +67,7 @@ TABLE_END = '<!-- end of bad-input table -->'
 
 
 def render_table():
-    """The README's bad-input table, from CASES."""
+    """The bad-input table of docs/reliability.md, from CASES."""
     lines = [TABLE_START, '| Case | What train_nets.py says | What is kept |',
              '|---|---|---|']
     for case in CASES.values():
@@ -214,11 +214,11 @@ def flip_bytes(data, root, shard=1):
     return dict(data, records=folder), path, record, manifest['shards'][shard]['num_images']
 
 
-def test_readme_table_is_rendered_from_the_cases():
-    with open(os.path.join(PROJECT_ROOT, 'README.md')) as readme:
-        text = readme.read()
-    assert render_table() in text, ('README.md\'s bad-input table differs from CASES; print '
-                                    'it with: python test/test_fault_injection.py --table')
+def test_reliability_page_table_is_rendered_from_the_cases():
+    with open(os.path.join(PROJECT_ROOT, 'docs', 'reliability.md')) as page:
+        text = page.read()
+    assert render_table() in text, ('docs/reliability.md\'s bad-input table differs from CASES; '
+                                    'print it with: python test/test_fault_injection.py --table')
 
 
 def test_a_corrupt_jpeg_is_skipped_named_and_counted(tiny_data, tmp_path):

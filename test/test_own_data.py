@@ -327,7 +327,7 @@ def test_from_a_folder_to_features_and_onnx(orl, tmp_path):
                            '--summary_path', str(tmp_path / 'summary'),
                            '--log_file_path', str(tmp_path / 'logs'), '--device', 'cpu',
                            # float32 like eval_ckpt_file.py: validation during a bfloat16 run
-                           # embeds in bfloat16 and may differ by a pair (README)
+                           # embeds in bfloat16 and may differ by a pair (docs/training.md)
                            '--mixed_precision', 'off', '--summary_histograms', 'False']),
         ('eval_ckpt_file.py', ['--ckpt_file', ckpt, '--net_input_size', '28,28',
                                '--eval_db_path', val, '--eval_datasets', 'my_val',

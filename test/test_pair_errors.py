@@ -1,4 +1,4 @@
-"""Tests for pair_errors.py: identities rebuilt from same pairs, errors counted by identity."""
+"""Tests for pair_errors.py: groups of images linked by same pairs, errors counted by group."""
 import numpy as np
 import pytest
 
@@ -46,10 +46,10 @@ def two_session_set():
             np.array(issame), cross)
 
 
-def test_identities_join_sessions_through_same_pairs(two_session_set):
+def test_groups_join_sessions_through_same_pairs(two_session_set):
     images, _, _, issame, _ = two_session_set
     keys = eval_data_reader.distinct_images(images)[1]
-    labels, first_image = pair_errors.identities(keys, issame)
+    labels, first_image = pair_errors.groups(keys, issame)
     assert len(first_image) == 3
     values = images[:, 0, 0, 0]
     # Rows of A (10s and 20s, never paired with each other's session by pixels) share one
@@ -66,12 +66,13 @@ def test_cross_session_pairs_are_the_false_rejects_and_set_the_ceiling(two_sessi
     assert cross == 6 and report.errors == cross and not report.false_accepts
     (identity, count), = report.false_rejects.items()
     assert count == cross and report.same_pairs[identity] == 3 + 1 + cross  # C(3,2)+C(2,2)+3*2
-    assert list(report.identity_sizes) == [5, 3, 2]
+    assert list(report.group_sizes) == [5, 3, 2]
     assert pair_errors.ceiling(report) == (identity, 1.0 - cross / float(len(issame)))
     lines = pair_errors.format_report('toy', report)
     assert lines[0] == ('[toy] errors at threshold 1.00: 6 of %d pairs (6 false rejects, '
-                        '0 false accepts); 3 identities' % len(issame))
-    assert lines[1] == ('[toy]   false rejects: identity of image 0 (5 images): '
+                        '0 false accepts); 3 groups of images linked by same-person pairs '
+                        '(the .bin holds no identity labels)' % len(issame))
+    assert lines[1] == ('[toy]   false rejects: group of image 0 (5 images): '
                         '6 of its 10 same pairs')
     assert 'accuracy is at most %.5f' % (1.0 - 6.0 / len(issame)) in lines[-1]
     # The same distances as the protocol: at this threshold its accuracy on all pairs agrees.
@@ -92,7 +93,7 @@ def test_a_threshold_that_accepts_everything_gives_false_accepts_by_identity_pai
     assert sorted(report.different_pairs) == [(0, 1), (0, 2), (1, 2)]
     assert pair_errors.ceiling(report) == (None, 1.0)
     lines = pair_errors.format_report('toy', report)
-    assert len(lines) == 4 and all('false accepts: identities of images ' in line
+    assert len(lines) == 4 and all('false accepts: groups of images ' in line
                                    for line in lines[1:])
     assert lines[1].endswith(': 15 of their 15 different pairs')  # A (5 images) with B (3)
 
@@ -101,6 +102,38 @@ def test_repeated_images_are_one_image():
     images = np.stack([_image(1), _image(2), _image(1), _image(3)])
     keys = eval_data_reader.distinct_images(images)[1]
     assert keys[0] == keys[2] and len(set(keys)) == 3
-    labels, _ = pair_errors.identities(keys, [True, False])
+    labels, _ = pair_errors.groups(keys, [True, False])
     # Image 1 is in both pairs: the repeat carries its identity into the second pair.
     assert labels[0] == labels[1] == labels[2] and labels[3] != labels[0]
+
+
+def test_without_repeated_images_the_report_names_the_wrong_pairs():
+    """As on the demo's .bin: every image in one pair only, so each group is one pair and
+    counts by group would say nothing; the wrong pairs farthest from the threshold instead."""
+    rng = np.random.RandomState(1)
+    nrof_pairs = 10
+    images = np.stack([_image(value) for value in range(2 * nrof_pairs)])
+    issame = np.array([k % 2 == 0 for k in range(nrof_pairs)])
+    axes = np.eye(DIM)
+    embeddings = np.zeros((2 * nrof_pairs, DIM))
+    for k in range(nrof_pairs):
+        embeddings[2 * k] = axes[k % DIM]
+        embeddings[2 * k + 1] = axes[k % DIM] if issame[k] else axes[(k + 1) % DIM]
+    embeddings[2 * 2 + 1] = axes[5]       # pair 2: same person, orthogonal (distance 2)
+    embeddings[2 * 4 + 1] = -axes[4]      # pair 4: same person, opposite (distance 4)
+    embeddings[2 * 3 + 1] = axes[3]       # pair 3: different people, identical (distance 0)
+    embeddings = (embeddings + 1e-3 * rng.randn(*embeddings.shape)).astype(np.float32)
+    report = pair_errors.breakdown(embeddings, embeddings, issame, 1.0,
+                                   eval_data_reader.distinct_images(images)[1])
+    assert report.errors == 3 and len(report.first_image) == 15  # 5 same pairs, 10 singles
+    lines = pair_errors.format_report('demo', report)
+    assert lines[0].endswith('; 15 groups of images linked by same-person pairs (the .bin '
+                             'holds no identity labels)')
+    assert lines[1] == ('[demo]   no group is in more than one pair, so the groups add '
+                        'nothing to the pairs; the wrong pairs, farthest from the threshold '
+                        'first:')
+    assert [line.split(':')[0] for line in lines[2:]] == [
+        '[demo]   false reject', '[demo]   false reject', '[demo]   false accept']
+    assert lines[2].startswith('[demo]   false reject: pair 4 (rows 8, 9), distance 4.00')
+    assert lines[3].startswith('[demo]   false reject: pair 2 (rows 4, 5), distance 2.00')
+    assert lines[4].startswith('[demo]   false accept: pair 3 (rows 6, 7), distance 0.00')

@@ -104,7 +104,7 @@ def test_recipes_refuse_missing_data(tmp_path):
         assert result.returncode == 2
         assert result.stdout.count('\n') == 1, result.stdout  # one line, nothing installed or run
         assert result.stdout.startswith('%s: %s not found: ' % (recipe, tmp_path / 'nowhere' / 'train.rec'))
-        assert 'README\'s "Data" section' in result.stdout and recipe.upper() + '_DATA' in result.stdout
+        assert 'docs/data.md' in result.stdout and recipe.upper() + '_DATA' in result.stdout
     # TFRecords already converted (a manifest): only the verification set is looked for.
     converted = tmp_path / 'converted'
     converted.mkdir()

@@ -35,7 +35,9 @@ def flags(data, out, *extra):
 
 
 def run_training(args, timeout=240):
-    return subprocess.run([sys.executable, 'train_nets.py'] + args, cwd=PROJECT_ROOT,
+    # As a user runs it: without the test runner's TF_CPP_MIN_LOG_LEVEL.
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    return subprocess.run([sys.executable, 'train_nets.py'] + args, cwd=PROJECT_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=timeout)
 
@@ -58,6 +60,16 @@ def test_trains_validates_checkpoints_and_resumes(tiny_data, tmp_path):
     assert first.returncode == 0, first.stdout
     log = first.stdout
     assert re.search(r'epoch 0, total_step 1, total loss is [\d.]+ , inference loss is', log)
+    # The original's fields, then the learning rate, then the time so far and the time left.
+    lines = re.findall(r'^\d\d:\d\d:\d\d (epoch \d+, total_step (\d), .*)$', log, re.M)
+    assert [int(step) for _, step in lines] == [1, 2, 3, 4], log
+    for line, step in lines:
+        assert re.search(r', lr 0\.01, (\d+s|\d+m\d\ds) elapsed, (\d+s|\d+m\d\ds|\?) left$',
+                         line), line
+    assert lines[-1][0].endswith(' 0s left')
+    # Only the project's lines: every one from the project's logger (time first) or the
+    # trainer's own summary, none of TensorFlow's.
+    assert not [line for line in log.splitlines() if not re.match(r'\d\d:\d\d:\d\d ', line)], log
     assert re.search(r'\[lfw\]\[2\]XNorm: \d+\.\d{6}', log)
     assert re.search(r'\[lfw\]\[4\]Accuracy-Flip: \d\.\d{5}\+-\d\.\d{5}', log)
     assert 'test accuracy is:' in log

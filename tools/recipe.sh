@@ -25,7 +25,7 @@ case " $KNOWN " in
   *" $RECIPE "*) ;;
   *) echo "recipe.sh: no recipe '$RECIPE' (tools/recipes/$RECIPE.sh); known: $KNOWN" >&2; exit 2 ;;
 esac
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# The tools silence TensorFlow's own logs themselves (data/quiet.py; --verbose shows them).
 PY=${PYTHON:-.venv/bin/python}
 start=$SECONDS
 

@@ -157,7 +157,7 @@ def _towers(args, device):
         raise UsageError(str(error))
     if towers and device == 'npu':
         raise UsageError('in-graph towers run on GPUs or CPUs; on Ascend NPUs start one '
-                         'process per device with HCCL (RANK_SIZE, RANK_ID, ...; see README)')
+                         'process per device with HCCL (RANK_SIZE, RANK_ID, ...; see docs/ascend.md)')
     if towers and args.batch_size % len(towers):
         raise UsageError('--batch_size %d is not divisible by the %d tower devices (%s)'
                          % (args.batch_size, len(towers), ','.join(towers)))
@@ -173,7 +173,7 @@ def _tf_cluster(args, device):
     if cluster is not None and device == 'npu':
         raise UsageError('--worker_hosts/TF_CONFIG: TensorFlow\'s gRPC collectives do not run '
                          'on the NPU; start one process per device with HCCL (RANK_SIZE, '
-                         'RANK_ID, ...; see README)')
+                         'RANK_ID, ...; see docs/ascend.md)')
     return cluster
 
 

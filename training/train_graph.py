@@ -36,7 +36,7 @@ def learning_rate(global_step, boundaries, values, warmup_steps=0):
 
     Boundaries count global steps, which advance once per iteration here
     (the original's advanced twice, so it decayed after half as many
-    iterations; see README). The warm-up scales the rate during the first
+    iterations; see docs/training.md). The warm-up scales the rate during the first
     `warmup_steps` iterations; 0: off.
     """
     rate = tf.train.piecewise_constant(global_step, list(boundaries), list(values))

@@ -22,7 +22,7 @@ import tensorflow.compat.v1 as tf
 import verification
 from devices import distributed, parallel, runtime
 from nets import checkpoint_names
-from training import checkpointing, stopping, summaries, train_graph, verification_sets
+from training import checkpointing, stopping, summaries, time_left, train_graph, verification_sets
 
 # The original's training log line, which users' tools parse (images/s over the last
 # --show_info_interval steps, input included, where the original timed one sess.run).
@@ -260,6 +260,8 @@ def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state
     iterations = plan.npu_options.iterations_per_loop
     loop = plan.loop
     window_start, window_step = time.time(), step
+    clock = time_left.TimeLeft(step, plan.last_step, {'validation': loop.validate_interval,
+                                                      'checkpoint': loop.ckpt_interval})
     values = {}
     scaled = 'overflow' in graph['fetches']
     overflows = consecutive = 0
@@ -317,11 +319,12 @@ def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state
             window_start, window_step = now, step
             values['images_per_sec'] = speed
             # The original's line, then what it did not print.
-            logging.info(TRAIN_LOG_LINE + ', lr %g%s%s', step // plan.steps_per_epoch, step,
+            logging.info(TRAIN_LOG_LINE + ', lr %g%s%s%s', step // plan.steps_per_epoch, step,
                          values['total_loss'], values['inference_loss'], values['wd_loss'],
                          values['accuracy'], speed, values['lr'],
                          ', %d overflowed steps skipped' % overflows if scaled else '',
-                         ', %d bad records skipped' % bad.count if bad.count else '')
+                         ', %d bad records skipped' % bad.count if bad.count else '',
+                         clock.suffix(step))
         if _crossed(previous, step, loop.summary_interval):
             # The original's tags (its 'leraning_rate' spelling too), plus ours.
             scalars = {k: values[k] for k in ('total_loss', 'inference_loss', 'wd_loss',
@@ -334,14 +337,18 @@ def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state
             if histograms is not None and 'gradients' in values:
                 histograms.write(sess, writer, step, values['gradients'])
         if _crossed(previous, step, loop.ckpt_interval):
+            started = time.time()
             checkpoints.save(sess, step)
             state['saved'] = step
+            clock.paused('checkpoint', time.time() - started)
         if _crossed(previous, step, loop.validate_interval) or step == plan.last_step:
+            started = time.time()
             try:
                 _validate(sess, graph, plan, step, writer, checkpoints, stop)
             except stopping.Interrupted:
                 abandoned = ' (validation abandoned)'
             window_start, window_step = time.time(), step  # validation is not throughput
+            clock.paused('validation', window_start - started)
     if state['saved'] != step:
         checkpoints.save(sess, step)
         state['saved'] = step

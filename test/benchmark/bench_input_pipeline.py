@@ -21,6 +21,7 @@ _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 if _PROJECT_ROOT not in sys.path:
     sys.path.insert(0, _PROJECT_ROOT)
 
+from data import quiet  # noqa: E402,F401  (first: TensorFlow's logs silenced)
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from data import (  # noqa: E402

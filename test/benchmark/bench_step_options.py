@@ -1,6 +1,6 @@
 """Times the training step under alternative graph and runtime options.
 
-The record behind the README's optimisation table: each variant is the same
+The record behind docs/performance.md's optimisation figures: each variant is the same
 model mathematics (forward pass, ArcFace loss, weight decay, momentum update,
 BN moving averages) built or run differently, timed in its own process on
 constant in-graph inputs so only the step is measured. Variants:
@@ -35,6 +35,8 @@ _ROOT = os.path.dirname(os.path.dirname(_HERE))
 for _path in (_ROOT, _HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+from data import quiet  # noqa: E402,F401  (first: TensorFlow's logs silenced)
 
 VARIANTS = ('current', 'unfused_bn', 'prelu_minmax', 'inter_op_1', 'threads_2x2', 'xla_jit',
             'no_onednn', 'bfloat16')

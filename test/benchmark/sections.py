@@ -33,6 +33,7 @@ for _path in (_ROOT, _HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from data import quiet  # noqa: E402,F401  (first: TensorFlow's logs silenced)
 import numpy as np  # noqa: E402
 
 IMAGE_SIZE = (112, 112)
