@@ -12,6 +12,7 @@ fi
 echo "== setting up $venv from $req (one-off; takes a few minutes)"
 rm -rf "$venv"
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade "pip<24.1"
-"$venv/bin/python" -m pip install --quiet -r "$req"
+"$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check --upgrade "pip<24.1"
+# Twice quiet: errors only (not pip's notices about root, versions or its configuration).
+"$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check -r "$req"
 echo "$want" > "$stamp"
