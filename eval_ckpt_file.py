@@ -116,13 +116,6 @@ def get_parser():
     return parser
 
 
-def checkpoint_arguments(args):
-    """The --ckpt_file values to resolve: one, or --ckpt_file + each index entry."""
-    if args.ckpt_index_list:
-        return [args.ckpt_file + entry for entry in args.ckpt_index_list]
-    return [args.ckpt_file]
-
-
 def output_paths(args, datasets):
     """[(flag, path)] of the files this evaluation writes: the JSON, one ROC per dataset."""
     paths = [('--output_json', args.output_json)] if args.output_json else []
@@ -144,8 +137,9 @@ def prepare(args):
         device = runtime.select_device(args.device)
     except ValueError as error:
         raise UsageError(str(error))
+    paths = cli_flags.checkpoint_arguments(args.ckpt_file, args.ckpt_index_list)
     checkpoints = [checkpoint_names.check_checkpoint_names(path, args.net_depth)
-                   for path in checkpoint_arguments(args)]
+                   for path in paths]
     network = checkpoint_names.common_network(checkpoints)
     bin_paths = verification_sets.find(args.eval_db_path, args.eval_datasets)
     if args.output_json:

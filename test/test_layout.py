@@ -2,9 +2,10 @@
 tools run both as files and as modules.
 
 Layers, lowest first (README, "Layout"): data → verification (the protocol) and nets
-(neither imports the other) → losses → devices → training → the entry-point scripts at the
-top. A module may import its own package and the layers below it, never a layer above or
-another package of its own layer.
+(neither imports the other) → losses → devices → evaluation (IJB-B/C: the release, the
+protocol, the embedding loop) → training → the entry-point scripts at the top. A module may
+import its own package and the layers below it, never a layer above or another package of
+its own layer.
 """
 import ast
 import os
@@ -13,9 +14,11 @@ import sys
 
 from conftest import PROJECT_ROOT
 
-RANKS = {'data': 0, 'verification': 1, 'nets': 1, 'losses': 2, 'devices': 3, 'training': 4}
-SCRIPTS = ('train_nets', 'train_nets_mgpu', 'eval_ckpt_file', 'export_model', 'extract_features')
-SCRIPT_RANK = 5
+RANKS = {'data': 0, 'verification': 1, 'nets': 1, 'losses': 2, 'devices': 3, 'evaluation': 4,
+         'training': 5}
+SCRIPTS = ('train_nets', 'train_nets_mgpu', 'eval_ckpt_file', 'export_model', 'extract_features',
+           'eval_ijb')
+SCRIPT_RANK = 6
 DATA_TOOLS = ('mx2tfrecords', 'folder2tfrecords', 'make_pairs', 'lfw_pairs', 'prepare_faces',
               'make_synthetic_dataset')
 
@@ -84,6 +87,7 @@ def layering_violations(modules):
 def test_imports_only_go_down_the_layers():
     modules = product_modules()
     assert set(RANKS) - {'verification'} <= set(modules)
+    assert 'eval_ijb' in modules
     assert layering_violations(modules) == []
 
 
@@ -95,7 +99,7 @@ def test_the_check_finds_an_upward_and_a_sideways_import(tmp_path):
     sideways.write_text('from nets import layers\n')
     problems = layering_violations({'data': [str(upward)], 'verification': [str(sideways)]})
     assert len(problems) == 2
-    assert problems[0].endswith(':2 imports training (training, layer 4) from data (layer 0)')
+    assert problems[0].endswith(':2 imports training (training, layer 5) from data (layer 0)')
     assert problems[1].endswith(':1 imports nets (nets, layer 1) from verification (layer 1)')
 
 

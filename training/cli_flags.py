@@ -38,6 +38,14 @@ def add_checkpoint_network(group, images_are):
     add_net_input_size(group)
 
 
+def checkpoint_arguments(ckpt_file, ckpt_index_list):
+    """The checkpoints an evaluation tool resolves: --ckpt_file alone, or --ckpt_file with
+    each --ckpt_index_list entry appended (the original's way of naming several)."""
+    if ckpt_index_list:
+        return [ckpt_file + entry for entry in ckpt_index_list]
+    return [ckpt_file]
+
+
 def add_net_input_size(group):
     """--net_input_size, the same for training, evaluation and export."""
     group.add_argument('--net_input_size', type=image_size, default=None,
