@@ -141,7 +141,8 @@ def record_path(path):
     return os.path.join(folder, '.%s.written.json' % name)
 
 
-def _sha256(path):
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes, read in 1 MiB pieces."""
     digest = hashlib.sha256()
     with open(path, 'rb') as data:
         for chunk in iter(lambda: data.read(_HASH_CHUNK), b''):
@@ -156,7 +157,7 @@ def _contents(path):
     which no tool writes: a link or empty folder added later is a difference.
     """
     if not os.path.isdir(path) or os.path.islink(path):
-        return {'.': 'link' if os.path.islink(path) else [os.path.getsize(path), _sha256(path)]}
+        return {'.': 'link' if os.path.islink(path) else [os.path.getsize(path), file_sha256(path)]}
     contents = {}
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
@@ -167,7 +168,7 @@ def _contents(path):
             elif os.path.isdir(full):
                 contents[relative] = 'folder'
             else:
-                contents[relative] = [os.path.getsize(full), _sha256(full)]
+                contents[relative] = [os.path.getsize(full), file_sha256(full)]
     return contents
 
 

@@ -20,19 +20,18 @@ Typical use:
         embeddings = run_batch(crops)            # uint8 [batch_size, 112, 112, 3] BGR
 """
 import collections
-import hashlib
 import os
 
 import tensorflow.compat.v1 as tf
 
 from data.cli import UsageError
+from data.safe_files import file_sha256
 from devices import runtime
 from evaluation.ijb_align import CROP_SIZE
 from nets import checkpoint_names, inference
 from nets.checkpoint_names import CheckpointError
 
 CHECKPOINT, FROZEN, ONNX = 'checkpoint', 'frozen graph', 'onnx'
-_HASH_CHUNK = 1 << 20
 
 Model = collections.namedtuple('Model', [
     'kind',       # CHECKPOINT, FROZEN or ONNX
@@ -42,14 +41,6 @@ Model = collections.namedtuple('Model', [
     'variables',  # {name: shape} of a checkpoint, else None
     'batch',      # the static batch of a model file's input, None if dynamic or a checkpoint
 ])
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as data:
-        for chunk in iter(lambda: data.read(_HASH_CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnxruntime_module():

@@ -34,6 +34,7 @@ import export_model
 from devices import runtime
 from evaluation import ijb_align, ijb_cache, ijb_embed, ijb_meta, ijb_plot, ijb_protocol
 from nets import checkpoint_names, inference
+from data import safe_files
 from data.synthetic import identities, render
 from test_eval_ckpt_file import make_checkpoints
 
@@ -210,8 +211,7 @@ def test_table_json_plot_and_scores_agree_with_the_protocol(setup, tmp_path):
 
 
 def ijb_cache_sha(path):
-    from evaluation import ijb_models
-    return ijb_models.file_sha256(path)
+    return safe_files.file_sha256(path)
 
 
 def test_norm_score_false_normalises_each_image_first(setup, tmp_path, capsys):
