@@ -131,6 +131,25 @@ def combined_margin_logits(cos_t, labels, s=64.0, m1=1.0, m2=0.3, m3=0.2):
     return _replace_target_logit(cos_t, labels, target, s)
 
 
+def arcface_loss(embedding, labels, out_num, w_init=None, s=64., m=0.5):
+    """The original's `arcface_loss` (its name, signature and variable scope): ArcFace
+    logits with the class centres in 'arcface_loss/embedding_weights'."""
+    return arcface_logits(class_cosines(embedding, out_num, w_init, ARCFACE_SCOPE), labels, s, m)
+
+
+def cosineface_losses(embedding, labels, out_num, w_init=None, s=30., m=0.4):
+    """The original's `cosineface_losses`: CosFace logits, centres in 'cosineface_loss/'."""
+    return cosface_logits(class_cosines(embedding, out_num, w_init, HEADS['cosineface'][0]),
+                          labels, s, m)
+
+
+def combine_loss_val(embedding, labels, w_init, out_num, margin_a, margin_m, margin_b, s):
+    """The original's `combine_loss_val` (its argument order): s * (cos(margin_a * theta +
+    margin_m) - margin_b) at the label, centres at the top level; any batch size."""
+    return combined_margin_logits(class_cosines(embedding, out_num, w_init, COMBINE_SCOPE),
+                                  labels, s, margin_a, margin_m, margin_b)
+
+
 # Angles at which a combined margin must penalise the target class: 0 to 90
 # degrees in steps of half a degree. Class centres start near 90 degrees from
 # an embedding (random directions in 512 dimensions are nearly orthogonal) and

@@ -79,14 +79,14 @@ def test_arcface_fallback_branch_is_taken_past_pi_minus_m():
 
 
 def original_head(loss_type):
-    """The original's arcface_loss / cosineface_loss / combine_loss_val: fn(embedding,
-    labels, out_num, w_init=None, **margins) -> logits, built as train_nets.py builds it."""
-    scope, logits_fn = face_losses.HEADS[loss_type]
-
-    def build(embedding, labels, out_num, w_init=None, **margins):
-        return logits_fn(face_losses.class_cosines(embedding, out_num, w_init, scope), labels,
-                         **margins)
-    return build
+    """The original's arcface_loss / cosineface_losses / combine_loss_val, kept in
+    losses.face_losses with its names and signatures, as fn(embedding, labels, out_num,
+    w_init=None) -> logits with each function's default margins (combine: insightface's)."""
+    if loss_type == 'combine':
+        return lambda embedding, labels, out_num, w_init=None: face_losses.combine_loss_val(
+            embedding, labels, w_init, out_num, 1.0, 0.3, 0.2, 64.0)
+    return {'arcface': face_losses.arcface_loss,
+            'cosineface': face_losses.cosineface_losses}[loss_type]
 
 
 def build_head(embedding_value, labels_value, dtype, head, **kwargs):
