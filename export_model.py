@@ -40,6 +40,11 @@ export with --batch_size or give it here):
     # with --normalized_output add --out_nodes="embeddings_normalized:0"
     # (or "embeddings:0"), since `embeddings` then feeds another node
 
+Before anything is moved into place, the frozen graph (in TensorFlow) and the ONNX model
+(in onnxruntime) embed a few synthetic faces and their mirrors (data/synthetic) and must
+give the checkpoint's embeddings to CHECK_RELATIVE; a model that does not is an error
+(exit 1), and nothing is written.
+
 Every output is written into a temporary folder inside --output_dir and
 renamed into place at the end; existing outputs are only replaced with
 --overwrite, and other files in --output_dir are never touched. Each output
@@ -61,11 +66,14 @@ import tempfile
 
 # First: silences TensorFlow's logs before anything below imports it.
 from data import quiet  # noqa: I100
-import tensorflow.compat.v1 as tf  # noqa: I100
+import numpy as np  # noqa: I100
+import tensorflow.compat.v1 as tf
 
 from data.cli import UsageError
 from data.safe_files import check_output, move_into_place, write_record
+from data.synthetic import identities, render
 from devices import runtime
+from evaluation import ijb_models
 from nets import checkpoint_names, inference
 from training import cli_flags
 
@@ -82,6 +90,15 @@ ONNX_MODEL = 'model.onnx'
 ONNX_OPSET = 13  # onnxruntime, TensorRT 8+ and ATC's ONNX front end all take it
 _ONNX_CATCH_ERRORS = 'TF2ONNX_CATCH_ERRORS'
 _ENTRY = '--output_dir entry'  # how messages name one output
+CHECK_FACES = 4  # synthetic faces (and their mirrors) every written model must embed
+# Largest ||exported - checkpoint|| / ||checkpoint|| of one face's embedding: float
+# rounding moves it by about 1e-6; a network that differs (a nearest-neighbour resize
+# for an area one) by 1e-2 and more.
+CHECK_RELATIVE = 1e-4
+
+
+class ExportMismatch(Exception):
+    """A written model does not reproduce the checkpoint; one line."""
 
 
 def get_parser():
@@ -140,9 +157,10 @@ def prepare(args):
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
         raise UsageError(size_problem)
-    if args.onnx and onnx_converter() is None:
-        raise UsageError('--onnx needs tf2onnx, which requirements.txt installs with TensorFlow '
-                         '2.x; this environment has TensorFlow %s without it' % tf.__version__)
+    if args.onnx and (onnx_converter() is None or ijb_models.onnxruntime_module() is None):
+        raise UsageError('--onnx needs tf2onnx (to convert) and onnxruntime (to check the '
+                         'model), which requirements.txt installs with TensorFlow 2.x; this '
+                         'environment has TensorFlow %s without them' % tf.__version__)
     checked = checkpoint_names.check_checkpoint_names(args.ckpt_file, args.net_depth)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
@@ -228,6 +246,60 @@ def write_saved_model(sess, images, outputs, path):
     builder.save()
 
 
+def check_faces(image_size, batch_size):
+    """uint8 [batch_size or 2 * CHECK_FACES, H, W, 3] BGR: synthetic faces and mirrors."""
+    faces = render.render_images(0, identities.VAL_STREAM,
+                                 [(person, 0) for person in range(CHECK_FACES)], image_size)
+    faces = np.concatenate([faces, faces[:, :, ::-1]])
+    if batch_size:
+        faces = np.resize(faces, (batch_size,) + faces.shape[1:])
+    return np.ascontiguousarray(faces)
+
+
+def largest_relative_difference(got, want):
+    """max over rows of ||got - want|| / ||want||; inf for a wrong shape or non-finite."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    if got.shape != want.shape or not np.all(np.isfinite(got)):
+        return float('inf')
+    return float(np.max(np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)))
+
+
+def _embed_frozen(graph_def, faces):
+    with tf.Graph().as_default():
+        tf.import_graph_def(graph_def, name='')
+        with tf.Session(config=runtime.session_config('cpu')) as sess:
+            return sess.run(OUTPUT_NODE + ':0', {INPUT_NODE + ':0': faces})
+
+
+def _embed_onnx(path, faces):
+    session = ijb_models.onnx_session(path, 'cpu')
+    return session.run([OUTPUT_NODE], {INPUT_NODE: faces})[0]
+
+
+def check_written(staging, args, frozen, faces, expected):
+    """Embeds `faces` with every written model; returns the largest relative difference.
+
+    Raises:
+      ExportMismatch: a model whose embeddings differ from the checkpoint's (`expected`).
+    """
+    embedded = []
+    if args.format in ('pb', 'both'):
+        embedded.append((FROZEN_GRAPH, _embed_frozen(frozen, faces)))
+    if args.onnx:
+        embedded.append((ONNX_MODEL, _embed_onnx(os.path.join(staging, ONNX_MODEL), faces)))
+    worst = 0.0
+    for name, got in embedded:
+        difference = largest_relative_difference(got, expected)
+        if not difference <= CHECK_RELATIVE:
+            raise ExportMismatch(
+                '%s does not reproduce the checkpoint: on %d synthetic faces its embeddings '
+                'differ from the checkpoint\'s by up to %.3g of their norm (allowed %g); '
+                'nothing written' % (name, len(faces), difference, CHECK_RELATIVE))
+        worst = max(worst, difference)
+    return worst
+
+
 def export(args, prefix, variables, network):
     """Builds the graph, checks shapes, restores and writes the outputs into place.
 
@@ -240,6 +312,9 @@ def export(args, prefix, variables, network):
       RestoreError: the checkpoint's data could not be read.
       tf.errors.OpError: another TensorFlow failure.
       OSError: the output folder cannot be written.
+      ExportMismatch: a written model does not reproduce the checkpoint.
+    Returns:
+      the largest relative difference of a written model's embeddings (check_written).
     """
     with tf.Graph().as_default():
         images, outputs = build_inference(args, network)
@@ -253,8 +328,10 @@ def export(args, prefix, variables, network):
         done = False
         try:
             # Freezing only reads variables: the CPU does it on any machine.
+            faces = check_faces(tuple(args.image_size), args.batch_size)
             with tf.Session(config=runtime.session_config('cpu')) as sess:
                 checkpoint_names.restore(sess, saver, prefix)
+                expected = sess.run(outputs[SIGNATURE_OUTPUT], {images: faces})
                 frozen = freeze(sess, outputs) if args.format != 'saved_model' or args.onnx \
                     else None
                 if args.format in ('pb', 'both'):
@@ -263,12 +340,14 @@ def export(args, prefix, variables, network):
                     write_saved_model(sess, images, outputs, os.path.join(staging, SAVED_MODEL))
             if args.onnx:
                 write_onnx(frozen, outputs, os.path.join(staging, ONNX_MODEL))
+            worst = check_written(staging, args, frozen, faces, expected)
             _move_outputs(staging, args.output_dir, output_names(args.format, args.onnx))
             done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if created and not done:
                 os.rmdir(args.output_dir)
+    return worst
 
 
 def _move_outputs(staging, output_dir, names):
@@ -304,9 +383,18 @@ def main(argv=None):
 
     def work():
         prefix, variables, network = prepare(args)
-        export(args, prefix, variables, network)
+        try:
+            worst = export(args, prefix, variables, network)
+        except ExportMismatch as error:
+            return cli_flags.fail(PROG, error, 1)
         for name in output_names(args.format, args.onnx):
             logging.info('wrote %s', os.path.join(args.output_dir, name))
+        checked = [name for name in (FROZEN_GRAPH if args.format != 'saved_model' else None,
+                                     ONNX_MODEL if args.onnx else None) if name]
+        if checked:
+            logging.info('checked: %s embed %d synthetic faces as the checkpoint does (largest '
+                         'difference %.2g of the norm)', ' and '.join(checked),
+                         2 * CHECK_FACES if not args.batch_size else args.batch_size, worst)
         logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s '
                      '(float32, not normalised)', os.path.abspath(prefix), network.depth,
                      network.variant, INPUT_NODE, OUTPUT_NODE)

@@ -12,6 +12,7 @@ Typical use:
     image = decode_image(jpeg_bytes)            # uint8 [H, W, 3], BGR
     net_input = normalize(tf.cast(image, tf.float32))
 """
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 DEFAULT_IMAGE_SIZE = (112, 112)
@@ -80,7 +81,29 @@ def resize_for_network(images, net_input_size):
         # operator on every backend (Ascend's AvgPool included).
         window = [1, height // new_height, width // new_width, 1]
         return tf.nn.avg_pool(images, window, window, 'VALID')
-    return tf.image.resize_area(images, [new_height, new_width])
+    # Other factors: tf.image.resize_area's arithmetic as two fixed matrix products.
+    # ResizeArea itself has no exact ONNX form (tf2onnx writes a nearest-neighbour
+    # Resize, another network), while MatMul is exact in every runtime and converter.
+    rows = tf.constant(area_weights(height, new_height))  # [new_height, height]
+    columns = tf.constant(area_weights(width, new_width))  # [new_width, width]
+    shrunk = tf.tensordot(images, rows, axes=[[1], [1]])  # [N, W, C, new_height]
+    shrunk = tf.tensordot(shrunk, columns, axes=[[1], [1]])  # [N, C, new_height, new_width]
+    return tf.transpose(shrunk, [0, 2, 3, 1])
+
+
+def area_weights(size, new_size):
+    """float32 [new_size, size]: row i averages the input pixels under output pixel i.
+
+    Output pixel i covers input [i * f, (i + 1) * f), f = size / new_size; each input
+    pixel counts by the part of it inside (tf.image.resize_area without align_corners).
+    """
+    scale = float(size) / new_size
+    weights = [[0.0] * size for _ in range(new_size)]
+    for i in range(new_size):
+        start, end = i * scale, (i + 1) * scale
+        for j in range(int(start), min(size, int(-(-end // 1)))):
+            weights[i][j] = (min(j + 1.0, end) - max(float(j), start)) / scale
+    return np.array(weights, np.float32)
 
 
 def parse_image_size(text):

@@ -144,10 +144,27 @@ def cosineface_losses(embedding, labels, out_num, w_init=None, s=30., m=0.4):
 
 
 def combine_loss_val(embedding, labels, w_init, out_num, margin_a, margin_m, margin_b, s):
-    """The original's `combine_loss_val` (its argument order): s * (cos(margin_a * theta +
-    margin_m) - margin_b) at the label, centres at the top level; any batch size."""
-    return combined_margin_logits(class_cosines(embedding, out_num, w_init, COMBINE_SCOPE),
-                                  labels, s, margin_a, margin_m, margin_b)
+    """The original's `combine_loss_val` (its argument order, centres at the top level, its
+    five results): the margin s * (cos(margin_a * theta + margin_m) - margin_b) at the
+    label, in the loss and its accuracy; any batch size.
+
+    Returns:
+      (s * cosines without the margin [N, C], mean cross-entropy of the margin logits,
+       accuracy of the margin logits, accuracy of the plain logits, int64 [N] argmax of
+       the plain logits), as the original returns them.
+    """
+    cos_t = class_cosines(embedding, out_num, w_init, COMBINE_SCOPE)
+    logits = combined_margin_logits(cos_t, labels, s, margin_a, margin_m, margin_b)
+    plain = s * cos_t
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                         logits=logits))
+    labels = tf.cast(labels, tf.int64)
+
+    def accuracy(predicted):
+        return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
+
+    predicted_plain = tf.argmax(plain, 1)
+    return plain, loss, accuracy(tf.argmax(logits, 1)), accuracy(predicted_plain), predicted_plain
 
 
 # Angles at which a combined margin must penalise the target class: 0 to 90

@@ -310,6 +310,26 @@ def test_resize_for_network_is_the_area_average(net_size):
         np.testing.assert_allclose(got, blocks, atol=1e-5)
 
 
+@pytest.mark.parametrize('size,net_size', [((112, 112), (32, 32)), ((112, 96), (64, 40)),
+                                           ((112, 112), (96, 96))])
+def test_resize_for_network_is_resize_area_as_matrix_products(size, net_size):
+    """Factors that are not whole: TensorFlow's area resize, in ops that every runtime and
+    converter computes exactly (no ResizeArea, which tf2onnx turns into a nearest Resize)."""
+    images = np.random.RandomState(1).uniform(-1, 1, (2,) + size + (3,)).astype(np.float32)
+    with tf.Graph().as_default() as graph, tf.Session() as sess:
+        shrunk = image_ops.resize_for_network(tf.constant(images), net_size)
+        ops = {op.type for op in graph.get_operations()}
+        want = tf.image.resize_area(tf.constant(images), list(net_size))
+        got, want = sess.run([shrunk, want])
+    assert 'ResizeArea' not in ops and 'MatMul' in ops
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Each output pixel averages its footprint: a constant image stays that constant.
+    weights = image_ops.area_weights(size[0], net_size[0])
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+    if size[0] / float(net_size[0]) == 3.5:  # output pixel 0 covers input 0, 1, 2 and half of 3
+        np.testing.assert_allclose(weights[0, :5], np.array([1, 1, 1, 0.5, 0]) / 3.5)
+
+
 def test_resize_for_network_keeps_same_size_and_none():
     with tf.Graph().as_default():
         images = tf.zeros([1, 32, 32, 3])

@@ -1,11 +1,15 @@
-"""Margin heads against NumPy references of their formulas, edge cases and gradients."""
+"""Margin heads against NumPy references of their formulas, edge cases and gradients, and
+the original's loss functions against the original's own results."""
 import math
+import os
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 from losses import face_losses
+
+from conftest import PROJECT_ROOT  # noqa: E402
 
 
 def np_arcface(cos, labels, s=64.0, m=0.5):
@@ -79,14 +83,50 @@ def test_arcface_fallback_branch_is_taken_past_pi_minus_m():
 
 
 def original_head(loss_type):
-    """The original's arcface_loss / cosineface_losses / combine_loss_val, kept in
-    losses.face_losses with its names and signatures, as fn(embedding, labels, out_num,
-    w_init=None) -> logits with each function's default margins (combine: insightface's)."""
+    """The heads as fn(embedding, labels, out_num, w_init=None) -> logits with each one's
+    default margins (combine: insightface's), in the original's variable scopes: its
+    arcface_loss and cosineface_losses (kept in losses.face_losses with its names and
+    signatures); for combine, whose original returns the logits without the margin, the
+    port's combined head in combine_loss_val's scope."""
     if loss_type == 'combine':
-        return lambda embedding, labels, out_num, w_init=None: face_losses.combine_loss_val(
-            embedding, labels, w_init, out_num, 1.0, 0.3, 0.2, 64.0)
+        def combined(embedding, labels, out_num, w_init=None):
+            cos_t = face_losses.class_cosines(embedding, out_num, w_init,
+                                              face_losses.COMBINE_SCOPE)
+            return face_losses.combined_margin_logits(cos_t, labels)
+        return combined
     return {'arcface': face_losses.arcface_loss,
             'cosineface': face_losses.cosineface_losses}[loss_type]
+
+
+# Outputs of the original InsightFace_TF's own losses/face_losses.py on fixed inputs (the
+# file's 'how' says how it was made).
+ORIGINAL_LOSSES = os.path.join(PROJECT_ROOT, 'test', 'reference', 'original_face_losses.npz')
+
+
+def test_the_originals_loss_functions_give_the_originals_results():
+    reference = np.load(ORIGINAL_LOSSES)
+    with tf.Graph().as_default():
+        embedding = tf.constant(reference['embedding'])
+        labels = tf.constant(reference['labels'])
+        init = tf.constant_initializer(reference['class_centres'])
+        arcface = face_losses.arcface_loss(embedding, labels, 10, w_init=init)
+        cosface = face_losses.cosineface_losses(embedding, labels, 10, w_init=init)
+        combined = face_losses.combine_loss_val(embedding, labels, init, 10, 1.0, 0.3, 0.2, 64.0)
+        names = [v.op.name for v in tf.global_variables()]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            got = sess.run({'arcface_loss': arcface, 'cosineface_losses': cosface,
+                            'combine': combined})
+    assert names == list(reference['variable_names'])
+    for name in ('arcface_loss', 'cosineface_losses'):
+        np.testing.assert_allclose(got[name], reference[name], rtol=1e-5, atol=1e-4,
+                                   err_msg=name)
+    zy, loss, accuracy, accuracy_s, predicted = got['combine']
+    np.testing.assert_allclose(zy, reference['combine_zy'], rtol=1e-5, atol=1e-4)
+    assert loss == pytest.approx(float(reference['combine_loss']), rel=1e-5)
+    assert accuracy == reference['combine_accuracy']
+    assert accuracy_s == reference['combine_accuracy_s']
+    np.testing.assert_array_equal(predicted, reference['combine_predict_cls_s'])
 
 
 def build_head(embedding_value, labels_value, dtype, head, **kwargs):
