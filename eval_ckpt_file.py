@@ -51,9 +51,10 @@ from data import eval_data_reader
 from data.cli import UsageError
 from data.safe_files import check_output, write_recorded
 from devices import runtime
+from evaluation import pair_errors, verification_sets
+from evaluation import roc_plot  # imports matplotlib only when drawing
 from nets import checkpoint_names, inference
-from training import cli_flags, pair_errors, verification_sets
-from training import roc_plot  # imports matplotlib only when drawing
+from training import cli_flags
 
 PROG = 'eval_ckpt_file.py'
 FAR_LABEL = ('%.0e' % verification.FAR_TARGET).replace('e-0', 'e-')  # '1e-3'

@@ -160,14 +160,6 @@ def _check_models(args, models, device):
                          % len(models))
 
 
-def _check_release(args, meta):
-    genuine = int(meta.labels.sum())
-    if genuine in (0, meta.labels.size):
-        raise IJBFormatError('%s: %d genuine and %d impostor pairs; TAR at FAR needs both'
-                             % (ijb_meta.meta_path(args.ijb_root, args.target, ijb_meta.PAIRS),
-                                genuine, meta.labels.size - genuine))
-
-
 def _check_outputs(args):
     named = output_paths(args) + ([('--features_cache', args.features_cache)]
                                   if args.features_cache else [])
@@ -210,7 +202,7 @@ def prepare(args):
     models = [ijb_models.resolve(path, args.net_depth) for path in paths]
     _check_models(args, models, device)
     meta = ijb_meta.read_meta(args.ijb_root, args.target)
-    _check_release(args, meta)
+    ijb_meta.check_scorable(meta, args.ijb_root, args.target)
     _check_outputs(args)
     cache = None
     if args.features_cache:
@@ -279,17 +271,12 @@ def evaluate(args, plan, table):
                                        % (model.kind, model.path))
             if plan.cache is not None and not reuse:
                 to_cache = (embeddings, flipped)
-            features = ijb_protocol.image_features(
-                embeddings, flipped, meta.detector_scores, flip=args.flip,
-                norm_score=args.norm_score, detector_score=args.detector_score)
-            pooled, ids = ijb_protocol.template_features(features, meta.templates, meta.medias)
-            del features
-            scores = ijb_protocol.pair_scores(pooled, ids, meta.t1, meta.t2)
-            curve = ijb_protocol.roc(meta.labels, scores)
-            tars = ijb_protocol.tar_at_far(curve.fpr, curve.tpr)
-            table.row(label, args.target, tars)
-            results.append(Result(label, model, curve, tars,
-                                  scores if args.scores_npy else None, source))
+            verified = ijb_protocol.verify(meta, embeddings, flipped, flip=args.flip,
+                                           norm_score=args.norm_score,
+                                           detector_score=args.detector_score)
+            table.row(label, args.target, verified.tars)
+            results.append(Result(label, model, verified.curve, verified.tars,
+                                  verified.scores if args.scores_npy else None, source))
             del embeddings, flipped  # before the next model's (to_cache keeps a single one)
     return results, to_cache
 

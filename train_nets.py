@@ -17,6 +17,7 @@ import sys
 # First: silences TensorFlow's logs before anything below imports it.
 from data import quiet  # noqa: I100
 from devices import npu_options, runtime
+from evaluation import ijb_embed, ijb_meta
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
 from training import cli_flags
@@ -140,6 +141,20 @@ def get_parser():
                        help='folder holding the .bin verification sets')
     evals.add_argument('--eval_batch_size', type=cli_flags.positive_int, default=None,
                        help='images per validation batch; default: --batch_size')
+    evals.add_argument('--eval_ijb', default=None,
+                       help='also validate on IJB-B/IJB-C 1:1 verification (TAR@FAR, as '
+                            'eval_ijb.py): insightface\'s release folder holding loose_crop/ '
+                            'and meta/ (docs/ijb.md); None: off')
+    evals.add_argument('--eval_ijb_target', default='IJBC', choices=ijb_meta.TARGETS,
+                       help='which meta files of --eval_ijb: meta/ijbc_*.txt or meta/ijbb_*.txt')
+    evals.add_argument('--eval_ijb_workers', type=cli_flags.non_negative_int,
+                       default=ijb_embed.default_workers(),
+                       help='processes decoding and aligning --eval_ijb\'s images at each '
+                            'validation; 0: in the training process')
+    evals.add_argument('--best_metric', default=None,
+                       help='the validation set whose score chooses <ckpt_path>/best: a name '
+                            'of --eval_datasets (its accuracy) or ijbc / ijbb (TAR at FAR=1e-4 '
+                            'of --eval_ijb); None: the first of --eval_datasets')
 
     device = parser.add_argument_group('device')
     device.add_argument('--device', default='auto', choices=runtime.DEVICES,
@@ -214,6 +229,10 @@ def check_args(args):
                         'than steps' % (len(args.lr_values), len(args.lr_steps)))
     if list(args.lr_steps) != sorted(set(args.lr_steps)) or any(s < 1 for s in args.lr_steps):
         problems.append('--lr_steps %s: expected increasing positive integers' % (args.lr_steps,))
+    metric_problem = best_metric_problem(args.best_metric, args.eval_datasets,
+                                         args.eval_ijb_target if args.eval_ijb else None)
+    if metric_problem:
+        problems.append(metric_problem)
     loop = args.iterations_per_loop
     off = ['--%s %d' % (flag, getattr(args, flag))
            for flag in ('validate_interval', 'ckpt_interval', 'max_steps')
@@ -223,6 +242,18 @@ def check_args(args):
                         '%d steps on the device' % (', '.join(off), 'is' if len(off) == 1
                                                     else 'are', loop, loop))
     return problems
+
+
+def best_metric_problem(best_metric, eval_datasets, ijb_target):
+    """Why --best_metric names no validation set of this run, or None."""
+    if best_metric is None:
+        return None
+    names = list(eval_datasets) + ([ijb_target.lower()] if ijb_target else [])
+    if best_metric in names:
+        return None
+    return ('--best_metric %s: expected one of this run\'s validation sets: %s (%s)'
+            % (best_metric, ', '.join(names), '--eval_datasets and --eval_ijb' if ijb_target
+               else '--eval_datasets; ijbc or ijbb need --eval_ijb'))
 
 
 def main(argv=None, parser=None, complete_args=None):

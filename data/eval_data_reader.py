@@ -308,7 +308,7 @@ def distinct_images(images):
     """Finds the byte-identical images of a set (orl_val.bin's 900 rows hold 50).
 
     The protocol embeds each distinct image once (verification.embed_images),
-    and the error report counts it as one image (training/pair_errors.py).
+    and the error report counts it as one image (evaluation/pair_errors.py).
 
     Args:
       images: array [N, ...].

@@ -117,6 +117,15 @@ def read_meta(ijb_root, target):
                    image_lines=np.array(lines, np.int64))
 
 
+def check_scorable(meta, ijb_root, target):
+    """Raises IJBFormatError unless the pairs hold genuine and impostor pairs both."""
+    genuine = int(meta.labels.sum())
+    if genuine in (0, meta.labels.size):
+        raise IJBFormatError('%s: %d genuine and %d impostor pairs; TAR at FAR needs both'
+                             % (meta_path(ijb_root, target, PAIRS), genuine,
+                                meta.labels.size - genuine))
+
+
 def _split_lines(path, width, layout):
     """Yields (line number, fields as bytes) of every non-blank line, `width` fields."""
     with open(path, 'rb') as source:

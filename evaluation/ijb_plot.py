@@ -2,8 +2,7 @@
 
 Log-scaled FAR from 1e-6 to 1e-1 (ticks at each decade), TAR from 0.3 to 1 (lower when a
 curve lies below 0.3 there, as an untrained network's does), a dashed grid, one curve per
-checkpoint labelled with its AUC. matplotlib is imported only here and only when a plot is
-drawn, with the non-interactive Agg backend (as training/roc_plot.py does).
+checkpoint labelled with its AUC (drawn by png_figure, off-screen).
 
 IJB-C's ROC has a point per distinct score of 15.7 M pairs; more than MAX_POINTS points
 are thinned to those nearest a log-spaced FAR grid that is much finer than a pixel.
@@ -12,12 +11,12 @@ Typical use:
     png = render_roc('IJBC', [RocCurve('r100', curve.fpr, curve.tpr, curve.auc)])
 """
 import collections
-import io
 import math
 
 import numpy as np
 
 from evaluation.ijb_protocol import FARS
+from evaluation.png_figure import render_png
 
 MAX_POINTS = 20000
 ZERO_FAR = 1e-7  # where the TAR at FAR 0 is drawn: left of the plot's 1e-6
@@ -64,14 +63,10 @@ def render_roc(target, curves):
     Returns:
       bytes, a PNG image.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
-
     low, high = FARS[0], FARS[-1]
-    floor = _TAR_FLOOR
-    figure, axes = pyplot.subplots(figsize=(6, 5), dpi=100)
-    try:
+
+    def draw(axes):
+        floor = _TAR_FLOOR
         for curve in curves:
             fpr, tpr = thin(curve.fpr, curve.tpr)
             axes.plot(fpr, tpr, linewidth=1,
@@ -89,9 +84,5 @@ def render_roc(target, curves):
         axes.set_ylabel('True Positive Rate')
         axes.set_title('ROC on %s (1:1 verification)' % target)
         axes.legend(loc='lower right', fontsize='small')
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format='png')
-    finally:
-        pyplot.close(figure)
-    return buffer.getvalue()
+
+    return render_png(draw)

@@ -25,6 +25,7 @@ Typical use:
     scores = pair_scores(templates, ids, meta.t1, meta.t2)
     curve = roc(meta.labels, scores)
     tars = tar_at_far(curve.fpr, curve.tpr)     # TAR at FARS; the reference prints x100
+or all five at once: verify(meta, embeddings, flipped_embeddings) -> Verified.
 """
 import collections
 
@@ -41,6 +42,12 @@ Roc = collections.namedtuple('Roc', [
     'tpr',         # float64 [K], true accept rate, increasing from 0 to 1
     'thresholds',  # float64 [K], score of each point, decreasing; thresholds[0] = inf
     'auc',         # float, trapezoidal area under (fpr, tpr)
+])
+
+Verified = collections.namedtuple('Verified', [
+    'curve',   # Roc of all pairs
+    'tars',    # float64 [len(FARS)], TAR at each of FARS
+    'scores',  # float64 [P], the pair scores in the pairs file's order
 ])
 
 
@@ -269,3 +276,22 @@ def tar_at_far(fpr, tpr, fars=FARS):
     if fpr.shape != tpr.shape or fpr.ndim != 1 or not fpr.size:
         raise ValueError('fpr %s and tpr %s must both be [K], K > 0' % (fpr.shape, tpr.shape))
     return np.array([tpr[np.argmin(np.abs(fpr - far))] for far in fars])
+
+
+def verify(meta, embeddings, flipped_embeddings, flip=True, norm_score=True,
+           detector_score=True):
+    """Steps 1-5 for a release's embeddings.
+
+    Args:
+      meta: the release's ijb_meta.IJBMeta (detector scores, templates, media, pairs).
+      embeddings, flipped_embeddings, flip, norm_score, detector_score: as image_features.
+    Returns:
+      Verified.
+    """
+    features = image_features(embeddings, flipped_embeddings, meta.detector_scores, flip=flip,
+                              norm_score=norm_score, detector_score=detector_score)
+    pooled, ids = template_features(features, meta.templates, meta.medias)
+    del features  # IJB-C: 1 GB, freed before the pairs are scored
+    scores = pair_scores(pooled, ids, meta.t1, meta.t2)
+    curve = roc(meta.labels, scores)
+    return Verified(curve, tar_at_far(curve.fpr, curve.tpr), scores)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -143,3 +144,27 @@ def test_profile_sums_node_time_by_op_type_longest_first():
         node.node_name, node.timeline_label, node.all_end_rel_micros = name, label, micros
     assert bench_step_options.top_op_types(metadata, 2) == [('_MklNativeConv2D', 0.5),
                                                             ('Mul', 0.4)]
+
+
+def test_bench_ijb_scaled_release_repeats_the_release_with_its_own_pairs(tmp_path):
+    """bench_ijb's copies: k times the images, templates and pairs, each copy scoring its
+    own pairs, so the same embeddings per copy give the same TAR@FAR as the original."""
+    import bench_ijb
+    from evaluation import ijb_meta, ijb_protocol
+    from test_eval_ijb import write_release
+    source = write_release(str(tmp_path / 'source'))
+    original = source['meta']
+    bench_ijb.scaled_release(source['root'], 'IJBC', 3, str(tmp_path / 'x3'))
+    scaled = ijb_meta.read_meta(str(tmp_path / 'x3'), 'IJBC')
+    n, pairs = len(original.image_names), original.labels.size
+    assert len(scaled.image_names) == 3 * n and scaled.labels.size == 3 * pairs
+    assert scaled.image_names[n] == '1_' + original.image_names[0]
+    assert np.unique(scaled.templates).size == 3 * np.unique(original.templates).size
+    assert np.array_equal(scaled.labels, np.tile(original.labels, 3))
+    rng = np.random.RandomState(0)
+    embeddings = rng.standard_normal((n, 16)).astype(np.float32)
+    flipped = rng.standard_normal((n, 16)).astype(np.float32)
+    alone = ijb_protocol.verify(original, embeddings, flipped)
+    copied = ijb_protocol.verify(scaled, np.tile(embeddings, (3, 1)), np.tile(flipped, (3, 1)))
+    assert np.array_equal(copied.scores, np.tile(alone.scores, 3))
+    assert np.allclose(copied.tars, alone.tars)

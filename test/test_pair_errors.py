@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data import eval_data_reader
-from training import pair_errors
+from evaluation import pair_errors
 import verification
 
 DIM = 8

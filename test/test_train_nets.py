@@ -692,3 +692,68 @@ def test_net_input_size_trains_validates_evaluates_and_exports_at_the_smaller_si
         graph_def.ParseFromString(f.read())
     placeholder = [n for n in graph_def.node if n.name == inference.INPUT_NODE][0]
     assert [d.size for d in placeholder.attr['shape'].shape.dim][1:] == [32, 32, 3]
+
+
+def summary_values(summary_dir, step, prefix):
+    by_step, _ = read_events(summary_dir)
+    return {tag[len(prefix):]: value.simple_value for tag, value in by_step[step].items()
+            if tag.startswith(prefix)}
+
+
+def test_eval_ijb_validates_like_eval_ijb_py_and_chooses_the_best_checkpoint(
+        tiny_data, tmp_path):
+    from test_eval_ijb import write_release
+    import eval_ijb
+    out = str(tmp_path)
+    release = write_release(os.path.join(out, 'IJBC'))['root']
+    result = run_training(flags(tiny_data, out, '--max_steps', '2', '--validate_interval', '2',
+                                '--summary_histograms', 'False', '--eval_ijb', release,
+                                '--eval_ijb_workers', '1', '--best_metric', 'ijbc'))
+    assert result.returncode == 0, result.stdout
+    logged = dict(re.findall(r'\[ijbc\]\[2\]TAR@FAR=(1e-\d): (\d\.\d{5})$', result.stdout, re.M))
+    assert sorted(logged) == ['1e-4', '1e-5'], result.stdout
+    assert re.search(r'\[lfw\]\[2\]Accuracy-Flip', result.stdout)  # the .bin set as before
+    with open(os.path.join(out, 'ckpt', 'best', 'best.json')) as info:
+        best = json.load(info)
+    assert (best['dataset'], best['metric'], best['step']) == ('ijbc', 'TAR@FAR=1e-4', 2)
+    assert '%.5f' % best['value'] == logged['1e-4'] and 'accuracy' not in best
+    in_training = summary_values(os.path.join(out, 'summary'), 2, 'ijbc/TAR@FAR=')
+
+    # The standalone tool on the checkpoint of step 2, at the size the network trained on.
+    report = os.path.join(out, 'ijb.json')
+    assert eval_ijb.main(['--ckpt_file', os.path.join(out, 'ckpt', 'InsightFace_iter_2.ckpt'),
+                          '--ijb_root', release, '--net_input_size', '32,32', '--batch_size',
+                          '8', '--num_workers', '0', '--device', 'cpu',
+                          '--output_json', report]) == 0
+    with open(report) as payload:
+        standalone = json.load(payload)['results'][0]['tar_at_far']
+    assert sorted(in_training) == sorted(standalone)
+    for far, tar in standalone.items():
+        assert in_training[far] == pytest.approx(tar, abs=1e-6), far
+
+    # An image that stops decoding stops training at the next validation, naming it, with
+    # a checkpoint of the step (the release's files were checked at the start only).
+    with open(os.path.join(release, 'loose_crop', '3.jpg'), 'wb') as broken:
+        broken.write(b'not an image')
+    result = run_training(flags(tiny_data, out, '--max_steps', '4', '--validate_interval', '2',
+                                '--summary_histograms', 'False', '--eval_ijb', release,
+                                '--eval_ijb_workers', '1', '--best_metric', 'ijbc'))
+    assert result.returncode == 1, result.stdout
+    assert re.search(r'training stopped at step 4: %s:3: .*3\.jpg.*; checkpoint \S+_4\.ckpt$'
+                     % re.escape(os.path.join(release, 'meta', 'ijbc_name_5pts_score.txt')),
+                     result.stdout, re.M), result.stdout
+    assert checkpoint_step(os.path.join(out, 'ckpt')) == 4
+
+
+def test_eval_ijb_and_best_metric_are_checked_before_training(tiny_data, tmp_path, capsys):
+    from test_eval_ijb import write_release
+    out = str(tmp_path)
+    err = refusal(capsys, flags(tiny_data, out, '--best_metric', 'ijbc') + ONE_STEP)
+    assert ('--best_metric ijbc: expected one of this run\'s validation sets: lfw '
+            '(--eval_datasets; ijbc or ijbb need --eval_ijb)') in err
+    release = write_release(os.path.join(out, 'IJBC'))['root']
+    err = refusal(capsys, flags(tiny_data, out, '--eval_ijb', release, '--eval_ijb_target',
+                                'IJBB') + ONE_STEP)
+    assert err.startswith('train_nets.py: ') and '--eval_ijb: ' in err
+    assert os.path.join(release, 'meta', 'ijbb_face_tid_mid.txt') in err
+    assert not os.path.exists(os.path.join(out, 'ckpt'))  # refused before any output

@@ -1,10 +1,10 @@
-"""Tests for training/verification_sets.py: the report lines users' tools parse."""
+"""Tests for evaluation/verification_sets.py: the report lines users' tools parse."""
 import logging
 
 import numpy as np
 
 import verification
-from training import verification_sets
+from evaluation import verification_sets
 
 
 def test_log_lines_match_the_original_format(caplog):

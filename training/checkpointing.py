@@ -21,6 +21,7 @@ from training import checkpoint_utils
 CKPT_PREFIX = 'InsightFace_iter_%d.ckpt'  # the original's checkpoint names
 BEST_SUBDIR = 'best'
 BEST_INFO = 'best.json'
+ACCURACY = 'accuracy'  # the .bin sets' metric; IJB's is e.g. 'TAR@FAR=1e-4'
 
 
 class Checkpoints(object):
@@ -51,7 +52,7 @@ class Checkpoints(object):
         if os.path.isfile(path):
             with open(path) as info:
                 return json.load(info)
-        return {'accuracy': -1.0}
+        return {}
 
     def restore_or_init(self, sess):
         """Restores the latest checkpoint, or initialises; returns the checkpoint or None."""
@@ -103,16 +104,35 @@ class Checkpoints(object):
         logging.info('checkpoint %s', path)
         return path
 
-    def offer_best(self, sess, step, accuracy, dataset):
-        if not self.chief or accuracy <= self.best['accuracy']:
+    def offer_best(self, sess, step, value, dataset, metric=ACCURACY):
+        """Saves the step's weights to best/ if `value` (higher is better) of `metric`
+        on `dataset` beats the best so far. A best chosen on another set or metric (a
+        run resumed with another --best_metric) is replaced by the first offer."""
+        if not self.chief:
+            return
+        kept = (self.best.get('dataset'), self.best.get('metric', ACCURACY))
+        if kept[0] is not None and kept != (dataset, metric):
+            logging.info('the best checkpoint so far was chosen on %s %s (%.5f at step %d); '
+                         'from now on %s %s chooses it', kept[0], kept[1], _best_value(self.best),
+                         self.best['step'], dataset, metric)
+            self.best = {}
+        if self.best and value <= _best_value(self.best):
             return
         path = self.best_saver.save(sess, os.path.join(self.best_dir, CKPT_PREFIX % step),
                                     write_meta_graph=False)
-        self.best = {'accuracy': accuracy, 'step': step, 'dataset': dataset, 'checkpoint': path}
+        self.best = {'dataset': dataset, 'metric': metric, 'value': value, 'step': step,
+                     'checkpoint': path}
+        if metric == ACCURACY:
+            self.best['accuracy'] = value  # the key best.json had before --best_metric
         write_atomically(os.path.join(self.best_dir, BEST_INFO),
-                         json.dumps(self.best, indent=2).encode('utf-8'))
-        logging.info('best %s accuracy so far: %.5f at step %d -> %s', dataset, accuracy, step,
+                         json.dumps(self.best, indent=2, sort_keys=True).encode('utf-8'))
+        logging.info('best %s %s so far: %.5f at step %d -> %s', dataset, metric, value, step,
                      path)
+
+
+def _best_value(best):
+    """The score of a best.json record (one written before 'value' existed: 'accuracy')."""
+    return best['value'] if 'value' in best else best['accuracy']
 
 
 class CheckpointWriteError(Exception):

@@ -12,7 +12,10 @@ from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, hccl_environment, npu_options, parallel, runtime
 from nets import checkpoint_names
-from training import checkpoint_utils, cli_flags, train_graph, trainer, verification_sets
+from evaluation import verification_sets
+from evaluation.ijb_meta import IJBFormatError
+from evaluation.ijb_validation import IJBValidation
+from training import checkpoint_utils, cli_flags, train_graph, trainer
 from training.checkpointing import BEST_SUBDIR
 
 REFERENCE_BATCH = 512  # --lr_steps count iterations at this batch, as in the original
@@ -35,7 +38,9 @@ Plan = collections.namedtuple('Plan', [
     'npu_options',      # npu_options.NpuOptions: precision mode, loop sinking, memory sizes
     'graph',            # train_graph.GraphSpec: what the training graph is built from
     'loop',             # trainer.LoopSpec: outputs, intervals, session options, the flags
-])
+    'ijb',              # evaluation.ijb_validation.IJBValidation (--eval_ijb), or None
+    'best_metric',      # the validation set choosing <ckpt_path>/best; None: eval_sets[0]
+], defaults=(None, None))
 
 
 def loop_spec(args):
@@ -64,7 +69,7 @@ def graph_spec(args):
         max_bad_records=args.max_bad_records, seed=args.seed, lr_values=args.lr_values,
         warmup_steps=args.warmup_steps, momentum=args.momentum,
         clip_gradient_norm=args.clip_gradient_norm,
-        summary_histograms=args.summary_histograms)
+        summary_histograms=args.summary_histograms, ijb_validation=bool(args.eval_ijb))
 
 
 def prepare(args):
@@ -119,6 +124,12 @@ def prepare(args):
         last_step += loop - last_step % loop
     eval_sets = [(name, images, issame) for name, _, images, issame in verification_sets.load(
         verification_sets.find(args.eval_db_path, args.eval_datasets), args.image_size)]
+    ijb = None
+    if args.eval_ijb and rank == 0:  # the chief validates
+        try:
+            ijb = IJBValidation.load(args.eval_ijb, args.eval_ijb_target, args.eval_ijb_workers)
+        except IJBFormatError as error:
+            raise UsageError('--eval_ijb: %s' % error)
     latest = checkpoint_names.latest_in_folder(args.ckpt_path) if os.path.isdir(
         args.ckpt_path) else None
     if latest:
@@ -128,7 +139,7 @@ def prepare(args):
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
                 world_size, scaling, bfloat16, towers, cluster, lr_boundaries_, npu, graph_spec(args),
-                loop_spec(args))
+                loop_spec(args), ijb, args.best_metric)
 
 
 def _check_output_folders(ckpt_path, summary_path, log_file_path):

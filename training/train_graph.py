@@ -10,6 +10,7 @@ import tensorflow.compat.v1 as tf
 
 from data import image_ops, input_pipeline
 from devices import distributed, finite_flag, parallel, runtime
+from evaluation.ijb_align import CROP_SIZE as IJB_CROP_SIZE
 from losses import objective
 from nets import inference
 
@@ -87,6 +88,7 @@ GraphSpec = collections.namedtuple('GraphSpec', [
     'max_bad_records', 'seed',
     'lr_values', 'warmup_steps', 'momentum', 'clip_gradient_norm',
     'summary_histograms',
+    'ijb_validation',    # also an inference graph for IJB's 112x112 crops (--eval_ijb)
 ])
 
 
@@ -132,6 +134,13 @@ def build_graph(spec, plan):
     eval_images, eval_embedding = inference.inference_graph(
         spec.net_depth, tuple(spec.image_size), eval_batch, reuse=True,
         net_input_size=spec.net_input_size)
+    ijb_images, ijb_embedding = eval_images, eval_embedding
+    if spec.ijb_validation and tuple(spec.image_size) != IJB_CROP_SIZE:
+        # IJB's crops are aligned at 112x112, shrunk (or grown) to what the network
+        # trained on, as eval_ijb.py --net_input_size does.
+        ijb_images, ijb_embedding = inference.inference_graph(
+            spec.net_depth, IJB_CROP_SIZE, eval_batch, reuse=True,
+            net_input_size=spec.net_input_size or tuple(spec.image_size))
     # The step this run completed, read after the update: fetched beside train_op
     # without the dependency, it could be the value before or after the increment.
     with tf.control_dependencies([train_op]):
@@ -166,4 +175,6 @@ def build_graph(spec, plan):
             'init_local': tf.group(tf.local_variables_initializer(), iterator.initializer),
             'eval_images': eval_images,
             'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
+            'ijb_images': ijb_images if spec.ijb_validation else None,
+            'ijb_embedding': ijb_embedding if spec.ijb_validation else None,
             'barrier': collectives.barrier() if collectives else None, 'stop_vote': stop_vote}

@@ -10,6 +10,7 @@ gradients as outputs and a read of the variables (summary steps only).
 Summaries are built on the host from fetched values (summaries.py).
 """
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,8 @@ import tensorflow.compat.v1 as tf
 import verification
 from devices import distributed, parallel, runtime
 from nets import checkpoint_names
-from training import checkpointing, stopping, summaries, time_left, train_graph, verification_sets
+from evaluation import ijb_validation, verification_sets
+from training import checkpointing, stopping, summaries, time_left, train_graph
 
 # The original's training log line, which users' tools parse (images/s over the last
 # --show_info_interval steps, input included, where the original timed one sess.run).
@@ -100,14 +102,18 @@ class _Histograms(object):
 
 
 def _validate(sess, graph, plan, step, writer, checkpoints, stop):
-    """Scores every verification set and offers the best checkpoint.
+    """Scores every verification set (and IJB with --eval_ijb) and offers the best
+    checkpoint on the set --best_metric names (by default the first .bin set).
+
+    Returns:
+      [(set name, score, metric name)], e.g. ('lfw', 0.995, 'accuracy').
 
     Raises:
       stopping.Interrupted: a signal came while a set was scored (nothing is written).
     """
-    accuracies = []
+    scores = []
     if plan.rank != 0:
-        return accuracies
+        return scores
     for name, images, issame in plan.eval_sets:
         with stop.interruptible():
             result = verification.run_verification(sess, graph['eval_images'],
@@ -117,11 +123,28 @@ def _validate(sess, graph, plan, step, writer, checkpoints, stop):
         logging.info('test accuracy is: %s', result.accuracy)
         _summary(writer, step, {name + '/accuracy': result.accuracy, name + '/xnorm': result.xnorm,
                                 name + '/val': result.val})
-        accuracies.append((name, result.accuracy))
-    if accuracies:
-        name, accuracy = accuracies[0]
-        checkpoints.offer_best(sess, step, accuracy, name)
-    return accuracies
+        scores.append((name, result.accuracy, checkpointing.ACCURACY))
+    if plan.ijb is not None:
+        scores.append(_validate_ijb(sess, graph, plan.ijb, step, writer, stop))
+    chosen = [entry for entry in scores if entry[0] == plan.best_metric] or scores[:1]
+    if chosen:
+        name, value, metric = chosen[0]
+        checkpoints.offer_best(sess, step, value, name, metric)
+    return scores
+
+
+def _validate_ijb(sess, graph, ijb, step, writer, stop):
+    """IJB-B/C 1:1 verification on the session's inference graph: (name, TAR, metric)."""
+    images, embedding = graph['ijb_images'], graph['ijb_embedding']
+
+    def run_batch(batch):
+        return sess.run(embedding, {images: batch})
+
+    with stop.interruptible():
+        tars = ijb.score(run_batch, graph['eval_batch'])
+    ijb.log_result(step, tars, logging.getLogger())
+    _summary(writer, step, ijb.summary_values(tars))
+    return ijb.name, tars[ijb_validation.CHOOSING_FAR], 'TAR@FAR=' + ijb_validation.CHOOSING_FAR
 
 
 def train(plan):
@@ -151,7 +174,9 @@ def train(plan):
         parallel.configure_session(config, plan.towers)
         server = distributed.start_server(plan.cluster, config)  # None for one process
         stop = stopping.StopRequest(graph)
-        with tf.Session(server.target if server else '', config=config) as sess:
+        # IJB's workers: forked before the session starts TensorFlow's threads.
+        with plan.ijb or contextlib.nullcontext(), \
+                tf.Session(server.target if server else '', config=config) as sess:
             if not checkpoints.restore_or_init(sess) and writer is not None:
                 writer.add_graph(sess.graph)
             sess.run(graph['init_local'])  # the input iterator and the stop votes
@@ -208,7 +233,8 @@ def _loop(plan, sess, graph, checkpoints, writer, stop, histograms=None):
         logging.error('training stopped at step %d: %s; %s', state['step'], error,
                       _last_checkpoint(checkpoints))
         return 1
-    except (tf.errors.OpError, OSError, ValueError) as error:
+    except (tf.errors.OpError, OSError, ValueError, ijb_validation.ValidationError) as error:
+        # ValueError includes an IJB image that does not decode (IJBFormatError).
         bad = graph['bad_records']
         cause = _bad_records_cause(bad) if bad.exceeded else checkpointing.cause_line(error)
         return _stop_after_error(sess, graph, checkpoints, state, cause)

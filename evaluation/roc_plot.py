@@ -1,8 +1,4 @@
-"""ROC curves of verification results, one PNG per dataset.
-
-matplotlib is imported only here and only when a plot is drawn, with the
-non-interactive Agg backend, so evaluation without --plot_dir never needs it
-and plotting works on a headless server.
+"""ROC curves of verification results, one PNG per dataset (drawn by png_figure).
 
 Typical use:
     curves = [RocCurve('InsightFace_iter_2000.ckpt', result.fpr, result.tpr, result.accuracy)]
@@ -11,8 +7,9 @@ Typical use:
         out.write(png)
 """
 import collections
-import io
 import os
+
+from evaluation.png_figure import render_png
 
 RocCurve = collections.namedtuple('RocCurve', [
     'label',     # str, e.g. the checkpoint's file name
@@ -36,12 +33,7 @@ def render_roc(dataset, curves):
     Returns:
       bytes, a PNG image (the caller writes it where and how it likes).
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(6, 5), dpi=100)
-    try:
+    def draw(axes):
         for curve in curves:
             axes.plot(curve.fpr, curve.tpr, linewidth=1.5,
                       label='%s (accuracy %.5f)' % (curve.label, curve.accuracy))
@@ -53,9 +45,5 @@ def render_roc(dataset, curves):
         axes.set_title('ROC on %s (10-fold, flip-summed embeddings)' % dataset)
         axes.grid(True, alpha=0.3)
         axes.legend(loc='lower right', fontsize='small')
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format='png')
-    finally:
-        pyplot.close(figure)
-    return buffer.getvalue()
+
+    return render_png(draw)
