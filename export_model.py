@@ -392,9 +392,9 @@ def main(argv=None):
         checked = [name for name in (FROZEN_GRAPH if args.format != 'saved_model' else None,
                                      ONNX_MODEL if args.onnx else None) if name]
         if checked:
-            logging.info('checked: %s embed %d synthetic faces as the checkpoint does (largest '
-                         'difference %.2g of the norm)', ' and '.join(checked),
-                         2 * CHECK_FACES if not args.batch_size else args.batch_size, worst)
+            logging.info('checked against the checkpoint on %d synthetic faces: %s (largest '
+                         'difference %.2g of the embedding\'s norm)',
+                         args.batch_size or 2 * CHECK_FACES, ', '.join(checked), worst)
         logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s '
                      '(float32, not normalised)', os.path.abspath(prefix), network.depth,
                      network.variant, INPUT_NODE, OUTPUT_NODE)

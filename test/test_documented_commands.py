@@ -14,6 +14,7 @@ Nothing is run: a renamed flag fails here instead of in a user's terminal.
 import contextlib
 import glob
 import importlib
+import importlib.util
 import io
 import os
 import re
@@ -137,6 +138,17 @@ def launch_script_flags():
         return set(re.findall(r'(--[a-z_]+)=\*', script.read()))
 
 
+def _import_tool(name, path):
+    """The tool's module: by name, or from its file for the benchmarks (test/benchmark/ is
+    not a package)."""
+    if not path.startswith(os.path.join('test', 'benchmark') + os.sep):
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(PROJECT_ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def check(words, parsers):
     """None if the command is fine, else why not. `parsers` caches get_parser() per module."""
     tool = tool_module(words)
@@ -145,7 +157,7 @@ def check(words, parsers):
         if not os.path.isfile(os.path.join(PROJECT_ROOT, path)):
             return 'no such tool: %s' % path
         if name not in parsers:
-            module = importlib.import_module(name)
+            module = _import_tool(name, path)
             if not hasattr(module, 'get_parser'):
                 return '%s has no get_parser() to check its flags with' % path
             parsers[name] = module.get_parser

@@ -255,8 +255,8 @@ def report(results):
     return '\n'.join(lines)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def get_parser():
+    parser = argparse.ArgumentParser(prog='bench_ijb.py', description=__doc__.split('\n')[0])
     parser.add_argument('--ckpt_file', help='checkpoint prefix or folder (network, release)')
     parser.add_argument('--ijb_root', help='the release to copy (release)')
     parser.add_argument('--target', default='IJBC')
@@ -271,7 +271,11 @@ def parse_args(argv=None):
     parser.add_argument('--child', choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument('--child_json', help=argparse.SUPPRESS)
     parser.add_argument('--release', help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return get_parser().parse_args(argv)
 
 
 def main(argv=None):
