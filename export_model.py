@@ -278,7 +278,10 @@ def _embed_onnx(path, faces):
 
 
 def check_written(staging, args, frozen, faces, expected):
-    """Embeds `faces` with every written model; returns the largest relative difference.
+    """Embeds `faces` with every written model.
+
+    Returns:
+      ([names of the models checked], the largest relative difference).
 
     Raises:
       ExportMismatch: a model whose embeddings differ from the checkpoint's (`expected`).
@@ -297,7 +300,7 @@ def check_written(staging, args, frozen, faces, expected):
                 'differ from the checkpoint\'s by up to %.3g of their norm (allowed %g); '
                 'nothing written' % (name, len(faces), difference, CHECK_RELATIVE))
         worst = max(worst, difference)
-    return worst
+    return [name for name, _ in embedded], worst
 
 
 def export(args, prefix, variables, network):
@@ -314,7 +317,7 @@ def export(args, prefix, variables, network):
       OSError: the output folder cannot be written.
       ExportMismatch: a written model does not reproduce the checkpoint.
     Returns:
-      the largest relative difference of a written model's embeddings (check_written).
+      check_written's ([models checked], largest relative difference).
     """
     with tf.Graph().as_default():
         images, outputs = build_inference(args, network)
@@ -340,14 +343,14 @@ def export(args, prefix, variables, network):
                     write_saved_model(sess, images, outputs, os.path.join(staging, SAVED_MODEL))
             if args.onnx:
                 write_onnx(frozen, outputs, os.path.join(staging, ONNX_MODEL))
-            worst = check_written(staging, args, frozen, faces, expected)
+            checked = check_written(staging, args, frozen, faces, expected)
             _move_outputs(staging, args.output_dir, output_names(args.format, args.onnx))
             done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if created and not done:
                 os.rmdir(args.output_dir)
-    return worst
+    return checked
 
 
 def _move_outputs(staging, output_dir, names):
@@ -384,13 +387,11 @@ def main(argv=None):
     def work():
         prefix, variables, network = prepare(args)
         try:
-            worst = export(args, prefix, variables, network)
+            checked, worst = export(args, prefix, variables, network)
         except ExportMismatch as error:
             return cli_flags.fail(PROG, error, 1)
         for name in output_names(args.format, args.onnx):
             logging.info('wrote %s', os.path.join(args.output_dir, name))
-        checked = [name for name in (FROZEN_GRAPH if args.format != 'saved_model' else None,
-                                     ONNX_MODEL if args.onnx else None) if name]
         if checked:
             logging.info('checked against the checkpoint on %d synthetic faces: %s (largest '
                          'difference %.2g of the embedding\'s norm)',

@@ -12,6 +12,8 @@ Typical use:
     image = decode_image(jpeg_bytes)            # uint8 [H, W, 3], BGR
     net_input = normalize(tf.cast(image, tf.float32))
 """
+import math
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -101,7 +103,7 @@ def area_weights(size, new_size):
     weights = [[0.0] * size for _ in range(new_size)]
     for i in range(new_size):
         start, end = i * scale, (i + 1) * scale
-        for j in range(int(start), min(size, int(-(-end // 1)))):
+        for j in range(int(start), min(size, int(math.ceil(end)))):
             weights[i][j] = (min(j + 1.0, end) - max(float(j), start)) / scale
     return np.array(weights, np.float32)
 
