@@ -139,9 +139,11 @@ def prepare(args):
     except ValueError as error:
         raise UsageError(str(error))
     paths = cli_flags.checkpoint_arguments(args.ckpt_file, args.ckpt_index_list)
-    checkpoints = [checkpoint_names.check_checkpoint_names(path, args.net_depth)
+    checkpoints = [checkpoint_names.check_checkpoint_names(path, args.net_depth, args.norm)
                    for path in paths]
     network = checkpoint_names.common_network(checkpoints)
+    args.net_input_size = checkpoint_names.network_input_size(
+        checkpoints[0][0], network, args.image_size, args.net_input_size)
     bin_paths = verification_sets.find(args.eval_db_path, args.eval_datasets)
     if args.output_json:
         if os.path.isdir(args.output_json):
@@ -225,7 +227,8 @@ def evaluate(args, plan):
     with tf.Graph().as_default():
         images_ph, embeddings = inference.inference_graph(
             plan.network.depth, tuple(args.image_size), args.batch_size,
-            net_input_size=args.net_input_size, variant=plan.network.variant)
+            net_input_size=args.net_input_size, variant=plan.network.variant,
+            norm=plan.network.norm)
         variables = checkpoint_names.backbone_variables(plan.network.depth)
         for prefix, names, _ in plan.checkpoints:
             checkpoint_names.check_shapes(prefix, names, variables, plan.network)
@@ -237,8 +240,8 @@ def evaluate(args, plan):
         with tf.Session(config=runtime.session_config(plan.device)) as sess:
             for label, (prefix, _, _) in zip(labels, plan.checkpoints):
                 checkpoint_names.restore(sess, saver, prefix)
-                logger.info('evaluating %s (depth %d, %s)', os.path.abspath(prefix),
-                            plan.network.depth, plan.network.variant)
+                logger.info('evaluating %s (depth %d, %s, %s norm)', os.path.abspath(prefix),
+                            plan.network.depth, plan.network.variant, plan.network.norm)
                 step = checkpoint_names.checkpoint_step(prefix)
                 for name, bin_path, images, issame in sets:
                     embedded = verification.embed_images(sess, images_ph, embeddings, images,
@@ -258,7 +261,7 @@ def evaluate(args, plan):
 def write_outputs(args, network, records):
     """The JSON file and the ROC plots, if asked for."""
     if args.output_json:
-        payload = {'net_depth': network.depth, 'variant': network.variant,
+        payload = {'net_depth': network.depth, 'variant': network.variant, 'norm': network.norm,
                    'image_size': list(args.image_size),
                    'net_input_size': list(args.net_input_size or args.image_size),
                    'batch_size': args.batch_size, 'eval_db_path': args.eval_db_path,

@@ -48,6 +48,7 @@ from evaluation import (ijb_cache, ijb_embed, ijb_meta, ijb_models, ijb_plot, ij
                         ijb_report)
 from evaluation.ijb_align import CROP_SIZE
 from evaluation.ijb_meta import IJBFormatError
+from nets import checkpoint_names
 from training import cli_flags
 
 PROG = 'eval_ijb.py'
@@ -146,6 +147,7 @@ def _check_flags(args):
 def _check_models(args, models, device):
     if not any(m.kind == ijb_models.CHECKPOINT for m in models):
         given = [flag for flag, value in (('--net_depth', args.net_depth),
+                                          ('--norm', args.norm),
                                           ('--net_input_size', args.net_input_size)) if value]
         if given:
             raise UsageError('%s %s to checkpoints only; %s holds its network'
@@ -199,8 +201,12 @@ def prepare(args):
     except ValueError as error:
         raise UsageError(str(error))
     paths = cli_flags.checkpoint_arguments(args.ckpt_file, args.ckpt_index_list)
-    models = [ijb_models.resolve(path, args.net_depth) for path in paths]
+    models = [ijb_models.resolve(path, args.net_depth, args.norm) for path in paths]
     _check_models(args, models, device)
+    checkpoints = [m for m in models if m.kind == ijb_models.CHECKPOINT]
+    if checkpoints:
+        args.net_input_size = checkpoint_names.network_input_size(
+            checkpoints[0].path, checkpoints[0].network, CROP_SIZE, args.net_input_size)
     meta = ijb_meta.read_meta(args.ijb_root, args.target)
     ijb_meta.check_scorable(meta, args.ijb_root, args.target)
     _check_outputs(args)
@@ -230,7 +236,7 @@ def _embeddings(args, plan, model, runners, pool):
         return embeddings, flipped, 'features_cache'
     run_batch, batch_size = runners.open(model)
     mirror = args.flip or plan.cache is not None
-    network = (' (depth %d, %s)' % model.network) if model.network else ''
+    network = (' (depth %d, %s, %s norm)' % model.network[:3]) if model.network else ''
     logging.info('embedding %d images%s with %s %s%s, batches of %d, %s',
                  len(plan.meta.image_names), ' and their mirrors' if mirror else '',
                  model.kind, os.path.abspath(model.path), network, batch_size,

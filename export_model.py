@@ -161,7 +161,9 @@ def prepare(args):
         raise UsageError('--onnx needs tf2onnx (to convert) and onnxruntime (to check the '
                          'model), which requirements.txt installs with TensorFlow 2.x; this '
                          'environment has TensorFlow %s without them' % tf.__version__)
-    checked = checkpoint_names.check_checkpoint_names(args.ckpt_file, args.net_depth)
+    checked = checkpoint_names.check_checkpoint_names(args.ckpt_file, args.net_depth, args.norm)
+    args.net_input_size = checkpoint_names.network_input_size(
+        checked[0], checked[2], args.image_size, args.net_input_size)
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UsageError('--output_dir %s is a file; expected a folder' % args.output_dir)
     existing = [name for name in output_names(args.format, args.onnx)
@@ -184,7 +186,8 @@ def build_inference(args, network):
     images, embeddings = inference.inference_graph(network.depth, tuple(args.image_size),
                                                     args.batch_size,
                                                     net_input_size=args.net_input_size,
-                                                    variant=network.variant)
+                                                    variant=network.variant,
+                                                    norm=network.norm)
     outputs = {SIGNATURE_OUTPUT: embeddings}
     if args.normalized_output:
         outputs[NORMALIZED_NODE] = tf.nn.l2_normalize(embeddings, axis=1, name=NORMALIZED_NODE)
@@ -396,9 +399,9 @@ def main(argv=None):
             logging.info('checked against the checkpoint on %d synthetic faces: %s (largest '
                          'difference %.2g of the embedding\'s norm)',
                          args.batch_size or 2 * CHECK_FACES, ', '.join(checked), worst)
-        logging.info('restored from %s (depth %d, %s); input %s (uint8 BGR), output %s '
-                     '(float32, not normalised)', os.path.abspath(prefix), network.depth,
-                     network.variant, INPUT_NODE, OUTPUT_NODE)
+        logging.info('restored from %s (depth %d, %s, %s norm); input %s (uint8 BGR), output '
+                     '%s (float32, not normalised)', os.path.abspath(prefix), network.depth,
+                     network.variant, network.norm, INPUT_NODE, OUTPUT_NODE)
         if args.format in ('pb', 'both'):
             logging.info('for the Ascend 910: %s', atc_command(args, network.depth))
 

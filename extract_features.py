@@ -13,7 +13,7 @@ to, and their dot product is the cosine similarity.
 --image_dir takes every .jpg/.jpeg/.png under the folder (any depth); the
 .npz holds `embeddings` float32 [N, 512], `files` (paths relative to the
 folder, sorted), `identities` (each file's first folder, '' at the top) and
-what made them (`checkpoint`, `net_depth`, `variant`, `image_size`). Images
+what made them (`checkpoint`, `net_depth`, `variant`, `norm`, `image_size`). Images
 must have --image_size (the network's), or --resize re-encodes them to it.
 The depth and width of the network are read from the checkpoint, as in
 eval_ckpt_file.py. An existing --output is only replaced with --overwrite,
@@ -128,19 +128,21 @@ def embed(args, images):
     """Protocol embeddings (float32 [N, D], L2-normalised, flip-summed) and the checkpoint."""
     import tensorflow.compat.v1 as tf
     from tqdm import tqdm
-    prefix, names, network = checkpoint_names.check_checkpoint_names(args.ckpt_file,
-                                                                     args.net_depth)
+    prefix, names, network = checkpoint_names.check_checkpoint_names(
+        args.ckpt_file, args.net_depth, args.norm)
+    net_input_size = checkpoint_names.network_input_size(prefix, network, args.image_size,
+                                                         args.net_input_size)
     with tf.Graph().as_default():
         images_ph, embeddings = inference.inference_graph(
             network.depth, tuple(args.image_size), args.batch_size,
-            net_input_size=args.net_input_size, variant=network.variant)
+            net_input_size=net_input_size, variant=network.variant, norm=network.norm)
         variables = checkpoint_names.backbone_variables(network.depth)
         checkpoint_names.check_shapes(prefix, names, variables, network)
         device = runtime.select_device(args.device)
         with tf.Session(config=runtime.session_config(device)) as sess:
             checkpoint_names.restore(sess, tf.train.Saver(var_list=variables), prefix)
-            logging.info('embedding with %s (depth %d, %s)', os.path.abspath(prefix),
-                         network.depth, network.variant)
+            logging.info('embedding with %s (depth %d, %s, %s norm)', os.path.abspath(prefix),
+                         network.depth, network.variant, network.norm)
             with tqdm(total=2 * len(eval_data_reader.distinct_images(images)[0]), unit='image',
                       desc='embedding (image and mirror)', disable=None) as bar:
                 passes = verification.embed_images(sess, images_ph, embeddings, images,
@@ -158,7 +160,7 @@ def extract(args):
     buffer = io.BytesIO()
     np.savez(buffer, embeddings=features, files=np.array(relative),
              identities=np.array(identities), checkpoint=os.path.abspath(prefix),
-             net_depth=network.depth, variant=network.variant,
+             net_depth=network.depth, variant=network.variant, norm=network.norm,
              image_size=np.array(args.image_size))
     write_recorded(args.output, buffer.getvalue(), PROG, '--output', args.overwrite)
     logging.info('wrote %s: %d embeddings of %d dimensions', os.path.abspath(args.output),

@@ -19,7 +19,7 @@ from data import quiet  # noqa: I100
 from devices import npu_options, runtime
 from evaluation import ijb_embed, ijb_meta
 from losses import face_losses
-from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, UNITS_PER_BLOCK
+from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, NORMS, VARIANTS, all_depths, width_for
 from training import cli_flags
 
 DEFAULT_LR_STEPS = '40000,60000,80000'
@@ -64,8 +64,20 @@ def get_parser():
                       help='graph-level random seed; None: not reproducible')
 
     model = parser.add_argument_group('model')
-    model.add_argument('--net_depth', type=int, default=100, choices=sorted(UNITS_PER_BLOCK),
-                       help='L_Resnet_E_IR depth')
+    model.add_argument('--net_depth', type=int, default=100, choices=all_depths(),
+                       help='L_Resnet_E_IR depth (standard width: 18, 34, 50, 100, 152; '
+                            'wide: 50, 101, 152)')
+    model.add_argument('--norm', default='batch', choices=list(NORMS),
+                       help='normalisation: batch (the original\'s train_nets.py), group '
+                            '(its L_Resnet_E_IR_GBN.py, model A) or batch_renorm '
+                            '(L_Resnet_E_IR_RBN.py); its README suggests the last two for '
+                            'batches below about 128')
+    model.add_argument('--net_width', default=None, choices=sorted(VARIANTS),
+                       help='standard: every unit as wide as its block (the original\'s '
+                            'L_Resnet_E_IR_fix_issue9.py); wide: second convolution and '
+                            'shortcut 4x wider (its L_Resnet_E_IR.py, _GBN.py, _RBN.py); '
+                            'default: the width of the original\'s file for --norm (batch: '
+                            'standard; group, batch_renorm: wide)')
     cli_flags.add_net_input_size(model)
     model.add_argument('--keep_prob', default=DEFAULT_KEEP_PROB,
                        type=cli_flags.bounded_float(0.0, 1.0, low_open=True, high_open=False),
@@ -221,6 +233,16 @@ def get_parser():
 def check_args(args):
     """What the parser's types cannot check alone: flags that must agree. Returns messages."""
     problems = []
+    width = width_for(args.norm, args.net_width)
+    depths = sorted(VARIANTS[width].units_per_block)
+    if args.net_depth not in depths:
+        problems.append('--net_depth %d: the %s network%s has depths %s; pass one of them%s'
+                        % (args.net_depth, width,
+                           ' (the width of --norm %s, as the original\'s file for it)'
+                           % args.norm if args.norm != 'batch' else '',
+                           ', '.join(str(d) for d in depths),
+                           '' if width == 'standard' else
+                           ', or --net_width standard'))
     size_problem = cli_flags.check_net_input_size(args.net_input_size, args.image_size)
     if size_problem:
         problems.append(size_problem)

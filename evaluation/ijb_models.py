@@ -52,7 +52,7 @@ def onnxruntime_module():
     return onnxruntime
 
 
-def resolve(path, net_depth=None):
+def resolve(path, net_depth=None, norm=None):
     """A --ckpt_file value as a checked Model (no graph built).
 
     Raises:
@@ -67,7 +67,7 @@ def resolve(path, net_depth=None):
             return Model(FROZEN, path, file_sha256(path), None, None, batch)
         batch = _check_onnx(path, onnx_session(path, 'cpu'))
         return Model(ONNX, path, file_sha256(path), None, None, batch)
-    prefix, variables, network = checkpoint_names.check_checkpoint_names(path, net_depth)
+    prefix, variables, network = checkpoint_names.check_checkpoint_names(path, net_depth, norm)
     index = prefix + '.index' if os.path.isfile(prefix + '.index') else prefix
     return Model(CHECKPOINT, prefix, file_sha256(index), network, variables, None)
 
@@ -196,7 +196,8 @@ class Runners(object):
             with graph.as_default():
                 images, embeddings = inference.inference_graph(
                     network.depth, CROP_SIZE, self._batch_size,
-                    net_input_size=self._net_input_size, variant=network.variant)
+                    net_input_size=self._net_input_size, variant=network.variant,
+                    norm=network.norm)
                 variables = checkpoint_names.backbone_variables(network.depth)
                 for model in self._checkpoints:
                     checkpoint_names.check_shapes(model.path, model.variables, variables,

@@ -74,5 +74,6 @@ def result_record(label, model, tars, auc, source):
               'tar_at_far_percent': dict(zip(FAR_LABELS, percentages(tars))),
               'auc': float(auc)}
     if model.network is not None:
-        record.update(net_depth=model.network.depth, variant=model.network.variant)
+        record.update(net_depth=model.network.depth, variant=model.network.variant,
+                      norm=model.network.norm)
     return record

@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 
 from losses import face_losses
 from nets import layers
-from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, get_resnet
+from nets.L_Resnet_E_IR import BATCH, DEFAULT_KEEP_PROB, STANDARD, get_resnet
 
 TrainingLosses = collections.namedtuple('TrainingLosses', [
     'total',      # inference + weight decay: what the optimizer minimises
@@ -34,7 +34,8 @@ def weight_decay_loss(weight_decay):
 
 def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
                     margin_args=None, weight_decay=5e-4, keep_prob=DEFAULT_KEEP_PROB,
-                    dropout_fn=None, float32_scope=face_losses.tensors_as_given):
+                    dropout_fn=None, float32_scope=face_losses.tensors_as_given,
+                    variant=STANDARD, norm=BATCH):
     """The training graph's losses, from a batch of normalised images.
 
     Args:
@@ -51,11 +52,12 @@ def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
         from, whose ops a mixed-precision device must keep in float32
         (devices.runtime.float32_scope): the embedding's and centres' L2
         normalisations, the margin and the softmax cross-entropy.
+      variant, norm: the backbone's width and normalisation (nets.L_Resnet_E_IR).
     Returns:
       TrainingLosses of scalar float32 tensors.
     """
     embedding, _ = get_resnet(images, net_depth, is_training=True, keep_prob=keep_prob,
-                              dropout_fn=dropout_fn)
+                              dropout_fn=dropout_fn, variant=variant, norm=norm)
     logits, cos_t = face_losses.margin_logits(loss_type, embedding, labels, num_classes,
                                               float32_scope, **(margin_args or {}))
     with float32_scope(logits) as (logits,):  # exp of logits up to s=64 overflows float16

@@ -31,14 +31,22 @@ import re
 
 import tensorflow.compat.v1 as tf
 
-from nets.L_Resnet_E_IR import VARIANTS, final_channels, scope_name
+from nets import network_record
+from nets.L_Resnet_E_IR import (BATCH, BATCH_RENORM, GROUP, NORMS, VARIANTS, final_channels,
+                                scope_name)
 
 SCOPE_PATTERN = re.compile(r'^resnet_v1_(\d+)/')
 _UNIT = re.compile(r'^resnet_v1_\d+/block(\d+)/unit_(\d+)/')
 DENSE_WEIGHT = 'E_DenseLayer/W'
-_LAST_MAP_BN = 'E_BN1/beta'  # as wide as the last feature map: tells the variant
+# How a checkpoint's names tell its normalisation: a variable of the stem's norm.
+_NORM_MARKS = ((GROUP, NORMS[GROUP].stem + '/scale'),
+               (BATCH_RENORM, NORMS[BATCH_RENORM].stem + '/renorm_mean'))
 
-Network = collections.namedtuple('Network', ['depth', 'variant'])
+Network = collections.namedtuple('Network', [
+    'depth', 'variant', 'norm',
+    'input_size',  # (height, width) the network was trained at, from its record; None: unknown
+])
+Network.__new__.__defaults__ = (BATCH, None)
 # Suffixes a user may paste instead of the prefix (TF's V2 checkpoint format).
 _FILE_SUFFIXES = ('.index', '.meta')
 _DATA_SUFFIX = re.compile(r'\.data-\d{5}-of-\d{5}$')
@@ -165,20 +173,31 @@ def units_per_block(names, depth):
     return tuple(units.get(block, 0) for block in range(1, max(list(units) + [4]) + 1))
 
 
-def _variant_by_width(prefix, variables, depth):
-    """The variant whose last feature map is as wide as the checkpoint's E_BN1."""
-    shape = variables.get('%s/%s' % (scope_name(depth), _LAST_MAP_BN), [])
-    for name in sorted(VARIANTS):
-        if shape == [final_channels(name)]:
-            return name
-    raise CheckpointError('checkpoint %s: %s/%s has shape %s; expected [%s] (the %s '
+def _norm_by_names(variables, depth):
+    """The normalisation whose stem variable the checkpoint holds (batch norm if none)."""
+    for norm, mark in _NORM_MARKS:
+        if '%s/%s' % (scope_name(depth), mark) in variables:
+            return norm
+    return BATCH
+
+
+def _variant_by_width(prefix, variables, depth, norm):
+    """The variant whose last feature map is as wide as the norm on it in the checkpoint."""
+    name = '%s/%s/%s' % (scope_name(depth), NORMS[norm].last_map,
+                         'offset' if norm == GROUP else 'beta')
+    shape = variables.get(name, [])
+    channels = shape[1] if norm == GROUP and len(shape) == 4 else (shape or [None])[-1]
+    for variant in sorted(VARIANTS):
+        if len(shape) in (1, 4) and channels == final_channels(variant):
+            return variant
+    raise CheckpointError('checkpoint %s: %s has shape %s; expected %s channels (the %s '
                           'L_Resnet_E_IR variants)'
-                          % (prefix, scope_name(depth), _LAST_MAP_BN, shape,
-                             '] or ['.join(str(final_channels(n)) for n in sorted(VARIANTS)),
+                          % (prefix, name, shape,
+                             ' or '.join(str(final_channels(n)) for n in sorted(VARIANTS)),
                              ' and '.join(sorted(VARIANTS))))
 
 
-def detect_network(prefix, variables, net_depth=None):
+def detect_network(prefix, variables, net_depth=None, norm=None):
     """The depth and width of the backbone a checkpoint holds.
 
     Args:
@@ -186,12 +205,14 @@ def detect_network(prefix, variables, net_depth=None):
       variables: list_checkpoint(prefix).
       net_depth: the requested --net_depth, checked against the checkpoint;
         None: the depth the checkpoint holds.
+      norm: the requested --norm, checked likewise; None: the checkpoint's.
     Returns:
-      Network(depth, variant), variant a key of nets.L_Resnet_E_IR.VARIANTS
-      ('standard': what train_nets.py trains; 'wide': the original's
-      L_Resnet_E_IR.py, e.g. its released models B and C).
+      Network(depth, variant, norm), variant a key of nets.L_Resnet_E_IR.VARIANTS
+      ('standard': what train_nets.py trains by default; 'wide': the original's
+      L_Resnet_E_IR.py and its group- and renorm files, e.g. its released models
+      A, B and C), norm a key of NORMS; input_size None (see check_checkpoint_names).
     Raises:
-      CheckpointError: no backbone, another depth, several depths without
+      CheckpointError: no backbone, another depth or norm, several depths without
         --net_depth, or unit counts that no variant has.
     """
     depths = sorted(set(int(m.group(1)) for m in map(SCOPE_PATTERN.match, variables) if m))
@@ -211,7 +232,13 @@ def detect_network(prefix, variables, net_depth=None):
     else:
         raise CheckpointError('checkpoint %s holds a %s; --net_depth %d expected %s'
                               % (prefix, found, net_depth, scope_name(net_depth)))
-    variant = _variant_by_width(prefix, variables, depth)
+    found_norm = _norm_by_names(variables, depth)
+    if norm is not None and norm != found_norm:
+        raise CheckpointError('--norm %s: checkpoint %s holds a %s-norm network (%s/%s/...); '
+                              'drop --norm or pass --norm %s'
+                              % (norm, prefix, found_norm, scope_name(depth),
+                                 NORMS[found_norm].stem, found_norm))
+    variant = _variant_by_width(prefix, variables, depth, found_norm)
     expected = VARIANTS[variant].units_per_block.get(depth)
     found_units = units_per_block(variables, depth)
     if found_units != expected:
@@ -219,7 +246,7 @@ def detect_network(prefix, variables, net_depth=None):
                               % (prefix, scope_name(depth), found_units, variant,
                                  'no depth %d' % depth if expected is None else
                                  '%s at depth %d' % (expected, depth)))
-    return Network(depth, variant)
+    return Network(depth, variant, found_norm)
 
 
 def backbone_variables(net_depth, graph=None):
@@ -239,8 +266,15 @@ def dense_hint(shape, variant):
             'another network input size (--image_size, or --net_input_size if it was set)'
             % channels)
     if cells and side * side == cells:
-        hint += (' (%d rows: a %dx%d final map, e.g. --image_size %d,%d or --net_input_size '
-                 '%d,%d)' % ((shape[0], side, side) + (side * 16,) * 4))
+        # Each of the four stride-2 stages maps n to ceil(n / 2): every size from
+        # 16 * (side - 1) + 1 to 16 * side ends in this map, so the names cannot
+        # tell 56 from 64.
+        low, high = 16 * (side - 1) + 1, 16 * side
+        hint += (' (%d rows: a %dx%d final map, which every --image_size or --net_input_size '
+                 'from %d,%d to %d,%d gives; '
+                 'the variables cannot tell which: pass the size it was trained at, which its '
+                 'training log and run_config.json name)'
+                 % (shape[0], side, side, low, low, high, high))
     return hint
 
 
@@ -279,8 +313,12 @@ def restore(sess, saver, prefix):
                            % (prefix, op_error_text(error), type(error).__name__))
 
 
-def check_checkpoint_names(path, net_depth=None):
-    """resolve_checkpoint + list_checkpoint + detect_network.
+def check_checkpoint_names(path, net_depth=None, norm=None):
+    """resolve_checkpoint + list_checkpoint + detect_network, and the folder's record.
+
+    A checkpoint folder written by train_nets.py records its network
+    (nets.network_record); the record must agree with the names, and gives
+    the Network its input_size.
 
     Returns:
       (prefix, variables, Network) for check_shapes once the graph exists.
@@ -289,7 +327,53 @@ def check_checkpoint_names(path, net_depth=None):
     """
     prefix = resolve_checkpoint(path)
     variables = list_checkpoint(prefix)
-    return prefix, variables, detect_network(prefix, variables, net_depth)
+    network = detect_network(prefix, variables, net_depth, norm)
+    folder = os.path.dirname(prefix)
+    try:
+        record = network_record.read(folder)
+    except network_record.RecordError as error:
+        raise CheckpointError(str(error))
+    if record is None:
+        return prefix, variables, network
+    recorded = (record['net_depth'], record['net_width'], record['norm'])
+    if recorded != network[:3]:
+        raise CheckpointError('checkpoint %s holds a depth-%d %s %s-norm network but %s beside '
+                              'it records depth %d, %s, %s-norm: the record belongs to another '
+                              'run; move the record or the checkpoint'
+                              % ((prefix,) + tuple(network[:3])
+                                 + (os.path.join(folder, network_record.RECORD_NAME),)
+                                 + recorded))
+    return prefix, variables, network._replace(input_size=tuple(record['input_size']))
+
+
+def network_input_size(prefix, network, image_size, net_input_size):
+    """The --net_input_size to build with: the trained size where the checkpoint records it.
+
+    Args:
+      prefix: the checkpoint (for messages).
+      network: its Network (check_checkpoint_names).
+      image_size: (height, width) of the images fed.
+      net_input_size: the --net_input_size given, or None.
+    Returns:
+      (height, width) to shrink the images to, or None to run at image_size.
+    Raises:
+      CheckpointError: the flag contradicts the record, or the images are smaller
+        than the trained size.
+    """
+    if network.input_size is None:
+        return net_input_size
+    trained = tuple(network.input_size)
+    source = os.path.join(os.path.dirname(prefix), network_record.RECORD_NAME)
+    if net_input_size is not None and tuple(net_input_size) != trained:
+        raise CheckpointError('--net_input_size %d,%d: checkpoint %s was trained at %d,%d (%s); '
+                              'drop the flag or pass --net_input_size %d,%d'
+                              % (tuple(net_input_size) + (prefix,) + trained + (source,)
+                                 + trained))
+    if trained[0] > image_size[0] or trained[1] > image_size[1]:
+        raise CheckpointError('--image_size %d,%d: checkpoint %s was trained at %d,%d (%s), '
+                              'larger than the images; images are only shrunk'
+                              % (tuple(image_size) + (prefix,) + trained + (source,)))
+    return None if trained == tuple(image_size) else trained
 
 
 def common_network(checkpoints):

@@ -10,14 +10,14 @@ Typical use:
 import tensorflow.compat.v1 as tf
 
 from data import image_ops
-from nets.L_Resnet_E_IR import STANDARD, get_resnet
+from nets.L_Resnet_E_IR import BATCH, STANDARD, get_resnet
 
 INPUT_NODE = 'input_images'
 OUTPUT_NODE = 'embeddings'
 
 
 def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_input_size=None,
-                    variant=STANDARD):
+                    variant=STANDARD, norm=BATCH):
     """Raw images in, embeddings out, with inference-mode batch norm.
 
     Args:
@@ -28,6 +28,7 @@ def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_inpu
       net_input_size: (height, width) the network was trained at, if smaller
         than image_size (see image_ops.resize_for_network); None: image_size.
       variant: the backbone's width variant (nets.L_Resnet_E_IR.VARIANTS).
+      norm: its normalisation (nets.L_Resnet_E_IR.NORMS).
     Returns:
       (images uint8 placeholder [batch, H, W, 3] BGR named INPUT_NODE,
        embedding float32 [batch, 512] named OUTPUT_NODE, not normalised).
@@ -36,5 +37,5 @@ def inference_graph(net_depth, image_size, batch_size=None, reuse=None, net_inpu
                             name=INPUT_NODE)
     net_input = image_ops.resize_for_network(image_ops.normalize(images), net_input_size)
     embedding, _ = get_resnet(net_input, net_depth, is_training=False, reuse=reuse,
-                              variant=variant)
+                              variant=variant, norm=norm)
     return images, tf.identity(embedding, name=OUTPUT_NODE)

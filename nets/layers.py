@@ -25,8 +25,19 @@ LayerDefaults = collections.namedtuple('LayerDefaults', [
     'bn_decay',      # moving-average momentum of batch norm (TensorLayer: decay)
     'bn_epsilon',    # variance epsilon of batch norm
     'gamma_stddev',  # gamma ~ N(1, gamma_stddev), TensorLayer's BatchNormLayer default
+    'gn_groups',     # group norm: at most this many groups (fewer channels: one per group)
+    'gn_epsilon',    # group norm's variance epsilon
+    'renorm_momentum',  # batch renorm: momentum of the moving and the renorm statistics
+    'renorm_epsilon',   # batch renorm's epsilon (tf.layers.batch_normalization's default)
+    'renorm_clipping',  # batch renorm: bounds of the corrections r and d
 ])
-DEFAULTS = LayerDefaults(bn_decay=0.9, bn_epsilon=2e-5, gamma_stddev=0.002)
+# Group norm and batch renorm as the original's L_Resnet_E_IR_GBN.py (its
+# tl_layers_modify.GroupNormLayer) and L_Resnet_E_IR_RBN.py (tf.layers.batch_normalization
+# with renorm=True) build them; rmin is the original's 0.3333, not 1/3.
+DEFAULTS = LayerDefaults(bn_decay=0.9, bn_epsilon=2e-5, gamma_stddev=0.002,
+                         gn_groups=32, gn_epsilon=1e-5,
+                         renorm_momentum=0.9, renorm_epsilon=1e-3,
+                         renorm_clipping={'rmax': 3.0, 'rmin': 0.3333, 'dmax': 5.0})
 
 
 def xavier_normal(fan_in, fan_out):
@@ -134,6 +145,98 @@ def batch_norm(inputs, is_training, scope, gamma_trainable=True):
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, tf.assign_sub(
             moving_variance, (moving_variance - tf.stop_gradient(variance)) * decay))
     return tf.cast(y, inputs.dtype)
+
+
+def group_norm(inputs, is_training, scope, gamma_trainable=True):
+    """Group normalisation (Wu and He, 2018) of a [N, H, W, C] map, as the original's.
+
+    min(32, C) groups of consecutive channels, each normalised over its channels
+    and the whole map with its own mean and (biased) variance, epsilon 1e-5, then
+    a per-channel `scale` (initialised to 1) and `offset` (0), stored [1, C, 1, 1]
+    as the original's NCHW layout stores them. The same in training and
+    inference (no statistics are kept), so `is_training` is unused; neither
+    variable is weight-decayed (the original decays only names with W_conv2d,
+    W, gamma, alphas).
+    """
+    del is_training, gamma_trainable
+    channels = inputs.get_shape().as_list()[-1]
+    groups = min(DEFAULTS.gn_groups, channels)
+    with tf.variable_scope(scope):
+        scale = tf.get_variable('scale', [1, channels, 1, 1], tf.float32, tf.ones_initializer())
+        offset = tf.get_variable('offset', [1, channels, 1, 1], tf.float32,
+                                 tf.zeros_initializer())
+    x = tf.cast(inputs, tf.float32)
+    height, width = x.get_shape().as_list()[1:3]
+    grouped = tf.reshape(x, [-1, height, width, groups, channels // groups])
+    mean, variance = tf.nn.moments(grouped, [1, 2, 4], keep_dims=True)
+    grouped = (grouped - mean) / tf.sqrt(variance + DEFAULTS.gn_epsilon)
+    y = (tf.reshape(grouped, [-1, height, width, channels]) * tf.reshape(scale, [channels])
+         + tf.reshape(offset, [channels]))
+    return tf.cast(y, inputs.dtype)
+
+
+def batch_renorm(inputs, is_training, scope, gamma_trainable=True):
+    """Batch renormalisation (Ioffe, 2017) as tf.layers.batch_normalization(renorm=True).
+
+    The original's arguments (momentum and renorm momentum 0.9, clipping rmax 3,
+    rmin 0.3333, dmax 5, epsilon 1e-3, gamma initialised to 1) and TensorFlow
+    1.15's arithmetic: in training the batch statistics are corrected by
+    r = clip(sigma_B / sigma_renorm) and d = clip((mu_B - mu_renorm) / sigma_renorm),
+    taken before this step's update of the renorm statistics, with no gradient
+    through them; the moving standard deviation is tracked and the moving
+    variance derived from it. Variables: gamma, beta, moving_mean,
+    moving_variance, and in training moving_stddev, renorm_mean, renorm_stddev,
+    the names of TensorFlow 1.15; inference reads only the first four, so
+    checkpoints of older TensorFlow versions (other renorm variables) evaluate.
+    """
+    channels = inputs.get_shape().as_list()[-1]
+    epsilon = DEFAULTS.renorm_epsilon
+    with tf.variable_scope(scope):
+        gamma = _decayed_variable('gamma', [channels], tf.ones_initializer(),
+                                  trainable=gamma_trainable)
+        beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer())
+        moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
+                                      tf.zeros_initializer(), trainable=False)
+        moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
+                                          tf.ones_initializer(), trainable=False)
+        if is_training:
+            statistics = [tf.get_variable(name, [channels], tf.float32, initializer,
+                                          trainable=False)
+                          for name, initializer in (('moving_stddev', tf.ones_initializer()),
+                                                    ('renorm_mean', tf.zeros_initializer()),
+                                                    ('renorm_stddev', tf.ones_initializer()))]
+    x = tf.cast(inputs, tf.float32)
+    axes = list(range(x.get_shape().ndims - 1))
+    if not is_training:
+        y = tf.nn.batch_normalization(x, moving_mean, moving_variance, beta, gamma, epsilon)
+        return tf.cast(y, inputs.dtype)
+    moving_stddev, renorm_mean, renorm_stddev = statistics
+    mean, variance = tf.nn.moments(x, axes)
+    stddev = tf.sqrt(variance + epsilon)
+    floor_stddev = tf.maximum(renorm_stddev, math.sqrt(epsilon))
+    clipping = DEFAULTS.renorm_clipping
+    r = tf.stop_gradient(tf.clip_by_value(stddev / floor_stddev, clipping['rmin'],
+                                          clipping['rmax']))
+    d = tf.stop_gradient(tf.clip_by_value((mean - renorm_mean) / floor_stddev,
+                                          -clipping['dmax'], clipping['dmax']))
+    y = tf.nn.batch_normalization(x, mean, variance, d * gamma + beta, r * gamma, epsilon)
+    decay = 1.0 - DEFAULTS.renorm_momentum
+    # The corrections of this step read the renorm statistics before they move.
+    with tf.control_dependencies([r, d]):
+        renorm_updates = [
+            tf.assign_sub(renorm_mean, (renorm_mean - tf.stop_gradient(mean)) * decay),
+            tf.assign_sub(renorm_stddev, (renorm_stddev - tf.stop_gradient(stddev)) * decay)]
+    with tf.control_dependencies(renorm_updates):
+        new_stddev = tf.assign_sub(moving_stddev,
+                                   (moving_stddev - tf.stop_gradient(stddev)) * decay)
+        updates = [tf.assign_sub(moving_mean, (moving_mean - tf.stop_gradient(mean)) * decay),
+                   tf.assign(moving_variance, tf.nn.relu(new_stddev * new_stddev - epsilon))]
+    for update in updates:
+        tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+    return tf.cast(y, inputs.dtype)
+
+
+NORMALIZERS = {'batch': batch_norm, 'group': group_norm, 'batch_renorm': batch_renorm}
 
 
 def prelu(inputs, scope):

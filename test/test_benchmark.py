@@ -14,6 +14,7 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'benchmark'
 sys.path.insert(0, BENCH_DIR)
 
 import bench  # noqa: E402  (test/benchmark is not a package)
+import bench_norms  # noqa: E402
 import bench_peer  # noqa: E402
 import bench_step_options  # noqa: E402
 import flops  # noqa: E402
@@ -168,3 +169,23 @@ def test_bench_ijb_scaled_release_repeats_the_release_with_its_own_pairs(tmp_pat
     copied = ijb_protocol.verify(scaled, np.tile(embeddings, (3, 1)), np.tile(flipped, (3, 1)))
     assert np.array_equal(copied.scores, np.tile(alone.scores, 3))
     assert np.allclose(copied.tars, alone.tars)
+
+
+def test_bench_norms_reads_accuracy_and_speed_from_the_training_log():
+    """Final and best on the validation set named (another set ignored; the earliest step
+    of a tie), and the median speed without the lines whose interval held a validation."""
+    line = ('12:00:00 epoch 0, total_step %d, total loss is 1.00 , inference loss is 1.00, '
+            'weight deacy loss is 0.00, training accuracy is 0.5, time %.3f samples/sec, '
+            'lr 0.1, 1s elapsed, 1s left')
+    log = '\n'.join([line % (10, 12.0), line % (20, 13.0),
+                      '12:00:01 [orl_val][20]Accuracy-Flip: 0.80000+-0.01',
+                      '12:00:01 [other][20]Accuracy-Flip: 0.99000+-0.01',
+                      line % (30, 2.0), line % (40, 11.0),
+                      '12:00:02 [orl_val][40]Accuracy-Flip: 0.90000+-0.01',
+                      line % (50, 1.0), line % (60, 14.0),
+                      '12:00:03 [orl_val][60]Accuracy-Flip: 0.90000+-0.01'])
+    record = bench_norms.summarize(log, 'orl_val', 10)
+    assert record['final'] == 0.9 and record['final_step'] == 60
+    assert record['best'] == 0.9 and record['best_step'] == 40
+    assert record['images_per_s'] == 12.5  # 12, 13, 11, 14: not 2 and 1 (after 20, 40)
+    assert record['curve'] == [(20, 0.8), (40, 0.9), (60, 0.9)]

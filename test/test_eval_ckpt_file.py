@@ -11,6 +11,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 
@@ -32,8 +33,8 @@ from data.synthetic.jpeg_encoder import JpegEncoder
 
 from conftest import PROJECT_ROOT  # noqa: E402
 # Made with the original's nets/L_Resnet_E_IR.py (TF 1.15 + TensorLayer 1.7.4): see its header.
-REFERENCE_WIDE_R50 = os.path.join(PROJECT_ROOT, 'test', 'reference',
-                                  'insightface_tf_wide_r50_variables.tsv')
+REFERENCE_DIR = os.path.join(PROJECT_ROOT, 'test', 'reference')
+REFERENCE_WIDE_R50 = os.path.join(REFERENCE_DIR, 'insightface_tf_wide_r50_variables.tsv')
 DEPTH = 18
 IMAGE_SIZE = (32, 32)
 BATCH = 8
@@ -271,7 +272,7 @@ def test_every_checkpoint_is_named_by_its_full_path(data, tmp_path, monkeypatch,
     assert code == 0
     for step in (1, 2):
         assert os.path.isabs(data['prefixes'][step])
-        assert ('evaluating %s (depth %d, standard)' % (data['prefixes'][step], DEPTH)
+        assert ('evaluating %s (depth %d, standard, batch norm)' % (data['prefixes'][step], DEPTH)
                 in caplog.text), caplog.text
     with open(out_json) as json_file:
         records = json.load(json_file)['results']
@@ -376,13 +377,59 @@ def test_wrong_depth(data, capsys):
                         '--net_depth 34 expected resnet_v1_34' % data['prefixes'][1])
 
 
+@pytest.mark.parametrize('record,expected', [
+    ('{"net_depth": 18', r'network\.json: cannot read it \(.*\); it records the network of '
+                         r'the checkpoints beside it$'),
+    ('{"net_depth": 18, "net_width": "standard", "input_size": [32, 32], '
+     '"embedding_size": 512}',
+     r'network\.json: expected the fields net_depth, net_width, norm, input_size, '
+     r'embedding_size; norm missing$'),
+    ('{"net_depth": 18, "net_width": "standard", "norm": "group", "input_size": [32, 32], '
+     '"embedding_size": 512}',
+     r'InsightFace_iter_1\.ckpt holds a depth-18 standard batch-norm network but .*network\.json '
+     r'beside it records depth 18, standard, group-norm: the record belongs to another run; '
+     r'move the record or the checkpoint$'),
+])
+def test_a_network_record_that_does_not_fit_is_refused(data, tmp_path, capsys, record,
+                                                         expected):
+    """network.json beside a checkpoint: unreadable, incomplete, or another network than
+    the names say: one line naming the file. (A record that fits: test_train_nets.)"""
+    folder = tmp_path / 'ckpt'
+    folder.mkdir()
+    for path in tf.io.gfile.glob(data['prefixes'][1] + '.*'):
+        shutil.copy(path, str(folder))
+    (folder / 'network.json').write_text(record)
+    err = refusal(capsys, eval_flags(data, '--ckpt_file', str(folder)))
+    assert re.search(expected, err), err
+
+
+def test_network_input_size_comes_from_the_record():
+    """The recorded size wins over --image_size; a flag must agree; images smaller than
+    it are refused; without a record the flag decides, as before."""
+    recorded = checkpoint_names.Network(18, 'standard', 'batch', (16, 16))
+    size = checkpoint_names.network_input_size
+    assert size('c', recorded, (32, 32), None) == (16, 16)
+    assert size('c', recorded, (16, 16), None) is None
+    assert size('c', recorded, (32, 32), (16, 16)) == (16, 16)
+    with pytest.raises(CheckpointError, match=r'^--net_input_size 12,12: checkpoint c was '
+                                              r'trained at 16,16 \(network\.json\); drop the '
+                                              r'flag or pass --net_input_size 16,16$'):
+        size('c', recorded, (32, 32), (12, 12))
+    with pytest.raises(CheckpointError, match=r'^--image_size 8,8: checkpoint c was trained '
+                                              r'at 16,16'):
+        size('c', recorded, (8, 8), None)
+    unknown = checkpoint_names.Network(18, 'standard')
+    assert size('c', unknown, (32, 32), None) is None
+    assert size('c', unknown, (32, 32), (12, 12)) == (12, 12)
+
+
 def test_wrong_image_size(data, capsys):
     err = refusal(capsys, eval_flags(data, '--ckpt_file', data['prefixes'][1],
                                      '--image_size', '64,64'))
     assert data['prefixes'][1] in err
     assert 'resnet_v1_18/E_DenseLayer/W has shape [2048, 512]' in err
-    assert 'expects [8192, 512]' in err and '--image_size 32,32' in err
-    assert '--net_input_size 32,32' in err
+    assert 'expects [8192, 512]' in err
+    assert 'every --image_size or --net_input_size from 17,17 to 32,32 gives' in err
 
 
 def test_missing_bin(data, capsys):
@@ -525,10 +572,10 @@ def _names(depth, units, last_channels=512):
 
 def test_network_detection_by_names():
     detect = checkpoint_names.detect_network
-    assert detect('c', _names(18, (2, 2, 2, 2)), 18) == (18, 'standard')
-    assert detect('c', _names(18, (2, 2, 2, 2))) == (18, 'standard')  # no --net_depth
-    assert detect('c', _names(50, (3, 4, 14, 3), 2048)) == (50, 'wide')
-    assert detect('c', _names(101, (3, 13, 30, 3), 2048)) == (101, 'wide')
+    assert detect('c', _names(18, (2, 2, 2, 2)), 18)[:2] == (18, 'standard')
+    assert detect('c', _names(18, (2, 2, 2, 2)))[:2] == (18, 'standard')  # no --net_depth
+    assert detect('c', _names(50, (3, 4, 14, 3), 2048))[:2] == (50, 'wide')
+    assert detect('c', _names(101, (3, 13, 30, 3), 2048))[:2] == (101, 'wide')
     with pytest.raises(CheckpointError, match=r'^checkpoint c: resnet_v1_18 has \(2, 3, 2, 2\) '
                                               r'units per block; the standard variant has '
                                               r'\(2, 2, 2, 2\) at depth 18$'):
@@ -536,7 +583,7 @@ def test_network_detection_by_names():
     with pytest.raises(CheckpointError, match=r'the wide variant has no depth 18$'):
         detect('c', _names(18, (2, 2, 2, 2), 2048))
     with pytest.raises(CheckpointError, match=r'E_BN1/beta has shape \[1024\]; expected '
-                                              r'\[512\] or \[2048\]'):
+                                              r'512 or 2048 channels'):
         detect('c', _names(18, (2, 2, 2, 2), 1024))
     with pytest.raises(CheckpointError, match=r'holds no L_Resnet_E_IR backbone'):
         detect('c', {'global_step': []}, 18)
@@ -546,7 +593,20 @@ def test_network_detection_by_names():
     both = dict(_names(18, (2, 2, 2, 2)), **_names(50, (3, 4, 14, 3)))
     with pytest.raises(CheckpointError, match=r'choose one with --net_depth$'):
         detect('c', both)
-    assert detect('c', both, 50) == (50, 'standard')
+    assert detect('c', both, 50)[:2] == (50, 'standard')
+    # The normalisation, from the stem's norm: group norm's scale, renorm's statistics.
+    group = dict(_names(50, (3, 4, 14, 3)), **{'resnet_v1_50/group_norm_0/scale': [1, 64, 1, 1],
+                                                'resnet_v1_50/E_GN_0/offset': [1, 2048, 1, 1]})
+    del group['resnet_v1_50/E_BN1/beta']
+    assert detect('c', group) == (50, 'wide', 'group', None)
+    assert detect('c', group, norm='group') == (50, 'wide', 'group', None)
+    renorm = dict(_names(18, (2, 2, 2, 2)), **{'resnet_v1_18/bn0/renorm_mean': [64]})
+    assert detect('c', renorm) == (18, 'standard', 'batch_renorm', None)
+    with pytest.raises(CheckpointError, match=r'^--norm batch: checkpoint c holds a '
+                                              r'batch_renorm-norm network \(resnet_v1_18/bn0/'
+                                              r'\.\.\.\); drop --norm or pass --norm '
+                                              r'batch_renorm$'):
+        detect('c', renorm, norm='batch')
 
 
 def test_missing_backbone_variable_is_named():
@@ -592,19 +652,29 @@ def test_original_insightface_tf_checkpoint_names_restore(shared_reference):
             {'arcface_loss/embedding_weights'}
         # ... and its variable list passes the CLI's checks.
         network = checkpoint_names.detect_network('r50', original)
-        assert network == (50, 'standard')
+        assert network == (50, 'standard', 'batch', None)
         checkpoint_names.check_shapes('r50', original, restored, network)
 
 
-def test_original_wide_checkpoint_names_restore():
-    """The original's 4x-wide L_Resnet_E_IR.py (its eval_ckpt_file.py, models B/C):
-    detected from its variable list, and every variable the CLI restores is in it."""
-    original = read_tsv(REFERENCE_WIDE_R50)
+@pytest.mark.parametrize('reference,norm,size', [
+    (REFERENCE_WIDE_R50, 'batch', 112),
+    # L_Resnet_E_IR_GBN.py (model A) and _RBN.py, listed on 64x64 inputs
+    (os.path.join(REFERENCE_DIR, 'insightface_tf_gbn_r50_variables.tsv'), 'group', 64),
+    (os.path.join(REFERENCE_DIR, 'insightface_tf_rbn_r50_variables.tsv'), 'batch_renorm', 64)])
+def test_original_wide_checkpoint_names_restore(reference, norm, size):
+    """The original's 4x-wide L_Resnet_E_IR.py (its eval_ckpt_file.py, models B/C), and
+    its group-norm and batch-renorm files: detected from the variable list, and every
+    variable the CLI restores is in it."""
+    original = read_tsv(reference)
     network = checkpoint_names.detect_network('wide50', original)
-    assert network == (50, 'wide')
+    assert network == (50, 'wide', norm, None)
     with tf.Graph().as_default():
-        inference.inference_graph(50, (112, 112), BATCH, variant=network.variant)
+        inference.inference_graph(50, (size, size), BATCH, variant=network.variant,
+                                  norm=network.norm)
         restored = checkpoint_names.backbone_variables(50)
+        # Not restored: the margin head, and batch renorm's training-only statistics.
         assert set(original) - set(v.op.name for v in restored) == \
-            {'arcface_loss/embedding_weights'}
+            {'arcface_loss/embedding_weights'} | set(
+                n for n in original if n.rsplit('/', 1)[-1] in
+                ('moving_stddev', 'renorm_mean', 'renorm_stddev'))
         checkpoint_names.check_shapes('wide50', original, restored, network)

@@ -316,7 +316,7 @@ def test_wrong_depth_and_image_size(exported, tmp_path, capsys):
     assert err.endswith('checkpoint %s holds a depth-18 network (resnet_v1_18/...); '
                         '--net_depth 50 expected resnet_v1_50' % exported['prefix'])
     err = refusal(capsys, export_flags(exported, output_dir, '--image_size', '112,112'))
-    assert 'E_DenseLayer/W has shape [2048, 512]' in err and '--image_size 32,32' in err
+    assert 'E_DenseLayer/W has shape [2048, 512]' in err and 'from 17,17 to 32,32' in err
     assert not os.path.exists(output_dir)
 
 

@@ -39,11 +39,16 @@ def test_variables_match_original_checkpoint(request, depth, variant):
     else:
         path = os.path.join(request.getfixturevalue('shared_reference'),
                             'insightface_tf_r%d_variables.tsv' % depth)
-    expected = read_reference(path)
+    assert_variables_match(read_reference(path), depth, variant)
+
+
+def assert_variables_match(expected, depth, variant, norm='batch', image_side=112):
+    """The training graph with the original's arcface head holds exactly `expected`
+    (read_reference), same shapes, same trainable flags."""
     with tf.Graph().as_default():
-        images = tf.placeholder(tf.float32, [None, 112, 112, 3])
+        images = tf.placeholder(tf.float32, [None, image_side, image_side, 3])
         labels = tf.placeholder(tf.int64, [None])
-        embedding, _ = get_resnet(images, depth, is_training=True, variant=variant)
+        embedding, _ = get_resnet(images, depth, is_training=True, variant=variant, norm=norm)
         face_losses.margin_logits('arcface', embedding, labels, ORIGINAL_NUM_CLASSES)
         actual = graph_variables()
     missing = sorted(set(expected) - set(actual))

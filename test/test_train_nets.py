@@ -547,9 +547,67 @@ def test_resuming_with_another_network_input_size_names_the_flag(tiny_data, tmp_
 
 def test_unknown_depth_is_refused(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_nets.main(flags(tiny_data, str(tmp_path), '--net_depth', '101'))
+        train_nets.main(flags(tiny_data, str(tmp_path), '--net_depth', '102'))
     assert exit_info.value.code == 2
-    assert "--net_depth: invalid choice: 101" in capsys.readouterr().err
+    assert "--net_depth: invalid choice: 102" in capsys.readouterr().err
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--net_depth', '101', *ONE_STEP))
+    assert err == ('train_nets.py: error: --net_depth 101: the standard network has depths '
+                   '18, 34, 50, 100, 152; pass one of them\n')
+    err = refusal(capsys, flags(tiny_data, str(tmp_path), '--net_depth', '18', '--norm',
+                                'group', *ONE_STEP))
+    assert err == ('train_nets.py: error: --net_depth 18: the wide network (the width of --norm '
+                   'group, as the original\'s file for it) has depths 50, 101, 152; pass one '
+                   'of them, or --net_width standard\n')
+
+
+def test_an_unknown_norm_is_refused_by_the_parser(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_nets.main(flags(tiny_data, str(tmp_path), '--norm', 'layer'))
+    assert exit_info.value.code == 2
+    assert "--norm: invalid choice: 'layer'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('norm', ['group', 'batch_renorm'])
+def test_other_norms_train_resume_and_evaluate_like_their_validation(tiny_data, tmp_path,
+                                                                     capsys, norm):
+    """--norm group / batch_renorm at the standard width: trains, records its network,
+    resumes, and eval_ckpt_file.py (no network flag) reports the accuracy validation
+    logged; --norm contradicting the checkpoint is refused."""
+    out = str(tmp_path)
+    net = ['--norm', norm, '--net_width', 'standard']
+    first = run_training(flags(tiny_data, out, '--max_steps', '2', '--validate_interval', '2',
+                               *net))
+    assert first.returncode == 0, first.stdout
+    second = run_training(flags(tiny_data, out, '--max_steps', '3', '--validate_interval', '3',
+                                *net))
+    assert second.returncode == 0, second.stdout
+    assert 'resumed from' in second.stdout
+    trained = re.search(r'\[lfw\]\[3\]Accuracy-Flip: (\d\.\d{5})', second.stdout).group(1)
+    latest = tf.train.latest_checkpoint(os.path.join(out, 'ckpt'))
+    names = dict(tf.train.list_variables(latest))
+    mark = 'resnet_v1_18/group_norm_0/scale' if norm == 'group' else \
+        'resnet_v1_18/bn0/renorm_mean'
+    assert mark in names
+    with open(os.path.join(out, 'ckpt', 'best', 'network.json')) as f:
+        assert json.load(f)['norm'] == norm
+    out_json = os.path.join(out, 'eval.json')
+    evaluate = ['--ckpt_file', latest, '--image_size', '32,32', '--eval_db_path',
+                tiny_data['raw'], '--eval_datasets', 'lfw', '--batch_size', '8', '--device', 'cpu']
+    assert eval_ckpt_file.main(evaluate + ['--output_json', out_json]) == 0
+    with open(out_json) as f:
+        payload = json.load(f)
+    assert payload['norm'] == norm
+    assert '%.5f' % payload['results'][0]['accuracy'] == trained
+    capsys.readouterr()
+    assert eval_ckpt_file.main(evaluate + ['--norm', 'batch']) == 2
+    assert capsys.readouterr().err == (
+        'eval_ckpt_file.py: error: --norm batch: checkpoint %s holds a %s-norm network '
+        '(resnet_v1_18/%s/...); drop --norm or pass --norm %s\n'
+        % (latest, norm, 'group_norm_0' if norm == 'group' else 'bn0', norm))
+    err = refusal(capsys, flags(tiny_data, out, '--net_width', 'standard', *ONE_STEP))
+    assert err == ('train_nets.py: error: --norm batch: the checkpoint to resume, %s, holds a '
+                   '%s-norm network; resume with --norm %s, or start afresh with another '
+                   '--ckpt_path\n' % (latest, norm, norm))
 
 
 def test_batch_larger_than_dataset_is_refused(tiny_data, tmp_path, capsys):
@@ -678,9 +736,27 @@ def test_net_input_size_trains_validates_evaluates_and_exports_at_the_smaller_si
     # The same resize in validation and evaluation: the same embeddings and accuracy.
     assert '%.5f' % payload['results'][0]['accuracy'] == trained
     assert payload['net_input_size'] == [16, 16]
+    # The folder records the size (network.json): no flag needed, a contradicting one
+    # refused; 12,12 ends in the same 1x1 map as 16,16, so only the record can tell.
+    assert eval_ckpt_file.main(evaluate + ['--output_json', out_json, '--overwrite']) == 0
+    with open(out_json) as json_file:
+        assert '%.5f' % json.load(json_file)['results'][0]['accuracy'] == trained
     capsys.readouterr()
+    assert eval_ckpt_file.main(evaluate + ['--net_input_size', '12,12']) == 2
+    record = os.path.join(out, 'ckpt', 'network.json')
+    assert capsys.readouterr().err == (
+        'eval_ckpt_file.py: error: --net_input_size 12,12: checkpoint %s was trained at 16,16 '
+        '(%s); drop the flag or pass --net_input_size 16,16\n' % (latest, record))
+    with open(record) as f:
+        assert json.load(f) == {'net_depth': 18, 'net_width': 'standard', 'norm': 'batch',
+                                'input_size': [16, 16], 'embedding_size': 512,
+                                'written_by': 'train_nets.py'}
+    # Without the record (the original's checkpoints): the names alone, and a hint that
+    # names every size the map allows rather than one guess.
+    os.remove(record)
     assert eval_ckpt_file.main(evaluate) == 2
-    assert 'E_DenseLayer/W' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'E_DenseLayer/W' in err and 'from 1,1 to 16,16 gives' in err, err
 
     export = ['--ckpt_file', latest, '--net_depth', '18', '--image_size', '32,32',
               '--format', 'pb', '--output_dir', os.path.join(out, 'export')]

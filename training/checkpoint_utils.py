@@ -8,9 +8,10 @@ import collections
 import tensorflow.compat.v1 as tf
 
 from losses import face_losses
-from nets.L_Resnet_E_IR import STANDARD, scope_name
-from nets.checkpoint_names import (DENSE_WEIGHT, SCOPE_PATTERN, CheckpointError, dense_hint,
-                                   detect_network, list_checkpoint, op_error_text, restore)
+from nets.L_Resnet_E_IR import BATCH, STANDARD, scope_name
+from nets.checkpoint_names import (DENSE_WEIGHT, SCOPE_PATTERN, CheckpointError,
+                                   check_checkpoint_names, dense_hint, op_error_text,
+                                   restore)
 
 # Names that other writers gave a variable: (name in this port's graph, name in the
 # checkpoint). Optimizer slots follow their variable ('<name>/Momentum').
@@ -53,7 +54,8 @@ TrainingRestore = collections.namedtuple('TrainingRestore', [
 _AFRESH = 'start afresh with another --ckpt_path'
 
 
-def check_training_resume(prefix, net_depth, loss_type, num_classes):
+def check_training_resume(prefix, net_depth, loss_type, num_classes, net_width=STANDARD,
+                          norm=BATCH, input_size=None):
     """Checks, before any graph is built, that a training run can resume from `prefix`.
 
     The backbone (detect_network), the margin head and its number of classes
@@ -63,24 +65,33 @@ def check_training_resume(prefix, net_depth, loss_type, num_classes):
 
     Args:
       prefix: the checkpoint to resume (latest_in_folder of --ckpt_path).
-      net_depth, loss_type, num_classes: what the run would build.
+      net_depth, loss_type, num_classes, net_width, norm: what the run would build.
+      input_size: (height, width) the network would run at, checked against the
+        folder's network.json where there is one (the variables cannot tell 56 from 64).
     Raises:
       CheckpointError: one line naming the flag, what the checkpoint holds
         and how to resume.
     """
-    variables = list_checkpoint(prefix)
-    network = detect_network(prefix, variables)
+    _, variables, network = check_checkpoint_names(prefix)
     resume = 'the checkpoint to resume, %s,' % prefix
+    if (input_size is not None and network.input_size is not None
+            and tuple(network.input_size) != tuple(input_size)):
+        raise CheckpointError('--net_input_size %d,%d: %s was trained at %d,%d (its network.json)'
+                              '; resume with --net_input_size %d,%d, or %s'
+                              % (tuple(input_size) + (resume,) + tuple(network.input_size)
+                                 + tuple(network.input_size) + (_AFRESH,)))
     if network.depth != net_depth:
         raise CheckpointError('--net_depth %d: %s holds a depth-%d network (%s/...); resume '
                               'with --net_depth %d, or %s'
                               % (net_depth, resume, network.depth, scope_name(network.depth),
                                  network.depth, _AFRESH))
-    if network.variant != STANDARD:
-        raise CheckpointError('--ckpt_path: %s holds the %s variant of L_Resnet_E_IR (the '
-                              'original\'s L_Resnet_E_IR.py), which train_nets.py does not '
-                              'train; evaluate or export it, or %s'
-                              % (resume, network.variant, _AFRESH))
+    if network.norm != norm:
+        raise CheckpointError('--norm %s: %s holds a %s-norm network; resume with --norm %s, '
+                              'or %s' % (norm, resume, network.norm, network.norm, _AFRESH))
+    if network.variant != net_width:
+        raise CheckpointError('--net_width %s: %s holds the %s network; resume with '
+                              '--net_width %s, or %s'
+                              % (net_width, resume, network.variant, network.variant, _AFRESH))
     heads = [(other, name) for other in face_losses.LOSS_TYPES
              for name in stored_names(face_losses.centres_name(other)) if name in variables]
     mine = [name for other, name in heads if other == loss_type]

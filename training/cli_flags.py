@@ -27,11 +27,14 @@ def add_checkpoint_network(group, images_are):
       group: a parser or argument group.
       images_are: what --image_size is the size of, for its help.
     """
-    from nets.L_Resnet_E_IR import all_depths
+    from nets.L_Resnet_E_IR import NORMS, all_depths
     group.add_argument('--net_depth', type=int, default=None, choices=all_depths(),
                        help='L_Resnet_E_IR depth of the checkpoint, checked against it; '
-                            'None: the depth it holds (the width variant is always read '
-                            'from the checkpoint)')
+                            'None: the depth it holds (the width is always read from the '
+                            'checkpoint)')
+    group.add_argument('--norm', default=None, choices=list(NORMS),
+                       help='normalisation of the checkpoint\'s network, checked against it; '
+                            'None: the one it holds (read from its variable names)')
     group.add_argument('--image_size', type=image_size, default=(112, 112),
                        help='height,width of %s (the network\'s too, unless '
                             '--net_input_size)' % images_are)
@@ -53,7 +56,8 @@ def add_net_input_size(group):
                             'shrunk to it by area averaging (training batches and '
                             'verification sets alike), e.g. 56,56 for 4x faster steps on small '
                             'data; a checkpoint must be evaluated and exported with the value '
-                            'it was trained with; default: --image_size')
+                            'it was trained with (this project\'s checkpoint folders record it '
+                            'in network.json, which tools read); default: --image_size')
 
 
 def check_net_input_size(net_input_size, image_size):

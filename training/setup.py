@@ -12,6 +12,7 @@ from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, hccl_environment, npu_options, parallel, runtime
 from nets import checkpoint_names
+from nets.L_Resnet_E_IR import width_for
 from evaluation import verification_sets
 from evaluation.ijb_meta import IJBFormatError
 from evaluation.ijb_validation import IJBValidation
@@ -58,7 +59,8 @@ def loop_spec(args):
 def graph_spec(args):
     """The training graph's settings (train_graph.GraphSpec) from train_nets.py's flags."""
     return train_graph.GraphSpec(
-        net_depth=args.net_depth, image_size=tuple(args.image_size),
+        net_depth=args.net_depth, net_width=width_for(args.norm, args.net_width), norm=args.norm,
+        image_size=tuple(args.image_size),
         net_input_size=args.net_input_size, loss_type=args.loss_type,
         margin=train_graph.margin_args(args.loss_type, args.margin_m, args.margin_s,
                                        args.combine_margins),
@@ -134,7 +136,9 @@ def prepare(args):
         args.ckpt_path) else None
     if latest:
         checkpoint_utils.check_training_resume(latest, args.net_depth, args.loss_type,
-                                               num_classes)
+                                               num_classes, width_for(args.norm, args.net_width),
+                                               args.norm,
+                                               args.net_input_size or args.image_size)
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,

@@ -81,7 +81,8 @@ def augmentation(augment, strength, random_erase, image_width):
 
 
 GraphSpec = collections.namedtuple('GraphSpec', [
-    'net_depth', 'image_size', 'net_input_size',   # the network and its input (data size)
+    'net_depth', 'net_width', 'norm',   # the network (nets.L_Resnet_E_IR VARIANTS, NORMS)
+    'image_size', 'net_input_size',     # its input (data size)
     'loss_type', 'margin', 'weight_decay', 'keep_prob',  # margin: margin_args()
     'batch_size', 'eval_batch_size', 'buffer_size',
     'augmentation',      # input_pipeline arguments: augmentation()
@@ -117,7 +118,8 @@ def build_graph(spec, plan):
         losses = objective.training_losses(
             batch_images, batch_labels, spec.net_depth, plan.num_classes, spec.loss_type,
             spec.margin, spec.weight_decay, spec.keep_prob, runtime.dropout_fn(plan.device),
-            functools.partial(runtime.float32_scope, plan.device, plan.cpu_bfloat16))
+            functools.partial(runtime.float32_scope, plan.device, plan.cpu_bfloat16),
+            variant=spec.net_width, norm=spec.norm)
         return losses.inference, losses.weight_decay, losses
 
     lr = learning_rate(global_step, plan.lr_boundaries, spec.lr_values, spec.warmup_steps)
@@ -133,14 +135,15 @@ def build_graph(spec, plan):
     eval_batch = spec.eval_batch_size
     eval_images, eval_embedding = inference.inference_graph(
         spec.net_depth, tuple(spec.image_size), eval_batch, reuse=True,
-        net_input_size=spec.net_input_size)
+        net_input_size=spec.net_input_size, variant=spec.net_width, norm=spec.norm)
     ijb_images, ijb_embedding = eval_images, eval_embedding
     if spec.ijb_validation and tuple(spec.image_size) != IJB_CROP_SIZE:
         # IJB's crops are aligned at 112x112, shrunk (or grown) to what the network
         # trained on, as eval_ijb.py --net_input_size does.
         ijb_images, ijb_embedding = inference.inference_graph(
             spec.net_depth, IJB_CROP_SIZE, eval_batch, reuse=True,
-            net_input_size=spec.net_input_size or tuple(spec.image_size))
+            net_input_size=spec.net_input_size or tuple(spec.image_size),
+            variant=spec.net_width, norm=spec.norm)
     # The step this run completed, read after the update: fetched beside train_op
     # without the dependency, it could be the value before or after the increment.
     with tf.control_dependencies([train_op]):

@@ -22,7 +22,8 @@ import tensorflow.compat.v1 as tf
 
 import verification
 from devices import distributed, parallel, runtime
-from nets import checkpoint_names
+from nets import checkpoint_names, network_record
+from nets.L_Resnet_E_IR import EMBEDDING_SIZE
 from evaluation import ijb_validation, verification_sets
 from training import checkpointing, stopping, summaries, time_left, train_graph
 
@@ -50,6 +51,14 @@ LoopSpec = collections.namedtuple('LoopSpec', [
     'log_device_placement', 'num_threads',  # session options
     'flags',  # {flag: value} of the whole command line, recorded in run_config.json
 ])
+
+
+def _record_network(spec, folders):
+    """network.json in each checkpoint folder: what evaluation and export build from it."""
+    record = network_record.describe(spec.net_depth, spec.net_width, spec.norm,
+                                     spec.net_input_size or spec.image_size, EMBEDDING_SIZE)
+    for folder in folders:
+        network_record.write(folder, record)
 
 
 def _record_run(flags, log_dir, plan):
@@ -158,6 +167,7 @@ def train(plan):
         # replace the resumed run's run_config.json or add a log, so these come after.
         checkpoints = checkpointing.Checkpoints(loop.ckpt_path, loop.saver_maxkeep, chief)
         if chief:
+            _record_network(plan.graph, (checkpoints.dir, checkpoints.best_dir))
             log_path = _setup_logging(loop.log_file_path)
             _record_run(loop.flags, loop.log_file_path, plan)
         logging.info('device %s, %d images of %d identities, %d steps per epoch, stopping at '

@@ -14,6 +14,9 @@ constant in-graph inputs so only the step is measured. Variants:
   xla_jit         XLA auto-clustering (global_jit_level ON_1, --tf_xla_cpu_global_jit)
   no_onednn       TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow 2.x's Eigen kernels)
   bfloat16        train_nets.py's CPU bfloat16 (oneDNN rewrite, head kept float32)
+  group_norm      --norm group (the original's L_Resnet_E_IR_GBN.py; not the same
+                  mathematics: what group norm costs, having no fused kernel)
+  batch_renorm    --norm batch_renorm (L_Resnet_E_IR_RBN.py; likewise)
 
     python test/benchmark/bench_step_options.py --depth 50 --batch_size 32 \\
         --output output/bench/step_options.json
@@ -39,7 +42,8 @@ for _path in (_ROOT, _HERE):
 from data import quiet  # noqa: E402,F401  (first: TensorFlow's logs silenced)
 
 VARIANTS = ('current', 'unfused_bn', 'prelu_minmax', 'inter_op_1', 'threads_2x2', 'xla_jit',
-            'no_onednn', 'bfloat16')
+            'no_onednn', 'bfloat16', 'group_norm', 'batch_renorm')
+NORM_VARIANTS = {'group_norm': 'group', 'batch_renorm': 'batch_renorm'}
 # XLA auto-clustering on CPU needs this flag besides the session's global_jit_level.
 ENVIRONMENT = {'no_onednn': {'TF_ENABLE_ONEDNN_OPTS': '0'},
                'xla_jit': {'TF_XLA_FLAGS': '--tf_xla_cpu_global_jit'}}
@@ -97,7 +101,8 @@ def top_op_types(run_metadata, count):
     return sorted(totals.items(), key=lambda item: -item[1])[:count]
 
 
-def time_variant(variant, depth, batch_size, steps, warmup, image_size=112, profile=0):
+def time_variant(variant, depth, batch_size, steps, warmup, image_size=112, profile=0,
+                 net_width='standard'):
     """Seconds per training step of one variant, in this process."""
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
@@ -127,7 +132,9 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112, prof
         labels = tf.Variable(tf.random_uniform([batch_size], 0, 1000, tf.int32), trainable=False)
         global_step = tf.train.get_or_create_global_step()
         losses = objective.training_losses(images, labels, depth, 1000,
-                                           float32_scope=float32_scope)
+                                           float32_scope=float32_scope,
+                                           norm=NORM_VARIANTS.get(variant, 'batch'),
+                                           variant=net_width)
         forward = flops.forward_flops(graph, 'resnet_v1_%d/' % depth)
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(losses.total, global_step)
@@ -146,6 +153,7 @@ def time_variant(variant, depth, batch_size, steps, warmup, image_size=112, prof
                          run_metadata=metadata)
                 top = top_op_types(metadata, profile)
     return {'variant': variant, 'top_ops_ms': top, 'tensorflow': tf.__version__, 'depth': depth,
+            'net_width': net_width,
             'image_size': image_size,
             'batch_size': batch_size, 'step_s': step_s, 'images_per_s': batch_size / step_s,
             'achieved_gflops': flops.TRAINING_TO_FORWARD * forward / step_s / 1e9,
@@ -157,6 +165,8 @@ def main(argv=None):
     parser.add_argument('--variants', default=','.join(VARIANTS),
                         help='comma-separated subset of: ' + ', '.join(VARIANTS))
     parser.add_argument('--depth', type=int, default=50)
+    parser.add_argument('--net_width', default='standard', choices=('standard', 'wide'),
+                        help='wide: the original\'s 4x-wide network (models A-C)')
     parser.add_argument('--batch_size', type=int, default=32)
     parser.add_argument('--image_size', type=int, default=112, help='square side in pixels')
     parser.add_argument('--steps', type=int, default=6, help='timed steps per variant')
@@ -171,7 +181,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(time_variant(args.one, args.depth, args.batch_size, args.steps,
-                                      args.warmup, args.image_size, args.profile)))
+                                      args.warmup, args.image_size, args.profile,
+                                      args.net_width)))
         return 0
     import machine
     best = {}
@@ -182,7 +193,8 @@ def main(argv=None):
                 [sys.executable, os.path.abspath(__file__), '--one', variant,
                  '--depth', str(args.depth), '--batch_size', str(args.batch_size),
                  '--steps', str(args.steps), '--warmup', str(args.warmup),
-                 '--image_size', str(args.image_size), '--profile', str(args.profile)],
+                 '--image_size', str(args.image_size), '--profile', str(args.profile),
+                 '--net_width', args.net_width],
                 env=env, universal_newlines=True)
             result = json.loads(output.strip().splitlines()[-1])
             print('%-14s %.3f s/step  %.2f images/s  %.0f GFLOP/s  peak RSS %.0f MB' % (
