@@ -225,10 +225,11 @@ def evaluate(args, plan):
     """
     logger = logging.getLogger()
     with tf.Graph().as_default():
-        images_ph, embeddings = inference.inference_graph(
-            plan.network.depth, tuple(args.image_size), args.batch_size,
-            net_input_size=args.net_input_size, variant=plan.network.variant,
-            norm=plan.network.norm)
+        with runtime.inference_scope(plan.device):
+            images_ph, embeddings = inference.inference_graph(
+                plan.network.depth, tuple(args.image_size), args.batch_size,
+                net_input_size=args.net_input_size, variant=plan.network.variant,
+                norm=plan.network.norm)
         variables = checkpoint_names.backbone_variables(plan.network.depth)
         for prefix, names, _ in plan.checkpoints:
             checkpoint_names.check_shapes(prefix, names, variables, plan.network)
@@ -237,7 +238,7 @@ def evaluate(args, plan):
         labels = checkpoint_labels([prefix for prefix, _, _ in plan.checkpoints])
         table = Table(labels, [name for name, _, _, _ in sets])
         records = []
-        with tf.Session(config=runtime.session_config(plan.device)) as sess:
+        with tf.Session(config=runtime.inference_session_config(plan.device)) as sess:
             for label, (prefix, _, _) in zip(labels, plan.checkpoints):
                 checkpoint_names.restore(sess, saver, prefix)
                 logger.info('evaluating %s (depth %d, %s, %s norm)', os.path.abspath(prefix),

@@ -132,14 +132,15 @@ def embed(args, images):
         args.ckpt_file, args.net_depth, args.norm)
     net_input_size = checkpoint_names.network_input_size(prefix, network, args.image_size,
                                                          args.net_input_size)
+    device = runtime.select_device(args.device)
     with tf.Graph().as_default():
-        images_ph, embeddings = inference.inference_graph(
-            network.depth, tuple(args.image_size), args.batch_size,
-            net_input_size=net_input_size, variant=network.variant, norm=network.norm)
+        with runtime.inference_scope(device):
+            images_ph, embeddings = inference.inference_graph(
+                network.depth, tuple(args.image_size), args.batch_size,
+                net_input_size=net_input_size, variant=network.variant, norm=network.norm)
         variables = checkpoint_names.backbone_variables(network.depth)
         checkpoint_names.check_shapes(prefix, names, variables, network)
-        device = runtime.select_device(args.device)
-        with tf.Session(config=runtime.session_config(device)) as sess:
+        with tf.Session(config=runtime.inference_session_config(device)) as sess:
             checkpoint_names.restore(sess, tf.train.Saver(var_list=variables), prefix)
             logging.info('embedding with %s (depth %d, %s, %s norm)', os.path.abspath(prefix),
                          network.depth, network.variant, network.norm)

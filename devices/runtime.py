@@ -143,6 +143,52 @@ def session_config(device, npu=None, log_device_placement=False, num_threads=Non
     return config
 
 
+def inference_session_config(device, npu=None, num_threads=None):
+    """A ConfigProto for sessions that embed faces (validation, evaluation, extraction):
+    float32 whatever the training uses.
+
+    TensorFlow's mixed-precision rewrites work on a whole session: oneDNN's
+    bfloat16 (CPU) converts every convolution and matrix product it runs, and
+    after enable_mixed_precision_graph_rewrite (GPU, wrap_optimizer) every
+    session made later gets the float16 rewrite unless its config says OFF.
+    So an inference graph in the training session would embed in bfloat16 or
+    float16 while eval_ckpt_file.py embeds in float32. Here every such
+    rewrite is OFF explicitly. On the NPU the precision mode is a process-wide
+    GE option (read once, when the first graph initialises GE), so the graph
+    itself is built inside inference_scope(); the session takes the training's
+    NpuOptions with no loop sinking.
+
+    Returns:
+      tf.ConfigProto.
+    """
+    if npu is not None:
+        npu = npu._replace(iterations_per_loop=1)
+    config = session_config(device, npu, num_threads=num_threads)
+    rewrites = config.graph_options.rewrite_options
+    for name in _MIXED_PRECISION_REWRITES:
+        if name in RewriterConfig.DESCRIPTOR.fields_by_name:
+            setattr(rewrites, name, RewriterConfig.OFF)
+    return config
+
+
+# Every mixed-precision rewrite a TensorFlow may have (1.15 has only the first).
+_MIXED_PRECISION_REWRITES = ('auto_mixed_precision', 'auto_mixed_precision_mkl',
+                             onednn_bfloat16.REWRITE, 'auto_mixed_precision_cpu')
+
+
+@contextlib.contextmanager
+def inference_scope(device):
+    """A context for building an inference graph that computes in float32.
+
+    On the NPU the adapter's keep_dtype_scope: under allow_mix_precision CANN
+    would otherwise choose float16 for the convolutions (where the processor
+    has no float32 for an op, CANN documents that it takes the highest
+    precision the op has). Elsewhere inference_session_config() suffices.
+    """
+    with float32_scope(device, False):
+        yield
+
+
 def npu_run_config(npu, model_dir, save_checkpoints_steps):
     """An NPURunConfig for NPUEstimator users, from the same NpuOptions as session_config.
 

@@ -194,16 +194,17 @@ class Runners(object):
                 [(m.path, m.variables, m.network) for m in self._checkpoints])
             graph = tf.Graph()
             with graph.as_default():
-                images, embeddings = inference.inference_graph(
-                    network.depth, CROP_SIZE, self._batch_size,
-                    net_input_size=self._net_input_size, variant=network.variant,
-                    norm=network.norm)
+                with runtime.inference_scope(self._device):
+                    images, embeddings = inference.inference_graph(
+                        network.depth, CROP_SIZE, self._batch_size,
+                        net_input_size=self._net_input_size, variant=network.variant,
+                        norm=network.norm)
                 variables = checkpoint_names.backbone_variables(network.depth)
                 for model in self._checkpoints:
                     checkpoint_names.check_shapes(model.path, model.variables, variables,
                                                   network)
                 saver = tf.train.Saver(var_list=variables)
-            session = tf.Session(graph=graph, config=runtime.session_config(self._device))
+            session = tf.Session(graph=graph, config=runtime.inference_session_config(self._device))
             self._shared = (session, images, embeddings, saver)
         return self
 
@@ -224,7 +225,7 @@ class Runners(object):
             graph = tf.Graph()
             with graph.as_default():
                 tf.import_graph_def(load_frozen_graph(model.path), name='')
-            session = tf.Session(graph=graph, config=runtime.session_config(self._device))
+            session = tf.Session(graph=graph, config=runtime.inference_session_config(self._device))
             self._own = session
             feeds = inference.INPUT_NODE + ':0'
             fetch = inference.OUTPUT_NODE + ':0'

@@ -11,11 +11,14 @@ import os
 import pytest
 import tensorflow.compat.v1 as tf
 
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+
 from devices import onednn_bfloat16, runtime
 from losses import objective
 import train_nets
 
-from test_train_nets import flags, refusal, run_training
+from test_train_nets import (assert_validation_logs_what_evaluation_reports, flags, refusal,
+                             run_training)
 
 REFUSAL = onednn_bfloat16.refusal()
 needs_bfloat16 = pytest.mark.skipif(REFUSAL is not None, reason='no bfloat16 here: %s' % REFUSAL)
@@ -100,3 +103,31 @@ def test_train_nets_trains_in_bfloat16_by_default_where_the_cpu_has_it(tiny_data
     assert off.returncode == 0, off.stdout
     assert 'mixed precision' not in off.stdout
     assert train_nets.get_parser().parse_args([]).mixed_precision == 'auto'
+
+
+@needs_bfloat16
+def test_validation_in_a_bfloat16_run_logs_what_eval_ckpt_file_reports(tiny_data, tmp_path):
+    """The training computes in bfloat16; validation, like eval_ckpt_file.py, in float32."""
+    log = assert_validation_logs_what_evaluation_reports(tiny_data, str(tmp_path),
+                                                        '--mixed_precision', 'on')
+    assert 'mixed precision: bfloat16 on the CPU (oneDNN)' in log
+
+
+def test_inference_sessions_keep_float32_after_the_gpu_rewrite_is_enabled():
+    """TensorFlow gives every session made after enable_mixed_precision_graph_rewrite the
+    float16 rewrite unless its config turns it off, as inference_session_config does."""
+    try:
+        with tf.Graph().as_default():
+            variable = tf.Variable(1.0)
+            runtime.wrap_optimizer(tf.train.GradientDescentOptimizer(0.1), 'gpu',
+                                   runtime.loss_scaling('gpu', mixed_precision='on'))
+            rewrite = 'auto_mixed_precision'
+            with tf.Session(config=runtime.session_config('cpu')) as training:
+                assert getattr(training._config.graph_options.rewrite_options, rewrite) == \
+                    RewriterConfig.ON
+            with tf.Session(config=runtime.inference_session_config('cpu')) as validation:
+                assert getattr(validation._config.graph_options.rewrite_options, rewrite) == \
+                    RewriterConfig.OFF
+                assert validation.run(variable.initial_value) == 1.0
+    finally:
+        tf.train.experimental.disable_mixed_precision_graph_rewrite()

@@ -546,6 +546,32 @@ def test_margin_softmax_and_normalisations_stay_float32_on_the_npu(standin, loss
         assert not kept_float32(graph)
 
 
+def test_validation_embeds_in_float32_on_the_npu(standin):
+    """Validation's graph: every op of the network under keep_dtype_scope (the precision
+    mode is process-wide on the NPU), its session an NPU session without loop sinking."""
+    from training import validation_graph
+    with tf.Graph().as_default():
+        tensors = npu_training_graph('arcface')
+        options = npu_options.make(iterations_per_loop=4)
+        validation = validation_graph.ValidationGraph(18, 'standard', 'batch', IMAGE_SIZE, None,
+                                                      4, 'npu', options)
+        try:
+            graph = validation.session.graph
+            network = [op for op in graph.get_operations()
+                       if op.type in ('Conv2D', 'MatMul', 'FusedBatchNormV3', 'Prelu', 'Relu')
+                       or op.name.startswith('resnet_v1_18/') and op.type == 'Add']
+            assert len(network) > 40
+            assert not {op.name for op in network} - kept_float32(graph)
+            parameters = npu_parameters(validation.session._config)
+            assert parameters['iterations_per_loop'] == 1
+            assert parameters['precision_mode'] == options.precision_mode.encode()
+            # The training graph is untouched: its network still computes in float16.
+            assert not any(name.startswith('resnet_v1_18/')
+                           for name in kept_float32(tensors['train_op'].graph))
+        finally:
+            validation.close()
+
+
 def test_the_fetched_step_is_read_after_the_update():
     """The step fetched with the train op is the one it completed (checkpoint names, resume)."""
     with tf.Graph().as_default():

@@ -94,6 +94,37 @@ def test_trains_validates_checkpoints_and_resumes(tiny_data, tmp_path):
     assert np.abs(momentum_before).sum() > 0  # the optimizer slots were saved and restored
 
 
+def assert_validation_logs_what_evaluation_reports(data, out, *extra):
+    """Trains 4 steps validating and saving at 2 and 4; returns the log after checking
+    that each validation's two lines are eval_ckpt_file.py's for that step's checkpoint."""
+    result = run_training(flags(data, out, '--max_steps', '4', '--validate_interval', '2',
+                                '--ckpt_interval', '2', *extra))
+    assert result.returncode == 0, result.stdout
+    lines = {}
+    for step in (2, 4):
+        prefix = os.path.join(out, 'ckpt', 'InsightFace_iter_%d.ckpt' % step)
+        out_json = os.path.join(out, 'eval_%d.json' % step)
+        assert eval_ckpt_file.main(['--ckpt_file', prefix, '--image_size', '%d,%d' % IMAGE_SIZE,
+                                    '--eval_db_path', data['raw'], '--eval_datasets', 'lfw',
+                                    '--batch_size', '8', '--device', 'cpu',
+                                    '--output_json', out_json]) == 0
+        with open(out_json) as f:
+            evaluated = json.load(f)['results'][0]
+        lines[step] = ('[lfw][%d]XNorm: %f' % (step, evaluated['xnorm']),
+                       '[lfw][%d]Accuracy-Flip: %1.5f+-%1.5f'
+                       % (step, evaluated['accuracy'], evaluated['accuracy_std']))
+        for line in lines[step]:
+            assert line in result.stdout, (line, result.stdout)
+    # The steps' weights differ, so a validation scoring stale weights would fail above.
+    assert lines[2][0].split(': ')[1] != lines[4][0].split(': ')[1]
+    return result.stdout
+
+
+def test_each_validation_logs_what_eval_ckpt_file_reports_for_its_step(tiny_data, tmp_path):
+    """Validation embeds in its own graph, loaded with the training weights each time."""
+    assert_validation_logs_what_evaluation_reports(tiny_data, str(tmp_path))
+
+
 def read_events(summary_dir):
     """{step: {tag: Summary.Value}} and whether a graph was written, from every events file."""
     by_step, graph = {}, False

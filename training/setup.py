@@ -71,7 +71,7 @@ def graph_spec(args):
         max_bad_records=args.max_bad_records, seed=args.seed, lr_values=args.lr_values,
         warmup_steps=args.warmup_steps, momentum=args.momentum,
         clip_gradient_norm=args.clip_gradient_norm,
-        summary_histograms=args.summary_histograms, ijb_validation=bool(args.eval_ijb))
+        summary_histograms=args.summary_histograms)
 
 
 def prepare(args):

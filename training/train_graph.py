@@ -1,5 +1,5 @@
-"""The training graph: input pipeline, towers, margin head, optimizer, learning-rate
-schedule, and the validation embedding sharing the network's variables.
+"""The training graph: input pipeline, towers, margin head, optimizer and learning-rate
+schedule. Validation runs in a graph of its own (validation_graph.py).
 
 `build_graph(spec, plan)` returns a dict of the tensors the loop (trainer.py) runs.
 """
@@ -10,9 +10,7 @@ import tensorflow.compat.v1 as tf
 
 from data import image_ops, input_pipeline
 from devices import distributed, finite_flag, parallel, runtime
-from evaluation.ijb_align import CROP_SIZE as IJB_CROP_SIZE
 from losses import objective
-from nets import inference
 
 def clip_backbone_gradients(max_norm, scope='resnet_v1_'):
     """fn(grads_and_vars) clipping the backbone's gradients to a global norm of max_norm.
@@ -89,12 +87,11 @@ GraphSpec = collections.namedtuple('GraphSpec', [
     'max_bad_records', 'seed',
     'lr_values', 'warmup_steps', 'momentum', 'clip_gradient_norm',
     'summary_histograms',
-    'ijb_validation',    # also an inference graph for IJB's 112x112 crops (--eval_ijb)
 ])
 
 
 def build_graph(spec, plan):
-    """The training and validation graphs; returns a dict of the tensors the loop uses."""
+    """The training graph; returns a dict of the tensors the loop uses."""
     if spec.seed is not None:
         tf.set_random_seed(spec.seed)
     global_step = tf.train.get_or_create_global_step()
@@ -132,18 +129,6 @@ def build_graph(spec, plan):
         combine_fn=collectives.all_reduce_mean if collectives else None,
         gradient_fn=clip_backbone_gradients(spec.clip_gradient_norm)
         if spec.clip_gradient_norm else None)
-    eval_batch = spec.eval_batch_size
-    eval_images, eval_embedding = inference.inference_graph(
-        spec.net_depth, tuple(spec.image_size), eval_batch, reuse=True,
-        net_input_size=spec.net_input_size, variant=spec.net_width, norm=spec.norm)
-    ijb_images, ijb_embedding = eval_images, eval_embedding
-    if spec.ijb_validation and tuple(spec.image_size) != IJB_CROP_SIZE:
-        # IJB's crops are aligned at 112x112, shrunk (or grown) to what the network
-        # trained on, as eval_ijb.py --net_input_size does.
-        ijb_images, ijb_embedding = inference.inference_graph(
-            spec.net_depth, IJB_CROP_SIZE, eval_batch, reuse=True,
-            net_input_size=spec.net_input_size or tuple(spec.image_size),
-            variant=spec.net_width, norm=spec.norm)
     # The step this run completed, read after the update: fetched beside train_op
     # without the dependency, it could be the value before or after the increment.
     with tf.control_dependencies([train_op]):
@@ -176,8 +161,5 @@ def build_graph(spec, plan):
     return {'fetches': fetches, 'histograms': histograms, 'global_step': global_step,
             'bad_records': bad_records, 'train_op': train_op,
             'init_local': tf.group(tf.local_variables_initializer(), iterator.initializer),
-            'eval_images': eval_images,
-            'eval_embedding': eval_embedding, 'eval_batch': eval_batch, 'broadcast': broadcast,
-            'ijb_images': ijb_images if spec.ijb_validation else None,
-            'ijb_embedding': ijb_embedding if spec.ijb_validation else None,
+            'broadcast': broadcast,
             'barrier': collectives.barrier() if collectives else None, 'stop_vote': stop_vote}

@@ -4,10 +4,11 @@
 setup.prepare checked, resumes or initialises (checkpointing.py), and runs the
 loop until plan.last_step, a signal, or an error (which saves and stops).
 Iterations run one fixed set of fetches, so a device that compiles one graph
-per distinct sess.run (the NPU) compiles the training step and the validation
-embedding, plus, with --summary_histograms, the training step with its
-gradients as outputs and a read of the variables (summary steps only).
-Summaries are built on the host from fetched values (summaries.py).
+per distinct sess.run (the NPU) compiles the training step and a read of the
+weights for validation, plus, with --summary_histograms, the training step with
+its gradients as outputs and a read of the variables (summary steps only).
+Summaries are built on the host from fetched values (summaries.py). Validation
+embeds in a float32 graph and session of its own (validation_graph.py).
 """
 import collections
 import contextlib
@@ -25,7 +26,9 @@ from devices import distributed, parallel, runtime
 from nets import checkpoint_names, network_record
 from nets.L_Resnet_E_IR import EMBEDDING_SIZE
 from evaluation import ijb_validation, verification_sets
-from training import checkpointing, stopping, summaries, time_left, train_graph
+from evaluation.ijb_align import CROP_SIZE as IJB_CROP_SIZE
+from training import (checkpointing, stopping, summaries, time_left, train_graph,
+                      validation_graph)
 
 # The original's training log line, which users' tools parse (images/s over the last
 # --show_info_interval steps, input included, where the original timed one sess.run).
@@ -110,9 +113,21 @@ class _Histograms(object):
         self._host.close()
 
 
+def _validation_graph(plan, num_threads):
+    """validation_graph.ValidationGraph for this run, or None where nothing is validated."""
+    if plan.rank != 0 or not (plan.eval_sets or plan.ijb is not None):
+        return None
+    spec = plan.graph
+    return validation_graph.ValidationGraph(
+        spec.net_depth, spec.net_width, spec.norm, spec.image_size, spec.net_input_size,
+        spec.eval_batch_size, plan.device, plan.npu_options, num_threads=num_threads,
+        ijb_crop_size=IJB_CROP_SIZE if plan.ijb is not None else None)
+
+
 def _validate(sess, graph, plan, step, writer, checkpoints, stop):
-    """Scores every verification set (and IJB with --eval_ijb) and offers the best
-    checkpoint on the set --best_metric names (by default the first .bin set).
+    """Scores every verification set (and IJB with --eval_ijb) with the weights of
+    `sess`, and offers the best checkpoint on the set --best_metric names (by
+    default the first .bin set).
 
     Returns:
       [(set name, score, metric name)], e.g. ('lfw', 0.995, 'accuracy').
@@ -121,20 +136,23 @@ def _validate(sess, graph, plan, step, writer, checkpoints, stop):
       stopping.Interrupted: a signal came while a set was scored (nothing is written).
     """
     scores = []
-    if plan.rank != 0:
+    validation = graph['validation']
+    if validation is None:
         return scores
+    with stop.interruptible():
+        validation.load(sess)
     for name, images, issame in plan.eval_sets:
         with stop.interruptible():
-            result = verification.run_verification(sess, graph['eval_images'],
-                                                   graph['eval_embedding'], images, issame,
-                                                   graph['eval_batch'])
+            result = verification.run_verification(validation.session, validation.images,
+                                                   validation.embedding, images, issame,
+                                                   validation.batch_size)
         verification_sets.log_result(name, step, result, logging.getLogger())
         logging.info('test accuracy is: %s', result.accuracy)
         _summary(writer, step, {name + '/accuracy': result.accuracy, name + '/xnorm': result.xnorm,
                                 name + '/val': result.val})
         scores.append((name, result.accuracy, checkpointing.ACCURACY))
     if plan.ijb is not None:
-        scores.append(_validate_ijb(sess, graph, plan.ijb, step, writer, stop))
+        scores.append(_validate_ijb(validation, plan.ijb, step, writer, stop))
     chosen = [entry for entry in scores if entry[0] == plan.best_metric] or scores[:1]
     if chosen:
         name, value, metric = chosen[0]
@@ -142,15 +160,14 @@ def _validate(sess, graph, plan, step, writer, checkpoints, stop):
     return scores
 
 
-def _validate_ijb(sess, graph, ijb, step, writer, stop):
-    """IJB-B/C 1:1 verification on the session's inference graph: (name, TAR, metric)."""
-    images, embedding = graph['ijb_images'], graph['ijb_embedding']
-
+def _validate_ijb(validation, ijb, step, writer, stop):
+    """IJB-B/C 1:1 verification on the validation graph: (name, TAR, metric)."""
     def run_batch(batch):
-        return sess.run(embedding, {images: batch})
+        return validation.session.run(validation.ijb_embedding,
+                                      {validation.ijb_images: batch})
 
     with stop.interruptible():
-        tars = ijb.score(run_batch, graph['eval_batch'])
+        tars = ijb.score(run_batch, validation.batch_size)
     ijb.log_result(step, tars, logging.getLogger())
     _summary(writer, step, ijb.summary_values(tars))
     return ijb.name, tars[ijb_validation.CHOOSING_FAR], 'TAR@FAR=' + ijb_validation.CHOOSING_FAR
@@ -200,11 +217,14 @@ def train(plan):
             histograms = None
             if chief and graph['histograms'] is not None:
                 histograms = _Histograms(graph['histograms'])
+            graph['validation'] = _validation_graph(plan, loop.num_threads)
             try:
                 code = _loop(plan, sess, graph, checkpoints, writer, stop, histograms)
             finally:
                 if histograms is not None:
                     histograms.close()
+                if graph['validation'] is not None:
+                    graph['validation'].close()
             if graph['barrier'] is not None:
                 distributed.leave(sess, graph['barrier'])
     if not chief:

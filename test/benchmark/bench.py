@@ -110,6 +110,8 @@ ROWS = [
      '%.1f'),
     ('Inference d18 b32 (images/s)', lambda r: r['train_d18']['inference']['images_per_s'],
      '%.1f'),
+    ('Validation d50: weights into its float32 session (s)',
+     lambda r: r['train_d50']['inference']['load_weights_s'], '%.2f'),
     ('Input pipeline, flip (images/s)',
      lambda r: r['data']['pipeline']['flip']['images_per_second'], '%.0f'),
     ('Input pipeline, flip+augment (images/s)',

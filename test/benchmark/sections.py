@@ -194,7 +194,7 @@ def section_train(args):
             train_rss = peak_rss_mb()
             if not np.isfinite(values['total_loss']):
                 raise RuntimeError('non-finite loss %s in the benchmark' % values['total_loss'])
-            inference = _time_inference(sess, tensors, args)
+            inference = _time_validation(sess, plan, train_args.num_threads, args)
     training_flops = flops.TRAINING_TO_FORWARD * forward
     return {'depth': args.depth, 'batch_size': args.batch_size, 'device': plan.device,
             'precision': 'bfloat16' if plan.cpu_bfloat16 else 'float32',
@@ -206,17 +206,37 @@ def section_train(args):
             'peak_rss_mb': train_rss, 'inference': inference}
 
 
-def _time_inference(sess, tensors, args):
-    batch = tensors['eval_batch']
-    images = np.random.RandomState(0).randint(0, 256, (batch,) + IMAGE_SIZE + (3,)).astype(
-        np.uint8)
-    feed = {tensors['eval_images']: images}
-    sess.run(tensors['eval_embedding'], feed)
-    start = time.time()
-    for _ in range(args.inference_batches):
-        sess.run(tensors['eval_embedding'], feed)
-    seconds = (time.time() - start) / args.inference_batches
-    return {'batch_size': batch, 'batch_s': seconds, 'images_per_s': batch / seconds}
+def _time_validation(sess, plan, num_threads, args):
+    """Validation's cost: loading the training weights into its float32 graph, and
+    embedding there (trainer.py's validation_graph)."""
+    import tensorflow.compat.v1 as tf
+    from training import validation_graph
+    spec = plan.graph
+    validation = validation_graph.ValidationGraph(
+        spec.net_depth, spec.net_width, spec.norm, spec.image_size, spec.net_input_size,
+        spec.eval_batch_size, plan.device, plan.npu_options, num_threads=num_threads)
+    try:
+        batch = validation.batch_size
+        with validation.session.graph.as_default():  # the copy validation keeps
+            weights_mb = sum(var.shape.num_elements() * var.dtype.base_dtype.size
+                             for var in tf.global_variables()) / 1e6
+        images = np.random.RandomState(0).randint(
+            0, 256, (batch,) + IMAGE_SIZE + (3,)).astype(np.uint8)
+        feed = {validation.images: images}
+        validation.load(sess)
+        validation.session.run(validation.embedding, feed)
+        loads = []
+        for _ in range(3):
+            validation.load(sess)
+            loads.append(validation.load_seconds)
+        start = time.time()
+        for _ in range(args.inference_batches):
+            validation.session.run(validation.embedding, feed)
+        seconds = (time.time() - start) / args.inference_batches
+    finally:
+        validation.close()
+    return {'batch_size': batch, 'batch_s': seconds, 'images_per_s': batch / seconds,
+            'load_weights_s': min(loads), 'weights_mb': weights_mb}
 
 
 def section_eval_memory(args):
@@ -304,7 +324,7 @@ SECTIONS = {'data': section_data, 'train': section_train, 'eval_memory': section
             'export': section_export}
 
 
-def parse_args(argv=None):
+def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('section', choices=sorted(SECTIONS))
     parser.add_argument('--work_dir', required=True, help='holds the generated data')
@@ -329,11 +349,11 @@ def parse_args(argv=None):
     parser.add_argument('--cpu_bfloat16', action='store_true',
                         help='train in bfloat16 on a CPU that computes it, and skip the '
                              'section elsewhere (default: float32 on the CPU)')
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = get_parser().parse_args(argv)
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
     result = SECTIONS[args.section](args)
