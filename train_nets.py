@@ -95,6 +95,15 @@ def get_parser():
                        default=[1.0, 0.3, 0.2],
                        help='m1,m2,m3 of the combine head: s*(cos(m1*theta+m2)-m3), which must '
                             'not exceed s*cos(theta) for theta in [0, 90] degrees')
+    model.add_argument('--partial_fc', type=cli_flags.str2bool, default=False,
+                       help='Partial FC: the class centres split in one block per training '
+                            'device (each tower of train_nets_mgpu.py), every block scoring '
+                            'the whole batch (docs/partial_fc.md); False: the original\'s '
+                            'head, whole on every device')
+    model.add_argument('--sample_rate', default=1.0,
+                       type=cli_flags.bounded_float(0.0, 1.0, low_open=True, high_open=False),
+                       help='with --partial_fc: the share of each block\'s classes that take '
+                            'part in a step, every positive among them (1: all)')
 
     optim = parser.add_argument_group('optimization')
     optim.add_argument('--batch_size', type=cli_flags.positive_int, default=32,

@@ -23,7 +23,8 @@ import contextlib
 
 import tensorflow.compat.v1 as tf
 
-__all__ = ['tower_scope', 'resolve_devices', 'configure_session', 'build_train_op']
+__all__ = ['tower_scope', 'resolve_devices', 'configure_session', 'build_train_op',
+           'build_sharded_train_op']
 
 
 def tower_scope(index, num_towers):
@@ -224,6 +225,47 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
     losses = _mean_reported(tower_reported)
     if combine_fn is not None:
         grads_and_vars, losses = _combine(grads_and_vars, losses, combine_fn)
+    if gradient_fn is not None:
+        grads_and_vars = gradient_fn(grads_and_vars)
+    with tf.control_dependencies(update_ops):
+        train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+    return losses, train_op, grads_and_vars
+
+
+def build_sharded_train_op(images, labels, embed_fn, head_fn, optimizer, global_step,
+                           devices=None, gradient_fn=None):
+    """Partial FC's step: each tower embeds its share of the batch, and the margin head,
+    split into one block of class centres per tower on that tower's device, scores the
+    whole batch (losses.partial_fc).
+
+    One loss over the whole batch is differentiated once: a tower's backbone gradient
+    is the part of the batch it embedded, summed over the towers by the shared
+    variables, and each block's gradient stays on its device.
+
+    Args:
+      images, labels: as build_train_op.
+      embed_fn: fn(images) -> float [n, D] training-mode embeddings; called once
+        per tower, creating the backbone's variables on the first call.
+      head_fn: fn(embeddings [N, D], labels [N], block devices) -> TrainingLosses-like
+        namedtuple whose `total` is minimised; called once, outside the towers.
+      optimizer, global_step, devices, gradient_fn: as build_train_op.
+    Returns:
+      (head_fn's losses, train_op, the (gradient, variable) pairs it applies).
+    """
+    devices = list(devices or [None])
+    num_towers = len(devices)
+    image_parts, _ = _split(images, labels, num_towers)
+    embeddings = []
+    for index, device in enumerate(devices):
+        with _tower(index, num_towers, device):
+            embeddings.append(embed_fn(image_parts[index]))
+    update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS,
+                                   scope=(tower_scope(0, num_towers) + '/') if num_towers > 1
+                                   else None)
+    batch = embeddings[0] if num_towers == 1 else tf.concat(embeddings, axis=0)
+    losses = head_fn(batch, labels, devices)
+    grads_and_vars = optimizer.compute_gradients(
+        losses.total, colocate_gradients_with_ops=num_towers > 1)
     if gradient_fn is not None:
         grads_and_vars = gradient_fn(grads_and_vars)
     with tf.control_dependencies(update_ops):

@@ -224,7 +224,7 @@ def centres_name(loss_type):
 
 
 def margin_logits(loss_type, embedding, labels, out_num, float32_scope=tensors_as_given,
-                  **margin_args):
+                  w_init=None, **margin_args):
     """Logits of the named head and the plain scaled cosines.
 
     The plain cosines give the training accuracy a user can read: the
@@ -237,6 +237,7 @@ def margin_logits(loss_type, embedding, labels, out_num, float32_scope=tensors_a
       labels: int [N].
       out_num: number of classes.
       float32_scope: see class_cosines; also holds the margin's ops.
+      w_init: see class_cosines.
       **margin_args: s, m (arcface, cosineface) or s, m1, m2, m3 (combine).
     Returns:
       (margin logits float32 [N, C], cosines float32 [N, C]).
@@ -246,7 +247,7 @@ def margin_logits(loss_type, embedding, labels, out_num, float32_scope=tensors_a
     if loss_type not in HEADS:
         raise ValueError('unknown loss_type %r; expected one of %s' % (loss_type, LOSS_TYPES))
     scope, logits_fn = HEADS[loss_type]
-    cos_t = class_cosines(embedding, out_num, scope=scope, float32_scope=float32_scope)
+    cos_t = class_cosines(embedding, out_num, w_init, scope=scope, float32_scope=float32_scope)
     # The margin: acos/cos near +-1 lose everything in float16 or bfloat16.
     with float32_scope(cos_t) as (margin_cos_t,):
         return logits_fn(margin_cos_t, labels, **margin_args), cos_t

@@ -7,7 +7,7 @@ import collections
 
 import tensorflow.compat.v1 as tf
 
-from losses import face_losses
+from losses import face_losses, partial_fc
 from nets.L_Resnet_E_IR import BATCH, STANDARD, scope_name
 from nets.checkpoint_names import (DENSE_WEIGHT, SCOPE_PATTERN, CheckpointError,
                                    check_checkpoint_names, dense_hint, op_error_text,
@@ -55,7 +55,7 @@ _AFRESH = 'start afresh with another --ckpt_path'
 
 
 def check_training_resume(prefix, net_depth, loss_type, num_classes, net_width=STANDARD,
-                          norm=BATCH, input_size=None):
+                          norm=BATCH, input_size=None, head_blocks=1):
     """Checks, before any graph is built, that a training run can resume from `prefix`.
 
     The backbone (detect_network), the margin head and its number of classes
@@ -68,6 +68,8 @@ def check_training_resume(prefix, net_depth, loss_type, num_classes, net_width=S
       net_depth, loss_type, num_classes, net_width, norm: what the run would build.
       input_size: (height, width) the network would run at, checked against the
         folder's network.json where there is one (the variables cannot tell 56 from 64).
+      head_blocks: the blocks the run splits the class centres into (--partial_fc:
+        one per device); 1: the whole head.
     Raises:
       CheckpointError: one line naming the flag, what the checkpoint holds
         and how to resume.
@@ -92,12 +94,15 @@ def check_training_resume(prefix, net_depth, loss_type, num_classes, net_width=S
         raise CheckpointError('--net_width %s: %s holds the %s network; resume with '
                               '--net_width %s, or %s'
                               % (net_width, resume, network.variant, network.variant, _AFRESH))
-    heads = [(other, name) for other in face_losses.LOSS_TYPES
-             for name in stored_names(face_losses.centres_name(other)) if name in variables]
-    mine = [name for other, name in heads if other == loss_type]
+    heads = [(other, partial_fc.stored_layout(variables,
+                                              stored_names(face_losses.centres_name(other))))
+             for other in face_losses.LOSS_TYPES]
+    heads = [(other, blocks) for other, blocks in heads if blocks]
+    mine = [blocks for other, blocks in heads if other == loss_type]
     if not mine:
         if heads:
-            found, name = heads[0]
+            found, blocks = heads[0]
+            name = partial_fc.block_name(found, sum(n for _, n in blocks), *blocks[0])
             raise CheckpointError('--loss_type %s: %s was trained with --loss_type %s (%s); '
                                   'resume with --loss_type %s, or %s'
                                   % (loss_type, resume, found, name, found, _AFRESH))
@@ -105,12 +110,24 @@ def check_training_resume(prefix, net_depth, loss_type, num_classes, net_width=S
                               'network alone, e.g. for evaluation: %s'
                               % (loss_type, resume, face_losses.centres_name(loss_type),
                                  _AFRESH))
-    shape = variables[mine[0]]
-    if shape[-1:] != [num_classes]:
-        raise CheckpointError('--num_output %d: %s has %d classes (%s is %s); resume with '
+    blocks = mine[0]
+    stored = sum(size for _, size in blocks)
+    if stored != num_classes:
+        whole = [name for name in stored_names(face_losses.centres_name(loss_type))
+                 if name in variables]
+        held = ('%s is %s' % (whole[0], variables[whole[0]]) if whole
+                else partial_fc.describe_layout(blocks))
+        raise CheckpointError('--num_output %d: %s has %d classes (%s); resume with '
                               '--num_output %d (or, without it, data of %d identities), or %s'
-                              % (num_classes, resume, shape[-1], mine[0], shape, shape[-1],
-                                 shape[-1], _AFRESH))
+                              % (num_classes, resume, stored, held, stored, stored, _AFRESH))
+    wanted = partial_fc.layout(num_classes, head_blocks)
+    if blocks != wanted:
+        how = ('with --partial_fc True on %d devices' % len(blocks) if len(blocks) > 1
+               else 'on one device or with --partial_fc False')
+        raise CheckpointError('--partial_fc: %s holds %s, this run builds %s; resume %s, '
+                              'or %s (re-sharding a head is not built yet)'
+                              % (resume, partial_fc.describe_layout(blocks),
+                                 partial_fc.describe_layout(wanted), how, _AFRESH))
 
 
 def plan_training_restore(prefix, graph_variables):

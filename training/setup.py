@@ -11,6 +11,7 @@ import os
 from data.cli import UsageError
 from data.manifest import ManifestError, load_manifest
 from devices import distributed, hccl_environment, npu_options, parallel, runtime
+from losses import partial_fc
 from nets import checkpoint_names
 from nets.L_Resnet_E_IR import width_for
 from evaluation import verification_sets
@@ -71,7 +72,8 @@ def graph_spec(args):
         max_bad_records=args.max_bad_records, seed=args.seed, lr_values=args.lr_values,
         warmup_steps=args.warmup_steps, momentum=args.momentum,
         clip_gradient_norm=args.clip_gradient_norm,
-        summary_histograms=args.summary_histograms)
+        summary_histograms=args.summary_histograms, partial_fc=args.partial_fc,
+        sample_rate=args.sample_rate)
 
 
 def prepare(args):
@@ -117,6 +119,7 @@ def prepare(args):
     if steps_per_epoch < 1:
         raise UsageError('--batch_size %d is larger than the %d images of %s'
                          % (args.batch_size, manifest['num_images'], args.tfrecords_file_path))
+    _check_partial_fc(args, num_classes, len(towers) or 1, world_size)
     lr_boundaries_ = lr_boundaries(args.lr_steps, args.batch_size * world_size)
     last_step = steps_per_epoch * args.epoch
     if args.max_steps is not None:
@@ -138,12 +141,34 @@ def prepare(args):
         checkpoint_utils.check_training_resume(latest, args.net_depth, args.loss_type,
                                                num_classes, width_for(args.norm, args.net_width),
                                                args.norm,
-                                               args.net_input_size or args.image_size)
+                                               args.net_input_size or args.image_size,
+                                               head_blocks=len(towers) if args.partial_fc
+                                               and towers else 1)
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
                 world_size, scaling, bfloat16, towers, cluster, lr_boundaries_, npu, graph_spec(args),
                 loop_spec(args), ijb, args.best_metric)
+
+
+def _check_partial_fc(args, num_classes, num_towers, world_size):
+    """Refuses --partial_fc / --sample_rate settings this layout cannot train (UsageError)."""
+    if not args.partial_fc:
+        if args.sample_rate != 1.0:
+            raise UsageError('--sample_rate %g samples the blocks of a sharded head; add '
+                             '--partial_fc True' % args.sample_rate)
+        return
+    if world_size > 1:
+        raise UsageError('--partial_fc True: sharding the head over several processes (HCCL '
+                         'ranks, --worker_hosts) is not built yet; use the towers of '
+                         'train_nets_mgpu.py, or --partial_fc False')
+    if num_classes < num_towers:
+        raise UsageError('--partial_fc True: %d classes cannot be split over %d devices'
+                         % (num_classes, num_towers))
+    problem = partial_fc.sampling_problem(args.sample_rate, num_classes, num_towers,
+                                          args.batch_size * world_size)
+    if problem:
+        raise UsageError('--sample_rate %g: %s' % (args.sample_rate, problem))
 
 
 def _check_output_folders(ckpt_path, summary_path, log_file_path):

@@ -87,6 +87,7 @@ GraphSpec = collections.namedtuple('GraphSpec', [
     'max_bad_records', 'seed',
     'lr_values', 'warmup_steps', 'momentum', 'clip_gradient_norm',
     'summary_histograms',
+    'partial_fc', 'sample_rate',  # the head in one block per tower (losses.partial_fc)
 ])
 
 
@@ -111,24 +112,40 @@ def build_graph(spec, plan):
     images, labels = iterator.get_next()
     images = image_ops.resize_for_network(images, spec.net_input_size)
 
+    float32_scope = functools.partial(runtime.float32_scope, plan.device, plan.cpu_bfloat16)
+
     def loss_fn(batch_images, batch_labels):
         losses = objective.training_losses(
             batch_images, batch_labels, spec.net_depth, plan.num_classes, spec.loss_type,
             spec.margin, spec.weight_decay, spec.keep_prob, runtime.dropout_fn(plan.device),
-            functools.partial(runtime.float32_scope, plan.device, plan.cpu_bfloat16),
-            variant=spec.net_width, norm=spec.norm)
+            float32_scope, variant=spec.net_width, norm=spec.norm, seed=spec.seed)
         return losses.inference, losses.weight_decay, losses
+
+    def embed_fn(batch_images):
+        return objective.training_embedding(batch_images, spec.net_depth, spec.keep_prob,
+                                            runtime.dropout_fn(plan.device), spec.net_width,
+                                            spec.norm)
+
+    def head_fn(batch_embeddings, batch_labels, block_devices):
+        return objective.partial_fc_losses(
+            batch_embeddings, batch_labels, plan.num_classes, spec.loss_type, spec.margin,
+            spec.weight_decay, spec.sample_rate, spec.seed, block_devices,
+            float32_scope=float32_scope)
 
     lr = learning_rate(global_step, plan.lr_boundaries, spec.lr_values, spec.warmup_steps)
     optimizer = tf.train.MomentumOptimizer(lr, spec.momentum)
     optimizer = runtime.wrap_optimizer(optimizer, plan.device, plan.loss_scaling,
                                        distributed=plan.world_size > 1)
     collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
-    losses, train_op, grads_and_vars = parallel.build_train_op(
-        images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
-        combine_fn=collectives.all_reduce_mean if collectives else None,
-        gradient_fn=clip_backbone_gradients(spec.clip_gradient_norm)
-        if spec.clip_gradient_norm else None)
+    clip = clip_backbone_gradients(spec.clip_gradient_norm) if spec.clip_gradient_norm else None
+    if spec.partial_fc:  # one process (setup refuses more): the towers hold the blocks
+        losses, train_op, grads_and_vars = parallel.build_sharded_train_op(
+            images, labels, embed_fn, head_fn, optimizer, global_step, devices=plan.towers,
+            gradient_fn=clip)
+    else:
+        losses, train_op, grads_and_vars = parallel.build_train_op(
+            images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
+            combine_fn=collectives.all_reduce_mean if collectives else None, gradient_fn=clip)
     # The step this run completed, read after the update: fetched beside train_op
     # without the dependency, it could be the value before or after the increment.
     with tf.control_dependencies([train_op]):
