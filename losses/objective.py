@@ -23,17 +23,18 @@ TrainingLosses = collections.namedtuple('TrainingLosses', [
 ])
 
 
-def weight_decay_loss(weight_decay):
-    """weight_decay * sum(||v||^2 / 2) over the WEIGHT_DECAY collection.
+def weight_decay_loss(weight_decay, variables=None, name='weight_decay_loss'):
+    """weight_decay * sum(||v||^2 / 2) over `variables` (default: the WEIGHT_DECAY collection).
 
     That collection holds every conv kernel, the embedding dense weight, the
     margin head's class centres, BN gammas and PReLU alphas (the original
     listed them by name and forgot the dense weight except at depth 50).
     The 1/2 matches the original's tf.contrib.layers.l2_regularizer.
     """
-    variables = tf.get_collection(layers.WEIGHT_DECAY)
+    if variables is None:
+        variables = tf.get_collection(layers.WEIGHT_DECAY)
     return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(v) for v in variables]),
-                       name='weight_decay_loss')
+                       name=name)
 
 
 def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
@@ -62,8 +63,7 @@ def training_losses(images, labels, net_depth, num_classes, loss_type='arcface',
     Returns:
       TrainingLosses of scalar float32 tensors.
     """
-    embedding, _ = get_resnet(images, net_depth, is_training=True, keep_prob=keep_prob,
-                              dropout_fn=dropout_fn, variant=variant, norm=norm)
+    embedding = training_embedding(images, net_depth, keep_prob, dropout_fn, variant, norm)
     logits, cos_t = face_losses.margin_logits(
         loss_type, embedding, labels, num_classes, float32_scope,
         w_init=partial_fc.centre_initializer(num_classes, seeded=seed is not None),
@@ -121,12 +121,11 @@ def partial_fc_losses(embeddings, labels, num_classes, loss_type='arcface', marg
     inference, accuracy = partial_fc.combine(statistics, reduce, float32_scope)
     head_name = face_losses.centres_name(loss_type)
     decayed = tf.get_collection(layers.WEIGHT_DECAY)
-
-    def decay_of(variables):
-        return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(v) for v in variables]))
-
-    backbone_decay = decay_of([v for v in decayed if not v.op.name.startswith(head_name)])
-    blocks_decay = decay_of([v for v in decayed if v.op.name.startswith(head_name)])
+    in_head = [v.op.name.startswith(head_name) for v in decayed]
+    backbone_decay = weight_decay_loss(
+        weight_decay, [v for v, head in zip(decayed, in_head) if not head], 'backbone_decay')
+    blocks_decay = weight_decay_loss(
+        weight_decay, [v for v, head in zip(decayed, in_head) if head], 'blocks_decay')
     total = tf.add(inference, backbone_decay + blocks_decay, name='total_loss')
     # Logged: the backbone's decay and every block's, as an unsharded run logs it.
     logged = tf.add(backbone_decay, reduce.sum(blocks_decay[None])[0], name='weight_decay_loss')
