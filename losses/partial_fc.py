@@ -131,14 +131,56 @@ def stored_layout(shapes, names_of_whole_head):
     return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
 
 
-def describe_layout(blocks):
-    """'the whole head of 10 classes' or '2 blocks (0-4, 5-9) of 10 classes'."""
+def layout_problem(blocks, num_classes=None, whole_name=False):
+    """Why stored `blocks` are no whole head (of `num_classes`, if given), as a phrase; or None.
+
+    A head in blocks is whole when its blocks, in class order, cover every class
+    once: each starts where the previous one ended. A single block is whole only
+    under the unsharded head's name (`whole_name`): one block named
+    '_<start>_<size>' is what is left of a head written in several.
+    """
+    if len(blocks) == 1 and not whole_name:
+        return 'one block of a head written in several: the others are missing'
+    end = 0
+    for start, size in blocks:
+        if start != end:
+            return ('its blocks leave classes %d-%d out or hold them twice'
+                    % (min(start, end), max(start, end) - 1))
+        end = start + size
+    if num_classes is not None and end != num_classes:
+        return 'its blocks hold %d classes, not %d' % (end, num_classes)
+    return None
+
+
+def reshard_pieces(stored_blocks, start, size):
+    """Where the columns of the block [start, start + size) lie in other blocks.
+
+    Args:
+      stored_blocks: [(first class, number of classes)] of a whole head in class
+        order (stored_layout of a checkpoint; layout_problem None).
+      start, size: the block to assemble.
+    Returns:
+      [(stored block, first column, end column)] in class order: the block is the
+      concatenation of each stored block's columns [first, end).
+    """
+    pieces = []
+    for block in stored_blocks:
+        lo, hi = max(start, block[0]), min(start + size, block[0] + block[1])
+        if lo < hi:
+            pieces.append((block, lo - block[0], hi - block[0]))
+    return pieces
+
+
+def describe_layout(blocks, num_classes=None):
+    """'the whole head of 10 classes', or '2 blocks (0-4, 5-9) of 10 classes'; blocks of
+    a head of `num_classes` (default: as many as they hold) that miss some, as
+    '1 block (0-3) of 4 classes'."""
     total = sum(size for _, size in blocks)
-    if len(blocks) == 1:
+    if blocks == [(0, total)] and num_classes in (None, total):
         return 'the whole head of %d classes' % total
     shown = ', '.join('%d-%d' % (start, start + size - 1) for start, size in blocks[:4])
-    return '%d blocks (%s%s) of %d classes' % (len(blocks), shown,
-                                               ', ...' if len(blocks) > 4 else '', total)
+    return '%d block%s (%s%s) of %d classes' % (len(blocks), 's' if len(blocks) > 1 else '',
+                                                shown, ', ...' if len(blocks) > 4 else '', total)
 
 
 def block_centres(loss_type, num_classes, start, size, embedding_size=512, seeded=True):

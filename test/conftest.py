@@ -5,8 +5,8 @@ import socket
 import pytest
 import tensorflow.compat.v1 as tf
 
+tf.logging.set_verbosity(tf.logging.ERROR)  # first: disable_v2_behavior logs a warning
 tf.disable_v2_behavior()
-tf.logging.set_verbosity(tf.logging.ERROR)
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

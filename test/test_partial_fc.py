@@ -1,5 +1,6 @@
 """Partial FC's arithmetic (losses/partial_fc.py): blocks, sampling, initial centres, and
 the sharded margin softmax against the unsharded head it must equal."""
+import logging
 import os
 import re
 
@@ -9,6 +10,7 @@ import tensorflow.compat.v1 as tf
 
 from devices import parallel
 from losses import face_losses, objective, partial_fc
+from training import checkpoint_utils
 
 import eval_ckpt_file
 import train_nets
@@ -278,10 +280,73 @@ def test_rows_that_sat_out_are_decayed_as_insightfaces():
                                np.float32(5e-3) * before[:, rule], rtol=1e-6)
 
 
+def test_a_layout_is_whole_when_its_blocks_cover_every_class_once():
+    assert partial_fc.layout_problem(partial_fc.layout(10, 3), 10) is None
+    assert partial_fc.layout_problem([(0, 10)], 10, whole_name=True) is None
+    assert partial_fc.layout_problem([(0, 4)], 4) == (
+        'one block of a head written in several: the others are missing')
+    assert partial_fc.layout_problem([(0, 4), (5, 5)], 10) == (
+        'its blocks leave classes 4-4 out or hold them twice')
+    assert partial_fc.layout_problem([(0, 6), (4, 6)], 10) == (
+        'its blocks leave classes 4-5 out or hold them twice')
+    assert partial_fc.layout_problem([(0, 4), (4, 4)], 10) == 'its blocks hold 8 classes, not 10'
+    # Block [3, 7) of a head stored as (0-4, 5-9): columns 3-4 of the first, 0-1 of the second.
+    assert partial_fc.reshard_pieces([(0, 5), (5, 5)], 3, 4) == [((0, 5), 3, 5), ((5, 5), 0, 2)]
+
+
+def write_head(path, blocks, values, slot_values):
+    """A checkpoint holding only the arcface head of `values` [D, C] stored as `blocks`."""
+    with tf.Graph().as_default():
+        saved = []
+        for start, size in blocks:
+            name = partial_fc.block_name('arcface', values.shape[1], start, size)
+            saved.append(tf.Variable(values[:, start:start + size], name=name))
+            saved.append(tf.Variable(slot_values[:, start:start + size], name=name + '/Momentum'))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            return tf.train.Saver(saved).save(sess, path)
+
+
+def restore_head(prefix, num_classes, blocks):
+    """Builds the head as `blocks` (with Momentum slots) and restores it from `prefix`;
+    returns (plan, the restored head and slot, merged into [D, C] each)."""
+    with tf.Graph().as_default():
+        variables = []
+        for start, size in blocks:
+            var = partial_fc.block_centres('arcface', num_classes, start, size, EMBEDDING)
+            variables.append(var)
+        loss = tf.add_n([tf.reduce_sum(var) for var in variables])
+        tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
+        plan = checkpoint_utils.plan_training_restore(prefix, tf.global_variables())
+        with tf.Session() as sess:
+            checkpoint_utils.apply_training_restore(sess, plan)
+            graph = tf.get_default_graph()
+            head = np.concatenate(sess.run(variables), axis=1)
+            slots = np.concatenate(sess.run([graph.get_tensor_by_name(v.op.name + '/Momentum:0')
+                                             for v in variables]), axis=1)
+    return plan, head, slots
+
+
+@pytest.mark.parametrize('stored,wanted', [(2, 3), (3, 2), (1, 3), (3, 1)])
+def test_resume_re_shards_the_centres_and_their_momentum(tmp_path, stored, wanted):
+    values = np.random.RandomState(0).standard_normal((EMBEDDING, 10)).astype(np.float32)
+    slots = np.random.RandomState(1).standard_normal((EMBEDDING, 10)).astype(np.float32)
+    prefix = write_head(str(tmp_path / 'ckpt'), partial_fc.layout(10, stored), values, slots)
+    plan, head, slot = restore_head(prefix, 10, partial_fc.layout(10, wanted))
+    np.testing.assert_array_equal(head, values)
+    np.testing.assert_array_equal(slot, slots)
+    resharded = dict(plan.resharded)
+    assert len(resharded) == 2 * wanted  # every block and its slot
+    if wanted == 3:  # block 4-6 is columns 4 of the first stored block and 0-2 of the next
+        assert resharded['arcface_loss/embedding_weights_4_3'] == (
+            ['arcface_loss/embedding_weights_0_5', 'arcface_loss/embedding_weights_5_5']
+            if stored == 2 else ['arcface_loss/embedding_weights'])
+
+
 # ---------------------------------------------------------------- the command line
 
-def test_train_nets_mgpu_partial_fc_trains_resumes_and_refuses_another_layout(
-        tiny_data, tmp_path, capsys):
+def test_train_nets_mgpu_partial_fc_trains_resumes_and_re_shards_on_one_device(
+        tiny_data, tmp_path, caplog, capsys):
     out = str(tmp_path)
     ckpt = os.path.join(out, 'ckpt')
     sharded = ['--partial_fc', 'True']
@@ -303,17 +368,47 @@ def test_train_nets_mgpu_partial_fc_trains_resumes_and_refuses_another_layout(
     assert eval_ckpt_file.main(['--ckpt_file', latest, '--image_size', '32,32',
                                 '--eval_db_path', tiny_data['raw'], '--eval_datasets', 'lfw',
                                 '--batch_size', '8', '--device', 'cpu']) == 0
-    capsys.readouterr()
-    # Another number of blocks: one line naming both layouts, nothing written.
+    # On one device the head is whole: the two blocks (and their Momentum) are re-sharded.
     single = [a for a in mgpu_flags(tiny_data, out, '--max_steps', '4') if a not in
               ('--devices', ','.join(TWO_CPUS))]
-    assert train_nets.main(single + sharded) == 2
+    caplog.set_level(logging.INFO)
+    assert train_nets.main(single) == 0
+    logged = caplog.text
+    assert ('arcface_loss/embedding_weights re-sharded from arcface_loss/embedding_weights_0_4, '
+            'arcface_loss/embedding_weights_4_4') in logged, logged
+    assert ('arcface_loss/embedding_weights/Momentum re-sharded from '
+            'arcface_loss/embedding_weights_0_4/Momentum, '
+            'arcface_loss/embedding_weights_4_4/Momentum') in logged
+    assert re.search(r'step 4,', logged)
+    names = dict(tf.train.list_variables(tf.train.latest_checkpoint(ckpt)))
+    assert names['arcface_loss/embedding_weights'] == [512, 8]
+    # A head missing a block cannot be re-sharded: refused in one line naming both layouts.
+    partial = os.path.join(out, 'partial')
+    prefix = copy_checkpoint(latest, os.path.join(partial, 'InsightFace_iter_3.ckpt'),
+                             leave_out='_4_4')
+    before = sorted(os.listdir(partial))
+    capsys.readouterr()
+    with_partial = single[:single.index('--ckpt_path') + 1] + [partial] + single[
+        single.index('--ckpt_path') + 2:]
+    assert train_nets.main(with_partial) == 2
     assert capsys.readouterr().err == (
-        'train_nets.py: error: --partial_fc: the checkpoint to resume, %s, holds 2 blocks '
-        '(0-3, 4-7) of 8 classes, this run builds the whole head of 8 classes; resume with '
-        '--partial_fc True on 2 devices, or start afresh with another --ckpt_path '
-        '(re-sharding a head is not built yet)\n' % latest)
-    assert tf.train.latest_checkpoint(ckpt) == latest
+        'train_nets.py: error: --partial_fc: the checkpoint to resume, %s, holds 1 block '
+        '(0-3) of 4 classes, which is no whole head (one block of a head written in several: '
+        'the others are missing); this run builds the whole head of 8 classes: start afresh with another --ckpt_path\n'
+        % prefix)
+    assert sorted(os.listdir(partial)) == before  # nothing written
+
+
+def copy_checkpoint(prefix, to, leave_out):
+    """Writes the variables of checkpoint `prefix` but those whose name holds `leave_out`
+    to checkpoint `to`; returns its prefix."""
+    reader = tf.train.load_checkpoint(prefix)
+    with tf.Graph().as_default():
+        kept = [tf.Variable(reader.get_tensor(name), name=name)
+                for name in reader.get_variable_to_shape_map() if leave_out not in name]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            return tf.train.Saver(kept).save(sess, to, write_meta_graph=False)
 
 
 @pytest.mark.parametrize('extra,message', [

@@ -3,17 +3,24 @@
 # TensorFlow 1.15 (.venv-tf1, Python 3.7 — what Ascend's CANN stack runs).
 # Creates both environments from the pinned requirements on first use.
 # Extra arguments go to pytest (e.g. tools/run_tests.sh -k nets).
+# Tests run in TEST_WORKERS processes (default: one per core, at most 4), a test file per
+# process at a time (pytest-xdist --dist loadfile): most of a test's time is one core's
+# (TensorFlow's start-up, small graphs), and each process stays under ~3 GB.
 set -u
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 results=()
 status=0
+workers=${TEST_WORKERS:-$(nproc 2>/dev/null || echo 1)}
+[ "$workers" -gt 4 ] && workers=4
+parallel=()
+[ "$workers" -gt 1 ] && parallel=(-n "$workers" --dist loadfile)
 
 run_suite() {  # label venv
   echo "== $1: $("$2/bin/python" -c 'import sys, tensorflow as tf; print("Python %d.%d, TensorFlow %s" % (sys.version_info[0], sys.version_info[1], tf.__version__))' 2>/dev/null)"
   local start=$SECONDS log
   log=$(mktemp)
-  "$2/bin/python" -m pytest "${@:3}" | tee "$log"
+  "$2/bin/python" -m pytest ${parallel[@]+"${parallel[@]}"} "${@:3}" | tee "$log"
   local rc=${PIPESTATUS[0]}
   # pytest's closing counts, and how many tests skipped for want of ../shared/data
   local counts shared

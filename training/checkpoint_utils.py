@@ -4,14 +4,15 @@ after it (every variable by name or alias, shapes and types), apply_training_res
 session. What a checkpoint holds is read with nets.checkpoint_names.
 """
 import collections
+import re
 
 import tensorflow.compat.v1 as tf
 
 from losses import face_losses, partial_fc
 from nets.L_Resnet_E_IR import BATCH, STANDARD, scope_name
 from nets.checkpoint_names import (DENSE_WEIGHT, SCOPE_PATTERN, CheckpointError,
-                                   check_checkpoint_names, dense_hint, op_error_text,
-                                   restore)
+                                   RestoreError, check_checkpoint_names, dense_hint,
+                                   op_error_text, restore)
 
 # Names that other writers gave a variable: (name in this port's graph, name in the
 # checkpoint). Optimizer slots follow their variable ('<name>/Momentum').
@@ -48,6 +49,8 @@ TrainingRestore = collections.namedtuple('TrainingRestore', [
     'converted',    # [(variable, checkpoint name, checkpoint dtype name)]: integer types
     'initialised',  # [variable]: not model state and not in the checkpoint
     'aliased',      # [(graph name, checkpoint name)]
+    'resharded',    # [(graph name, [checkpoint name])]: head blocks assembled from others
+    'reshard_op',   # the op that assigns them (None when there are none)
 ])
 
 
@@ -112,22 +115,21 @@ def check_training_resume(prefix, net_depth, loss_type, num_classes, net_width=S
                                  _AFRESH))
     blocks = mine[0]
     stored = sum(size for _, size in blocks)
+    whole = [name for name in stored_names(face_losses.centres_name(loss_type))
+             if name in variables]
+    problem = partial_fc.layout_problem(blocks, whole_name=bool(whole))
+    if problem:
+        raise CheckpointError('--partial_fc: %s holds %s, which is no whole head (%s); this '
+                              'run builds %s: %s'
+                              % (resume, partial_fc.describe_layout(blocks, num_classes),
+                                 problem, partial_fc.describe_layout(
+                                     partial_fc.layout(num_classes, head_blocks)), _AFRESH))
     if stored != num_classes:
-        whole = [name for name in stored_names(face_losses.centres_name(loss_type))
-                 if name in variables]
         held = ('%s is %s' % (whole[0], variables[whole[0]]) if whole
                 else partial_fc.describe_layout(blocks))
         raise CheckpointError('--num_output %d: %s has %d classes (%s); resume with '
                               '--num_output %d (or, without it, data of %d identities), or %s'
                               % (num_classes, resume, stored, held, stored, stored, _AFRESH))
-    wanted = partial_fc.layout(num_classes, head_blocks)
-    if blocks != wanted:
-        how = ('with --partial_fc True on %d devices' % len(blocks) if len(blocks) > 1
-               else 'on one device or with --partial_fc False')
-        raise CheckpointError('--partial_fc: %s holds %s, this run builds %s; resume %s, '
-                              'or %s (re-sharding a head is not built yet)'
-                              % (resume, partial_fc.describe_layout(blocks),
-                                 partial_fc.describe_layout(wanted), how, _AFRESH))
 
 
 def plan_training_restore(prefix, graph_variables):
@@ -155,11 +157,17 @@ def plan_training_restore(prefix, graph_variables):
     except (tf.errors.OpError, ValueError) as error:
         raise CheckpointError('cannot read checkpoint %s: %s' % (prefix, op_error_text(error)))
     by_name, converted, initialised, aliased, missing = {}, [], [], [], []
+    resharded, assigns = [], []
     for var in graph_variables:
         name = var.op.name
         found = [n for n in stored_names(name) if n in dtypes]
         if not found:
-            (missing if _is_model_state(name) else initialised).append(var)
+            pieces = _reshard_pieces(name, var.shape.as_list(), shapes)
+            if pieces:
+                resharded.append((name, [stored for stored, _ in pieces]))
+                assigns.append(_assign_from_pieces(prefix, var, pieces, shapes, dtypes))
+            else:
+                (missing if _is_model_state(name) else initialised).append(var)
             continue
         stored = found[0]
         if stored != name:
@@ -182,8 +190,63 @@ def plan_training_restore(prefix, graph_variables):
         raise CheckpointError('checkpoint %s lacks %d variables of this graph, e.g. %s; was it '
                               'written with another --net_depth or --loss_type?'
                               % (prefix, len(missing), missing[0].op.name))
-    return TrainingRestore(prefix, tf.train.Saver(var_list=by_name), converted, initialised,
-                           aliased)
+    return TrainingRestore(prefix, tf.train.Saver(var_list=by_name, allow_empty=True),
+                           converted, initialised, aliased, resharded,
+                           tf.group(*assigns) if assigns else None)
+
+
+# A head's class centres (or an optimizer slot of them): the whole head's name,
+# then '_<start>_<size>' for a block, then '/<slot>' for a slot.
+_HEAD_PATTERNS = [(face_losses.centres_name(loss_type),
+                   re.compile('^' + re.escape(face_losses.centres_name(loss_type))
+                              + r'(?:_(\d+)_(\d+))?(/.+)?$'))
+                  for loss_type in face_losses.LOSS_TYPES]
+
+
+def _reshard_pieces(name, shape, shapes):
+    """The stored columns a head block `name` (or its slot) of `shape` is made of, when the
+    checkpoint holds the same head in other blocks: [(checkpoint name, (first, end column))].
+    None when `name` is no head variable, or the checkpoint lacks a piece of it."""
+    for whole, pattern in _HEAD_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            break
+    else:
+        return None
+    start = int(match.group(1)) if match.group(1) else 0
+    slot = match.group(3) or ''
+    candidates = stored_names(whole)
+    blocks = partial_fc.stored_layout(shapes, candidates)
+    total = sum(size for _, size in blocks)
+    whole_stored = [n for n in candidates if n in shapes]
+    if (not blocks or partial_fc.layout_problem(blocks, total, bool(whole_stored))
+            or start + shape[-1] > total):
+        return None
+    pieces = []
+    for block, lo, hi in partial_fc.reshard_pieces(blocks, start, shape[-1]):
+        stored = (whole_stored[0] if block[1] == total else '%s_%d_%d' % ((whole,) + block))
+        stored += slot
+        if stored not in shapes or list(shapes[stored][:-1]) != shape[:-1]:
+            return None
+        pieces.append((stored, (lo, hi)))
+    return pieces
+
+
+def _assign_from_pieces(prefix, var, pieces, shapes, dtypes):
+    """An op assigning `var` the columns `pieces` of checkpoint `prefix`, each read alone
+    (RestoreV2 with a slice: no process reads more of the head than its block)."""
+    parts = []
+    with tf.device('/cpu:0'):
+        for stored, (lo, hi) in pieces:
+            shape = list(shapes[stored])
+            # Slice spec: the full shape, then start,length per dimension ('-': all).
+            spec = '%s %s:%d,%d' % (' '.join(str(d) for d in shape),
+                                    ':'.join('-' for _ in shape[:-1]), lo, hi - lo)
+            parts.append(tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[stored],
+                                              shape_and_slices=[spec],
+                                              dtypes=[dtypes[stored].base_dtype])[0])
+        value = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+    return tf.assign(var, tf.cast(value, var.dtype.base_dtype), validate_shape=True)
 
 
 def _shape_hint(name, stored_shape):
@@ -204,6 +267,13 @@ def apply_training_restore(sess, plan):
       RestoreError: the data could not be read.
     """
     restore(sess, plan.saver, plan.prefix)
+    if plan.reshard_op is not None:
+        try:
+            sess.run(plan.reshard_op)
+        except tf.errors.OpError as error:
+            raise RestoreError('cannot re-shard the head from checkpoint %s: %s (%s); is it '
+                               'complete?' % (plan.prefix, op_error_text(error),
+                                              type(error).__name__))
     values = []
     if plan.converted:
         reader = tf.train.load_checkpoint(plan.prefix)

@@ -63,6 +63,8 @@ class Checkpoints(object):
         logging.info('resumed from %s', self.latest)
         for graph_name, stored in self.restore_plan.aliased:
             logging.info('  %s read from %s', graph_name, stored)
+        for graph_name, pieces in self.restore_plan.resharded:
+            logging.info('  %s re-sharded from %s', graph_name, ', '.join(pieces))
         for var in self.restore_plan.initialised:
             logging.info('  %s is not in the checkpoint: starts afresh', var.op.name)
         for name, dtype_name, value in converted:
