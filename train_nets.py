@@ -16,7 +16,7 @@ import sys
 
 # First: silences TensorFlow's logs before anything below imports it.
 from data import quiet  # noqa: I100
-from devices import npu_options, runtime
+from devices import distributed, npu_options, runtime
 from evaluation import ijb_embed, ijb_meta
 from losses import face_losses
 from nets.L_Resnet_E_IR import DEFAULT_KEEP_PROB, NORMS, VARIANTS, all_depths, width_for
@@ -233,6 +233,11 @@ def get_parser():
     cluster.add_argument('--task_index', type=int, default=None,
                          help='this worker\'s index in --worker_hosts; 0 is the chief, which '
                               'writes checkpoints, summaries and validation logs')
+    cluster.add_argument('--peer_timeout', type=cli_flags.positive_int,
+                         default=distributed.PEER_TIMEOUT_SECONDS,
+                         help='seconds a worker may stop answering before the others stop '
+                              '(exit 1; the chief keeps its last checkpoint); HCCL ranks on '
+                              'Ascend: HCCL_EXEC_TIMEOUT (docs/distributed.md)')
     # The tower flags of train_nets_mgpu.py, which adds them; here: one device.
     parser.set_defaults(num_gpus=None, devices=None)
     quiet.add_flag(parser)

@@ -48,6 +48,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 
 import tensorflow.compat.v1 as tf
@@ -58,6 +59,8 @@ TF_CONFIG = 'TF_CONFIG'
 GROUP_KEY = 1             # one collective group: the CPUs of all workers
 PEER_WAIT_SECONDS = 600   # how long a worker waits for the others to start
 FINAL_BARRIER_MS = 30000  # the last barrier's deadline (a peer may already be gone)
+PEER_TIMEOUT_SECONDS = 300  # --peer_timeout's default: a lost worker stops the others
+PEER_PROBE_SECONDS = 2.0    # how often PeerWatch knocks on each peer's server port
 
 Cluster = collections.namedtuple('Cluster', [
     'hosts',  # ['host:port', ...], one per worker; the index is the rank
@@ -198,20 +201,92 @@ def wait_for_workers(hosts, wait_seconds=PEER_WAIT_SECONDS):
     """
     deadline = time.time() + wait_seconds
     for host in hosts:
-        name, _, port = host.rpartition(':')
         logged = False
-        while True:
-            try:
-                socket.create_connection((name.strip('[]'), int(port)), timeout=1.0).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError('worker %s did not start within %d s' % (host,
-                                                                                 wait_seconds))
-                if not logged:
-                    logging.info('waiting for worker %s', host)
-                    logged = True
-                time.sleep(0.2)
+        while not _answers(host, 1.0):
+            if time.time() > deadline:
+                raise RuntimeError('worker %s did not start within %d s' % (host, wait_seconds))
+            if not logged:
+                logging.info('waiting for worker %s', host)
+                logged = True
+            time.sleep(0.2)
+
+
+def _answers(host, wait_seconds):
+    """True when a TCP connection to 'host:port' succeeds within wait_seconds."""
+    name, _, port = host.rpartition(':')
+    try:
+        socket.create_connection((name.strip('[]'), int(port)), timeout=wait_seconds).close()
+        return True
+    except OSError:
+        return False
+
+
+def unreachable_peers(cluster, wait_seconds=PEER_PROBE_SECONDS):
+    """[(rank, 'host:port')] of the other workers whose server does not answer now."""
+    return [(rank, host) for rank, host in enumerate(cluster.hosts)
+            if rank != cluster.rank and not _answers(host, wait_seconds)]
+
+
+def end_process_after(seconds, code):
+    """Ends this process with `code` in `seconds` unless it has ended by then.
+
+    After a peer is lost, closing a session on this worker's server can wait
+    for the lost peer as a step would (TensorFlow retries it without end);
+    this bounds it. A daemon thread: a process that ends first is not held.
+    """
+    def end():
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+class PeerWatch(object):
+    """Notices a worker that stopped answering, while this one may wait for it in a step.
+
+    A collective op waits for its peers without a deadline, and TensorFlow's
+    gRPC runtime retries a lost peer for as long as the process lives (seen:
+    17 minutes, until killed by hand). A deadline per step would misfire: the
+    others legitimately wait while the chief validates or saves. Instead a
+    thread connects to every peer's server port every PEER_PROBE_SECONDS: a
+    killed process's port refuses at once, a machine that is gone stops
+    answering. A peer that has not answered for `timeout` seconds gets
+    on_lost(rank, host, seconds) called, once, from the thread; it is expected
+    not to return (the main thread is blocked inside TensorFlow).
+    """
+
+    def __init__(self, cluster, timeout, on_lost, probe_seconds=PEER_PROBE_SECONDS):
+        self.peers = [(rank, host) for rank, host in enumerate(cluster.hosts)
+                      if rank != cluster.rank]
+        self.timeout = timeout
+        self.on_lost = on_lost
+        self.probe_seconds = min(probe_seconds, timeout / 2.0)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name='peer_watch')
+        self._thread.daemon = True
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stops watching (after the last step: the others may leave from then on)."""
+        self._stopped.set()
+
+    def _watch(self):
+        last_seen = {rank: time.time() for rank, _ in self.peers}
+        while not self._stopped.wait(self.probe_seconds):
+            now = time.time()
+            for rank, host in self.peers:
+                if _answers(host, self.probe_seconds):
+                    last_seen[rank] = now
+                elif now - last_seen[rank] >= self.timeout and not self._stopped.is_set():
+                    self._stopped.set()
+                    self.on_lost(rank, host, int(now - last_seen[rank]))
+                    return
 
 
 class Collectives(object):

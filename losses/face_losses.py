@@ -66,10 +66,17 @@ def class_cosines(embedding, out_num, w_init=None, scope=ARCFACE_SCOPE, reuse=No
                                   initializer=w_init)
         if not tf.get_variable_scope().reuse:
             tf.add_to_collection(layers.WEIGHT_DECAY, weights)
-    with float32_scope(embedding, weights) as (embedding, weights):
+    return cosines(embedding, weights, float32_scope)
+
+
+def cosines(embedding, centres, float32_scope=tensors_as_given):
+    """float32 [N, k]: the cosine of each embedding [N, D] with each centre (a column of
+    [D, k]); the L2 normalisations inside float32_scope (see class_cosines)."""
+    embedding = tf.cast(embedding, tf.float32)
+    with float32_scope(embedding, centres) as (embedding, centres):
         embedding = tf.nn.l2_normalize(embedding, axis=1)
-        weights = tf.nn.l2_normalize(weights, axis=0)
-    return tf.matmul(embedding, weights, name='cos_t')
+        centres = tf.nn.l2_normalize(centres, axis=0)
+    return tf.matmul(embedding, centres, name='cos_t')
 
 
 def _safe_sin_from_cos(cos_t):

@@ -249,11 +249,7 @@ def block_statistics(embeddings, labels, centres, start, loss_type, margin_args=
         used = tf.gather(centres, rows, axis=1)
         local = tf.where(owned, tf.searchsorted(rows, local, out_type=tf.int32), local)
     _, logits_fn = face_losses.HEADS[loss_type]
-    embeddings = tf.cast(embeddings, tf.float32)
-    with float32_scope(embeddings, used) as (embeddings, used):
-        embeddings = tf.nn.l2_normalize(embeddings, axis=1)
-        used = tf.nn.l2_normalize(used, axis=0)
-    cos_t = tf.matmul(embeddings, used, name='cos_t')
+    cos_t = face_losses.cosines(embeddings, used, float32_scope)
     with float32_scope(cos_t) as (cos_t,):
         logits = logits_fn(cos_t, local, **(margin_args or {}))
         mask = tf.one_hot(local, k, dtype=tf.float32)  # all zeros where not owned

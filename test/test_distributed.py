@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -122,6 +123,55 @@ def test_bad_cluster_specs_are_refused(hosts, index, env, message):
     with pytest.raises(ValueError) as error:
         distributed.parse_cluster(hosts, index, environ=env)
     assert message in str(error.value) and '\n' not in str(error.value)
+
+
+# ---- a lost peer ----
+
+def listening_port():
+    """A server socket on 127.0.0.1 that accepts (and closes) every connection, as a
+    worker's gRPC server answers; close it to play a killed worker."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(8)
+
+    def accept():
+        while True:
+            try:
+                listener.accept()[0].close()
+            except OSError:  # closed
+                return
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+def test_peer_watch_reports_a_peer_whose_port_closed_and_only_it():
+    listeners = [listening_port() for _ in range(2)]
+    hosts = ['127.0.0.1:1'] + ['127.0.0.1:%d' % l.getsockname()[1] for l in listeners]
+    lost = []
+    watch = distributed.PeerWatch(distributed.Cluster(hosts, 0), 1.0,
+                                  lambda *args: lost.append((time.time(),) + args),
+                                  probe_seconds=0.1).start()
+    try:
+        time.sleep(1.5)
+        assert lost == []  # both peers answer (hosts[0] is this worker: never probed)
+        listeners[1].shutdown(socket.SHUT_RDWR)
+        listeners[1].close()
+        closed = time.time()
+        time.sleep(2.0)
+    finally:
+        watch.stop()
+        listeners[0].close()
+    assert len(lost) == 1, lost
+    when, rank, host, seconds = lost[0]
+    assert (rank, host) == (2, hosts[2]) and seconds == 1 and 0.85 <= when - closed < 1.6
+
+
+def test_a_stopped_peer_watch_reports_nothing():
+    watch = distributed.PeerWatch(distributed.Cluster(['127.0.0.1:1', '127.0.0.1:2'], 0),
+                                  0.2, lambda *args: pytest.fail('reported %s' % (args,)),
+                                  probe_seconds=0.05).start()
+    watch.stop()
+    time.sleep(0.5)
 
 
 # ---- two workers against one process on the combined batch ----
@@ -305,6 +355,49 @@ def test_cli_runs_as_two_workers_checkpoints_on_rank_0_and_resumes(tiny_data, la
                                   'global_step') == step
     assert not os.path.exists(outs[1])
 
+
+
+@pytest.mark.parametrize('killed', [0, 1])
+def test_a_killed_worker_stops_the_other_within_peer_timeout(tiny_data, tmp_path, killed):
+    """kill -9 of one worker mid-run (as the kernel's OOM killer does): the other, waiting
+    for it inside a step, stops within --peer_timeout and a probe, with one line naming the
+    lost worker and exit 1; worker 0's latest checkpoint is complete."""
+    outs = [str(tmp_path / ('worker_%d' % rank)) for rank in (0, 1)]
+    hosts = ['127.0.0.1:%d' % port for port in free_ports(2)]
+    procs = start_workers([[sys.executable, SCRIPT] + worker_flags(
+        tiny_data, outs[rank], '--max_steps', '100000', '--worker_hosts', ','.join(hosts),
+        '--task_index', str(rank), '--ckpt_interval', '2', '--peer_timeout', '4')
+        for rank in (0, 1)])
+    survivor = procs[1 - killed]
+    try:
+        deadline = time.time() + WORKER_TIMEOUT
+        while not re.search(r'step 5,', output_of(survivor)):
+            assert survivor.poll() is None and time.time() < deadline, output_of(survivor)
+            time.sleep(0.2)
+        procs[killed].kill()
+        killed_at = time.time()
+        code = survivor.wait(timeout=120)
+        waited = time.time() - killed_at
+    finally:
+        stop_workers(procs)
+    output = output_of(survivor)
+    assert code == 1, output
+    stopped = [line for line in output.splitlines() if 'training stopped' in line]
+    assert len(stopped) == 1, output
+    # TensorFlow reports the refused connection within a step or two; a peer that stops
+    # answering without refusing is left to --peer_timeout (test_peer_watch_...).
+    assert re.search(r'training stopped (at|after) step \d+: worker %d \(%s\) (stopped '
+                     r'answering|has not answered)' % (killed, re.escape(hosts[killed])),
+                     stopped[0]), stopped[0]
+    assert waited < 4 + 30, waited
+    if killed == 1:  # the chief survives: its latest checkpoint is complete and named
+        latest = tf.train.latest_checkpoint(os.path.join(outs[0], 'ckpt'))
+        assert stopped[0].endswith(latest), stopped[0]
+        step = tf.train.load_variable(latest, 'global_step')
+        assert step >= 4 and latest.endswith('InsightFace_iter_%d.ckpt' % step)
+    else:
+        assert stopped[0].endswith('rank 0 keeps the checkpoints'), stopped[0]
+        assert not os.path.exists(outs[1])
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == 'worker':  # PYTHONPATH: the project and test/

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 
 import tensorflow.compat.v1 as tf
 
@@ -43,6 +44,9 @@ class Checkpoints(object):
         self.best = self._read_best()
         self.latest = checkpoint_names.latest_in_folder(self.dir)
         self.restore_plan = None
+        # Held while a checkpoint is written: a process ended from another thread
+        # (trainer's lost-peer stop) lets the save finish first.
+        self.saving = threading.Lock()
         if self.latest:
             self.restore_plan = checkpoint_utils.plan_training_restore(
                 self.latest, tf.global_variables())
@@ -89,7 +93,8 @@ class Checkpoints(object):
             return None
         prefix = os.path.join(self.dir, CKPT_PREFIX % step)
         try:
-            path = self.saver.save(sess, prefix, write_meta_graph=False)
+            with self.saving:
+                path = self.saver.save(sess, prefix, write_meta_graph=False)
         except (tf.errors.OpError, OSError, ValueError) as error:
             # Files of an unfinished save are referenced by no index: remove them so
             # that a full disk gets its space back (best effort: it may be read-only).

@@ -53,6 +53,7 @@ def loop_spec(args):
         show_info_interval=args.show_info_interval, summary_interval=args.summary_interval,
         ckpt_interval=args.ckpt_interval, validate_interval=args.validate_interval,
         max_consecutive_overflows=args.max_consecutive_overflows,
+        peer_timeout=args.peer_timeout,
         log_device_placement=args.log_device_mapping, num_threads=args.num_threads,
         flags=vars(args))
 

@@ -12,6 +12,7 @@ embeds in a float32 graph and session of its own (validation_graph.py).
 """
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ LoopSpec = collections.namedtuple('LoopSpec', [
     'ckpt_path', 'saver_maxkeep', 'summary_path', 'log_file_path',
     'show_info_interval', 'summary_interval', 'ckpt_interval', 'validate_interval',
     'max_consecutive_overflows',
+    'peer_timeout',  # seconds a lost worker may stay silent before the others stop
     'log_device_placement', 'num_threads',  # session options
     'flags',  # {flag: value} of the whole command line, recorded in run_config.json
 ])
@@ -177,7 +179,7 @@ def train(plan):
     """Builds the graph and trains until plan.last_step. Returns the exit code."""
     chief = plan.rank == 0
     loop = plan.loop
-    log_path = None
+    log_path = ending = None
     with tf.Graph().as_default(), distributed.device_scope(plan.cluster):
         graph = train_graph.build_graph(plan.graph, plan)
         # Compares the checkpoint to resume with the graph: a refused run must not
@@ -225,8 +227,14 @@ def train(plan):
                     histograms.close()
                 if graph['validation'] is not None:
                     graph['validation'].close()
-            if graph['barrier'] is not None:
+            if plan.cluster is not None and 0 < code < 128:  # 128 + n: a shared signal stop
+                # Stopped by an error, possibly a lost peer: no barrier, whose peers may be
+                # gone, and a close that cannot wait for them without end.
+                ending = distributed.end_process_after(plan.loop.peer_timeout, code)
+            elif graph['barrier'] is not None:
                 distributed.leave(sess, graph['barrier'])
+    if ending is not None:
+        ending.cancel()  # the session closed
     if not chief:
         return code
     writer.close()
@@ -256,6 +264,11 @@ def _loop(plan, sess, graph, checkpoints, writer, stop, histograms=None):
                       iterations)
         return 2
     state = {'step': step, 'saved': step}
+    graph['peer_watch'] = None
+    if plan.cluster is not None:
+        graph['peer_watch'] = distributed.PeerWatch(
+            plan.cluster, plan.loop.peer_timeout,
+            functools.partial(_peer_lost, checkpoints, state, plan.loop.peer_timeout)).start()
     try:
         return _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms,
                             state)
@@ -267,7 +280,31 @@ def _loop(plan, sess, graph, checkpoints, writer, stop, histograms=None):
         # ValueError includes an IJB image that does not decode (IJBFormatError).
         bad = graph['bad_records']
         cause = _bad_records_cause(bad) if bad.exceeded else checkpointing.cause_line(error)
+        if plan.cluster is not None and isinstance(error, tf.errors.OpError):
+            gone = distributed.unreachable_peers(plan.cluster)
+            if gone:
+                cause = '%s stopped answering (%s)' % (
+                    ', '.join('worker %d (%s)' % peer for peer in gone), cause)
         return _stop_after_error(sess, graph, checkpoints, state, cause)
+    finally:
+        if graph['peer_watch'] is not None:
+            graph['peer_watch'].stop()
+
+
+def _peer_lost(checkpoints, state, timeout, rank, host, seconds):
+    """PeerWatch's on_lost: one line, then this process ends (exit 1) without saving.
+
+    The main thread waits inside a step for the lost worker and cannot be
+    woken, so the process ends from here (os._exit); a save under way
+    finishes first, so the chief's last complete checkpoint stays its latest.
+    """
+    with checkpoints.saving:
+        logging.error('training stopped after step %d: worker %d (%s) has not answered for '
+                      '%d s (--peer_timeout %d); %s', state['step'], rank, host, seconds,
+                      timeout, _last_checkpoint(checkpoints))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
 
 
 def _bad_records_cause(bad):
@@ -277,6 +314,8 @@ def _bad_records_cause(bad):
 
 
 def _last_checkpoint(checkpoints):
+    if not checkpoints.chief:
+        return 'rank 0 keeps the checkpoints'
     if checkpoints.latest:
         return 'the last checkpoint is %s' % checkpoints.latest
     return 'no checkpoint written yet'
@@ -334,6 +373,9 @@ def _train_steps(plan, sess, graph, checkpoints, writer, stop, histograms, state
         previous, step = step, int(values['step'])
         state['step'] = step
         stop.agree(values)
+        if graph['peer_watch'] is not None and (step >= plan.last_step
+                                                or stop.signum is not None):
+            graph['peer_watch'].stop()  # the last step together: the others may leave now
         if stop.input_failed:
             cause = (_bad_records_cause(bad) if bad.exceeded
                      else 'another rank\'s input failed (see its log)')
