@@ -221,10 +221,22 @@ def _answers(host, wait_seconds):
         return False
 
 
+def _peers(cluster):
+    """[(rank, 'host:port')] of the other workers."""
+    return [(rank, host) for rank, host in enumerate(cluster.hosts) if rank != cluster.rank]
+
+
 def unreachable_peers(cluster, wait_seconds=PEER_PROBE_SECONDS):
     """[(rank, 'host:port')] of the other workers whose server does not answer now."""
-    return [(rank, host) for rank, host in enumerate(cluster.hosts)
-            if rank != cluster.rank and not _answers(host, wait_seconds)]
+    return [(rank, host) for rank, host in _peers(cluster) if not _answers(host, wait_seconds)]
+
+
+def exit_now(code):
+    """Ends this process with `code` at once, its log lines written out: the way out of a
+    main thread blocked inside TensorFlow waiting for a lost peer."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
 
 
 def end_process_after(seconds, code):
@@ -234,11 +246,7 @@ def end_process_after(seconds, code):
     for the lost peer as a step would (TensorFlow retries it without end);
     this bounds it. A daemon thread: a process that ends first is not held.
     """
-    def end():
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(code)
-    timer = threading.Timer(seconds, end)
+    timer = threading.Timer(seconds, exit_now, [code])
     timer.daemon = True
     timer.start()
     return timer
@@ -259,8 +267,7 @@ class PeerWatch(object):
     """
 
     def __init__(self, cluster, timeout, on_lost, probe_seconds=PEER_PROBE_SECONDS):
-        self.peers = [(rank, host) for rank, host in enumerate(cluster.hosts)
-                      if rank != cluster.rank]
+        self.peers = _peers(cluster)
         self.timeout = timeout
         self.on_lost = on_lost
         self.probe_seconds = min(probe_seconds, timeout / 2.0)

@@ -197,9 +197,8 @@ def plan_training_restore(prefix, graph_variables):
 
 # A head's class centres (or an optimizer slot of them): the whole head's name,
 # then '_<start>_<size>' for a block, then '/<slot>' for a slot.
-_HEAD_PATTERNS = [(face_losses.centres_name(loss_type),
-                   re.compile('^' + re.escape(face_losses.centres_name(loss_type))
-                              + r'(?:_(\d+)_(\d+))?(/.+)?$'))
+_HEAD_PATTERNS = [(loss_type, re.compile('^' + re.escape(face_losses.centres_name(loss_type))
+                                          + r'(?:_(\d+)_(\d+))?(/.+)?$'))
                   for loss_type in face_losses.LOSS_TYPES]
 
 
@@ -207,12 +206,13 @@ def _reshard_pieces(name, shape, shapes):
     """The stored columns a head block `name` (or its slot) of `shape` is made of, when the
     checkpoint holds the same head in other blocks: [(checkpoint name, (first, end column))].
     None when `name` is no head variable, or the checkpoint lacks a piece of it."""
-    for whole, pattern in _HEAD_PATTERNS:
+    for loss_type, pattern in _HEAD_PATTERNS:
         match = pattern.match(name)
         if match:
             break
     else:
         return None
+    whole = face_losses.centres_name(loss_type)
     start = int(match.group(1)) if match.group(1) else 0
     slot = match.group(3) or ''
     candidates = stored_names(whole)
@@ -224,8 +224,9 @@ def _reshard_pieces(name, shape, shapes):
         return None
     pieces = []
     for block, lo, hi in partial_fc.reshard_pieces(blocks, start, shape[-1]):
-        stored = (whole_stored[0] if block[1] == total else '%s_%d_%d' % ((whole,) + block))
-        stored += slot
+        # The whole head may be stored under an alias; a block by partial_fc's name.
+        stored = (whole_stored[0] if block[1] == total
+                  else partial_fc.block_name(loss_type, total, *block)) + slot
         if stored not in shapes or list(shapes[stored][:-1]) != shape[:-1]:
             return None
         pieces.append((stored, (lo, hi)))

@@ -295,16 +295,14 @@ def _peer_lost(checkpoints, state, timeout, rank, host, seconds):
     """PeerWatch's on_lost: one line, then this process ends (exit 1) without saving.
 
     The main thread waits inside a step for the lost worker and cannot be
-    woken, so the process ends from here (os._exit); a save under way
+    woken, so the process ends from here (distributed.exit_now); a save under way
     finishes first, so the chief's last complete checkpoint stays its latest.
     """
     with checkpoints.saving:
         logging.error('training stopped after step %d: worker %d (%s) has not answered for '
                       '%d s (--peer_timeout %d); %s', state['step'], rank, host, seconds,
                       timeout, _last_checkpoint(checkpoints))
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(1)
+        distributed.exit_now(1)
 
 
 def _bad_records_cause(bad):
