@@ -23,6 +23,7 @@ The collective ops run on each worker's CPU: the gRPC ring moves host memory
 anyway, and one device type keeps every worker in one collective group.
 `tensorflow.python.ops.collective_ops` is private API; the calls used here
 (`all_reduce(t, group_size, group_key, instance_key, merge_op, final_op)`,
+`all_gather(t, group_size, group_key, instance_key)`,
 `broadcast_send(t, shape, dtype, group_size, group_key, instance_key)`,
 `broadcast_recv(shape, dtype, group_size, group_key, instance_key)`) have these
 signatures in TF 1.15.5 and 2.21 (checked), and the worker's collective
@@ -342,6 +343,39 @@ class Collectives(object):
                 for i, shape, part in zip(indices, shapes, parts):
                     results[i] = tf.reshape(part, shape)
         return results
+
+    def all_gather(self, tensor):
+        """Every worker's tensor [n, ...] concatenated in rank order: [workers * n, ...]."""
+        shape = tensor.get_shape()
+        assert shape.is_fully_defined(), 'all-gather of %s: shape %s is not static' % (
+            tensor.name, shape)
+        with tf.name_scope('all_gather'), tf.device(self.device):
+            # TF 1.15's collectives need their input on the collective's device.
+            gathered = collective_ops.all_gather(tf.identity(tensor), self.size, GROUP_KEY,
+                                                 self._instance_key())
+        gathered.set_shape([self.size * tf.compat.dimension_value(shape[0])]
+                           + shape[1:].as_list())
+        return gathered
+
+    def all_reduce(self, tensor, reduction):
+        """The element-wise 'sum' or 'max' of a float tensor over all workers.
+
+        TF 1.15's collective reduce only adds or multiplies: a max is an all-gather
+        and a local max (the tensors reduced this way are a batch's few numbers).
+        """
+        shape = tensor.get_shape()
+        if reduction == 'sum':
+            with tf.name_scope('all_reduce_sum'), tf.device(self.device):
+                result = collective_ops.all_reduce(tf.identity(tensor), self.size, GROUP_KEY,
+                                                   self._instance_key(), 'Add', 'Id')
+        elif reduction == 'max':
+            stacked = self.all_gather(tensor[None])
+            with tf.name_scope('all_reduce_max'), tf.device(self.device):
+                result = tf.reduce_max(stacked, axis=0)
+        else:
+            raise ValueError('all_reduce: reduction %r; expected sum or max' % (reduction,))
+        result.set_shape(shape)
+        return result
 
     def broadcast_variables(self, variables=None):
         """One op that sets every variable to rank 0's value.

@@ -233,7 +233,7 @@ def build_train_op(images, labels, loss_fn, optimizer, global_step, devices=None
 
 
 def build_sharded_train_op(images, labels, embed_fn, head_fn, optimizer, global_step,
-                           devices=None, gradient_fn=None):
+                           devices=None, gradient_fn=None, exchange=None, combine_fn=None):
     """Partial FC's step: each tower embeds its share of the batch, and the margin head,
     split into one block of class centres per tower on that tower's device, scores the
     whole batch (losses.partial_fc).
@@ -242,6 +242,10 @@ def build_sharded_train_op(images, labels, embed_fn, head_fn, optimizer, global_
     is the part of the batch it embedded, summed over the towers by the shared
     variables, and each block's gradient stays on its device.
 
+    Over several processes (HCCL ranks, gRPC workers) the head scores every process's
+    batch, gathered by `exchange`; each process's blocks are its own (their gradients
+    are not combined), and the backbone's gradients are averaged by `combine_fn`.
+
     Args:
       images, labels: as build_train_op.
       embed_fn: fn(images) -> float [n, D] training-mode embeddings; called once
@@ -249,6 +253,10 @@ def build_sharded_train_op(images, labels, embed_fn, head_fn, optimizer, global_
       head_fn: fn(embeddings [N, D], labels [N], block devices) -> TrainingLosses-like
         namedtuple whose `total` is minimised; called once, outside the towers.
       optimizer, global_step, devices, gradient_fn: as build_train_op.
+      exchange: None in one process; else devices.head_exchange.HeadExchange, which
+        gathers the batch (head_fn must reduce its statistics with its reductions).
+      combine_fn: with `exchange`, fn(list of Tensors) -> their means over the
+        processes (build_train_op's), applied to every gradient but the head's.
     Returns:
       (head_fn's losses, train_op, the (gradient, variable) pairs it applies).
     """
@@ -263,9 +271,19 @@ def build_sharded_train_op(images, labels, embed_fn, head_fn, optimizer, global_
                                    scope=(tower_scope(0, num_towers) + '/') if num_towers > 1
                                    else None)
     batch = embeddings[0] if num_towers == 1 else tf.concat(embeddings, axis=0)
+    if exchange is not None:
+        batch, labels = exchange.gather_batch(batch, labels)
+    before_head = {var.op.name for var in tf.trainable_variables()}
     losses = head_fn(batch, labels, devices)
     grads_and_vars = optimizer.compute_gradients(
         losses.total, colocate_gradients_with_ops=num_towers > 1)
+    if exchange is not None:
+        shared = [(i, pair) for i, pair in enumerate(grads_and_vars)
+                  if pair[0] is not None and pair[1].op.name in before_head]
+        combined = combine_fn([tf.convert_to_tensor(grad) for _, (grad, _) in shared])
+        grads_and_vars = list(grads_and_vars)
+        for (i, (_, var)), grad in zip(shared, combined):
+            grads_and_vars[i] = (grad, var)
     if gradient_fn is not None:
         grads_and_vars = gradient_fn(grads_and_vars)
     with tf.control_dependencies(update_ops):

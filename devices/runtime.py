@@ -343,7 +343,8 @@ def loss_scaling(device, precision_mode='allow_mix_precision', mixed_precision='
                        decr_every_n_nan_or_inf, decr_ratio)
 
 
-def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
+def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False,
+                   all_reduce_gradients=True):
     """Wraps the optimizer for the device, as Huawei and TensorFlow document it.
 
     NPU: NPUDistributedOptimizer (HCCL all-reduce of the gradients) when
@@ -359,11 +360,14 @@ def wrap_optimizer(optimizer, device, loss_scale=None, distributed=False):
       device: 'npu', 'gpu' or 'cpu'.
       loss_scale: LossScaling from loss_scaling(), or None.
       distributed: True when several NPU processes train together (HCCL).
+      all_reduce_gradients: False when the caller averages the gradients it chooses
+        over the ranks itself (a head sharded over them: its blocks are not averaged);
+        then only the overflow check spans the ranks.
     Returns:
       A tf.train.Optimizer.
     """
     if device == 'npu':
-        if distributed:
+        if distributed and all_reduce_gradients:
             from npu_bridge.estimator.npu.npu_optimizer import NPUDistributedOptimizer
             optimizer = NPUDistributedOptimizer(optimizer)
         if loss_scale is None:
@@ -431,8 +435,36 @@ def _check_npu_adapter():
 
 def hccl_all_reduce_sum(tensor):
     """The element-wise sum of a float32 tensor over every HCCL rank (NPU only)."""
+    return hccl_all_reduce(tensor, 'sum')
+
+
+def hccl_all_reduce(tensor, reduction):
+    """The element-wise 'sum', 'max', 'min' or 'prod' of a tensor over every HCCL rank.
+
+    HcomAllReduce takes int8/16/32, float16 and float32 on every adapter (bfloat16 from
+    r1.12.0, int64 from r1.15.0). The gradient the adapter registers for it is another
+    all-reduce sum; devices.head_exchange replaces it where that is not the gradient.
+    """
     from npu_bridge.hccl import hccl_ops
-    return hccl_ops.allreduce(tensor, 'sum')
+    return hccl_ops.allreduce(tensor, reduction)
+
+
+def hccl_all_gather(tensor, rank_size):
+    """Every HCCL rank's tensor [n, ...] concatenated in rank order: [rank_size * n, ...].
+
+    HcomAllGather takes int8/16/32, float16 and float32 (later adapters also int64 and
+    uint64), no scalars, and has no registered gradient.
+    """
+    from npu_bridge.hccl import hccl_ops
+    return hccl_ops.allgather(tensor, rank_size)
+
+
+def hccl_all_reduce_mean(tensors, rank_size):
+    """Each tensor averaged over the HCCL ranks, as NPUDistributedOptimizer averages
+    gradients (sum, then / rank_size); for the gradients of a head sharded over the
+    ranks, whose blocks must not be averaged and so cannot go through that optimizer."""
+    with tf.name_scope('hccl_all_reduce_mean'):
+        return [hccl_all_reduce(tensor, 'sum') / float(rank_size) for tensor in tensors]
 
 
 def broadcast_variables_op(device, variables=None):

@@ -105,7 +105,8 @@ def partial_fc_losses(embeddings, labels, num_classes, loss_type='arcface', marg
       float32_scope: as training_losses.
     Returns:
       TrainingLosses, the same in every process; the weight decay covers every block
-      (each process's share summed).
+      (each process's share summed); differentiating `total` in each process gives that
+      process's blocks and backbone their gradients.
     """
     num_blocks = num_blocks or len(block_devices)
     statistics = []
@@ -126,7 +127,10 @@ def partial_fc_losses(embeddings, labels, num_classes, loss_type='arcface', marg
         weight_decay, [v for v, head in zip(decayed, in_head) if not head], 'backbone_decay')
     blocks_decay = weight_decay_loss(
         weight_decay, [v for v, head in zip(decayed, in_head) if head], 'blocks_decay')
-    total = tf.add(inference, backbone_decay + blocks_decay, name='total_loss')
-    # Logged: the backbone's decay and every block's, as an unsharded run logs it.
+    # The backbone's decay and every block's, as an unsharded run logs it. Summed over
+    # the processes by a reduction whose gradient reaches this process's blocks only
+    # (devices.head_exchange), so `total` is both what each process minimises and the
+    # same logged value everywhere.
     logged = tf.add(backbone_decay, reduce.sum(blocks_decay[None])[0], name='weight_decay_loss')
+    total = tf.add(inference, logged, name='total_loss')
     return TrainingLosses(total, inference, logged, accuracy)

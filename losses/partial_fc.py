@@ -113,6 +113,13 @@ def block_name(loss_type, num_classes, start, size):
     return whole if size == num_classes else '%s_%d_%d' % (whole, start, size)
 
 
+def is_block_variable(name, loss_type):
+    """True for a block of a split head, or one of its optimizer slots ('<block>/Momentum'):
+    the variables a process of a head sharded over processes holds alone."""
+    whole = face_losses.centres_name(loss_type)
+    return re.match(re.escape(whole) + r'_\d+_\d+(/|$)', name) is not None
+
+
 def stored_layout(shapes, names_of_whole_head):
     """[(first class, number of classes)] of the head blocks among a checkpoint's variables.
 

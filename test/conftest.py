@@ -49,7 +49,8 @@ def free_port_base(count=2):
 # hands whole files to its worker processes in collection order, and a long file handed out
 # last would leave one worker alone at the end.
 SLOWEST_FILES = ('test_own_data.py', 'test_train_nets.py', 'test_fault_injection.py',
-                 'test_recipes.py', 'test_npu_wiring.py', 'test_npu_ranks.py')
+                 'test_recipes.py', 'test_npu_wiring.py', 'test_npu_ranks.py',
+                 'test_partial_fc_processes.py')
 
 
 def pytest_configure(config):

@@ -357,16 +357,21 @@ def test_cli_runs_as_two_workers_checkpoints_on_rank_0_and_resumes(tiny_data, la
 
 
 
-@pytest.mark.parametrize('killed', [0, 1])
-def test_a_killed_worker_stops_the_other_within_peer_timeout(tiny_data, tmp_path, killed):
+@pytest.mark.parametrize('killed,sharded', [(0, False), (1, False), (1, True)])
+def test_a_killed_worker_stops_the_other_within_peer_timeout(tiny_data, tmp_path, killed,
+                                                             sharded):
     """kill -9 of one worker mid-run (as the kernel's OOM killer does): the other, waiting
     for it inside a step, stops within --peer_timeout and a probe, with one line naming the
-    lost worker and exit 1; worker 0's latest checkpoint is complete."""
+    lost worker and exit 1; worker 0's latest checkpoint is complete (with --partial_fc,
+    a merged checkpoint of both workers' blocks: the lost worker's cannot be saved)."""
     outs = [str(tmp_path / ('worker_%d' % rank)) for rank in (0, 1)]
     hosts = ['127.0.0.1:%d' % port for port in free_ports(2)]
+    # Partial FC: both write their blocks into one checkpoint folder.
+    shared = ['--partial_fc', 'True', '--ckpt_path', os.path.join(outs[0], 'ckpt')] \
+        if sharded else []
     procs = start_workers([[sys.executable, SCRIPT] + worker_flags(
         tiny_data, outs[rank], '--max_steps', '100000', '--worker_hosts', ','.join(hosts),
-        '--task_index', str(rank), '--ckpt_interval', '2', '--peer_timeout', '4')
+        '--task_index', str(rank), '--ckpt_interval', '2', '--peer_timeout', '4', *shared)
         for rank in (0, 1)])
     survivor = procs[1 - killed]
     try:
@@ -395,6 +400,14 @@ def test_a_killed_worker_stops_the_other_within_peer_timeout(tiny_data, tmp_path
         assert stopped[0].endswith(latest), stopped[0]
         step = tf.train.load_variable(latest, 'global_step')
         assert step >= 4 and latest.endswith('InsightFace_iter_%d.ckpt' % step)
+        head = sorted(name for name, _ in tf.train.list_variables(latest)
+                      if name.startswith('arcface_loss/embedding_weights'))
+        assert head == (['arcface_loss/embedding_weights_0_4',
+                         'arcface_loss/embedding_weights_0_4/Momentum',
+                         'arcface_loss/embedding_weights_4_4',
+                         'arcface_loss/embedding_weights_4_4/Momentum'] if sharded else
+                        ['arcface_loss/embedding_weights',
+                         'arcface_loss/embedding_weights/Momentum']), head
     else:
         assert stopped[0].endswith('rank 0 keeps the checkpoints'), stopped[0]
         assert not os.path.exists(outs[1])

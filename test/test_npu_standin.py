@@ -184,6 +184,17 @@ def test_hccl_op_dtypes_and_reductions(load):
         with pytest.raises(ValueError, match='mean'):
             hccl_ops.allreduce(tf.constant(1.0), 'mean')
         hccl_ops.allreduce(tf.constant(1, tf.int64), 'sum')    # r1.15+
+        # HcomAllGather: its own dtypes (no int64 on every adapter), no scalars, and the
+        # job's rank size (one rank here: HCCL is off).
+        with pytest.raises(TypeError, match='HcomAllGather has DataType int64'):
+            hccl_ops.allgather(tf.constant([1], tf.int64), 1)
+        with pytest.raises(ValueError, match='at least rank 1'):
+            hccl_ops.allgather(tf.constant(1.0), 1)
+        with pytest.raises(ValueError, match='rank_size 2 but 1 rank'):
+            hccl_ops.allgather(tf.constant([1.0]), 2)
+        with pytest.raises(ValueError, match='greater than 0'):
+            hccl_ops.allgather(tf.constant([1.0]), 0)
+        assert hccl_ops.allgather(tf.zeros([3, 2]), 1).get_shape().as_list() == [3, 2]
         with pytest.raises(TypeError):
             hccl_ops.broadcast(tf.constant(1.0), 0)              # takes a list
         out = hccl_ops.broadcast([tf.constant(1.0)], 0)
@@ -463,6 +474,8 @@ received = hccl_ops.broadcast([w.read_value(), step.read_value()], 0)
 broadcast = tf.group([tf.assign(v, t) for v, t in zip([w, step], received)])
 summed = hccl_ops.allreduce(tf.constant([rank + 1.0, 10.0 * rank]), 'sum')
 largest = hccl_ops.allreduce(tf.constant(rank + 5, tf.int32), 'max')
+gathered = hccl_ops.allgather(tf.constant([[rank + 1.0, -rank]], tf.float32), 2)
+labels = hccl_ops.allgather(tf.constant([rank, 7 * rank], tf.int32), 2)
 x = tf.constant(np.random.RandomState(rank).randn(4, 3).astype(np.float32))  # per-rank data
 loss = tf.reduce_sum(tf.square(tf.matmul(x, tf.reshape(w, [3, 1]))))
 opt = NPULossScaleOptimizer(NPUDistributedOptimizer(tf.train.GradientDescentOptimizer(0.01)),
@@ -478,11 +491,12 @@ with tf.Session(config=config) as sess:
     before = sess.run(w)
     sess.run(broadcast)
     after = sess.run(w)
-    values = sess.run([summed, largest])
+    values = sess.run([summed, largest, gathered, labels])
     for _ in range(3):
         sess.run(train)
     print(json.dumps({'before': before.tolist(), 'after': after.tolist(),
                       'sum': values[0].tolist(), 'max': int(values[1]),
+                      'gathered': values[2].tolist(), 'labels': values[3].tolist(),
                       'w': sess.run(w).tolist(), 'step': int(sess.run(step))}))
 '''
 
@@ -513,5 +527,7 @@ def test_hccl_crosses_processes(tmp_path):
     assert first['after'] == second['after'] == [1.0] * 3           # rank 0's values
     assert first['sum'] == second['sum'] == [3.0, 10.0]
     assert first['max'] == second['max'] == 6
+    assert first['gathered'] == second['gathered'] == [[1.0, 0.0], [2.0, -1.0]]  # rank order
+    assert first['labels'] == second['labels'] == [0, 0, 1, 7]
     assert first['w'] == second['w'] != [1.0] * 3                   # identical after training
     assert first['step'] == second['step'] == 3

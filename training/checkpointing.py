@@ -5,6 +5,13 @@ temporary name and renames it, and updates the `checkpoint` index last and
 atomically: a run killed at any moment resumes from the last complete one.
 The `checkpoint` index holds relative names, so a copied folder resumes from
 its own files.
+
+A margin head sharded over several processes (Partial FC over HCCL ranks or
+gRPC workers) is saved without assembling it anywhere: each process writes
+its own blocks as a part (`<checkpoint>.part-<rank>`) into the shared
+--ckpt_path, the chief writes the rest as part 0, and once every part is
+there merges them into one checkpoint (MergeV2Checkpoints: the data files are
+renamed, not copied) and only then records it as the latest.
 """
 import glob
 import json
@@ -12,8 +19,10 @@ import logging
 import os
 import shutil
 import threading
+import time
 
 import tensorflow.compat.v1 as tf
+from tensorflow.python.training import checkpoint_management
 
 from data.safe_files import write_atomically
 from nets import checkpoint_names
@@ -25,22 +34,44 @@ BEST_INFO = 'best.json'
 ACCURACY = 'accuracy'  # the .bin sets' metric; IJB's is e.g. 'TAR@FAR=1e-4'
 
 
+PART_SUFFIX = '.part-%d'  # one process's share of a checkpoint, until the chief merges it
+
+
 class Checkpoints(object):
     """Periodic checkpoints, the best-accuracy checkpoint, and resume.
 
-    Every worker restores; only the chief (rank 0) writes.
+    Every worker restores; only the chief (rank 0) writes, but for the blocks of
+    a head sharded over the processes (`own_variables`), which each writes.
     """
 
-    def __init__(self, ckpt_dir, max_to_keep, chief=True):
+    def __init__(self, ckpt_dir, max_to_keep, chief=True, own_variables=(), rank=0,
+                 world_size=1, part_wait_seconds=300):
+        """own_variables: the variables this process alone holds (a head sharded over the
+        processes); part_wait_seconds: how long the chief waits for the others' parts."""
         self.dir = ckpt_dir
         self.best_dir = os.path.join(ckpt_dir, BEST_SUBDIR)
         self.chief = chief
+        self.rank = rank
+        self.num_parts = world_size if own_variables else 1
+        self.part_wait_seconds = part_wait_seconds
         for path in (self.dir, self.best_dir):
             if chief and not os.path.isdir(path):
                 os.makedirs(path)
+        if chief and self.num_parts > 1:
+            # Parts of a save that never completed: no process writes one before the
+            # chief has started (the first step needs it), so none of these is current.
+            _remove_files(glob.glob(os.path.join(self.dir, '*.part-[0-9]*')))
         # Relative names in the `checkpoint` index: a copied folder resumes from its own files.
         self.saver = tf.train.Saver(max_to_keep=max_to_keep, save_relative_paths=True)
-        self.best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
+        self.part_saver = None
+        if own_variables and not chief:
+            self.part_saver = tf.train.Saver(list(own_variables), save_relative_paths=True)
+        own = {var.op.name for var in own_variables}
+        # The best checkpoint is for evaluation: with a head spread over processes, the
+        # network and the optimizer's state without this process's blocks.
+        self.best_saver = tf.train.Saver(
+            [var for var in tf.global_variables() if var.op.name not in own] if own else None,
+            max_to_keep=1, save_relative_paths=True)
         self.best = self._read_best()
         self.latest = checkpoint_names.latest_in_folder(self.dir)
         self.restore_plan = None
@@ -50,6 +81,11 @@ class Checkpoints(object):
         if self.latest:
             self.restore_plan = checkpoint_utils.plan_training_restore(
                 self.latest, tf.global_variables())
+
+    @property
+    def writes(self):
+        """True on the chief, and on a process that writes its part of each checkpoint."""
+        return self.chief or self.part_saver is not None
 
     def _read_best(self):
         path = os.path.join(self.best_dir, BEST_INFO)
@@ -89,27 +125,56 @@ class Checkpoints(object):
         Raises:
           CheckpointWriteError: the save failed (its partial files are removed).
         """
-        if not self.chief:
+        if not self.chief and self.part_saver is None:
             return None
         prefix = os.path.join(self.dir, CKPT_PREFIX % step)
         try:
             with self.saving:
-                path = self.saver.save(sess, prefix, write_meta_graph=False)
-        except (tf.errors.OpError, OSError, ValueError) as error:
+                if not self.chief:  # this process's blocks, for the chief to merge
+                    self.part_saver.save(sess, prefix + PART_SUFFIX % self.rank,
+                                         write_meta_graph=False, write_state=False)
+                    return None
+                if self.num_parts == 1:
+                    path = self.saver.save(sess, prefix, write_meta_graph=False)
+                else:
+                    path = self._save_merged(sess, prefix)
+        except (tf.errors.OpError, OSError, ValueError, PartMissing) as error:
             # Files of an unfinished save are referenced by no index: remove them so
             # that a full disk gets its space back (best effort: it may be read-only).
-            for partial in glob.glob(prefix + '.*') + glob.glob(prefix + '_temp*'):
-                if os.path.isdir(partial):
-                    shutil.rmtree(partial, ignore_errors=True)
-                else:
-                    try:
-                        os.remove(partial)
-                    except OSError:
-                        pass
+            _remove_files(glob.glob(prefix + '.*') + glob.glob(prefix + '_temp*'))
             raise CheckpointWriteError(prefix, error)
         self.latest = path
         logging.info('checkpoint %s', path)
         return path
+
+    def _save_merged(self, sess, prefix):
+        """The chief's save of a head spread over the processes: its part, then every
+        part merged into `prefix`, which then becomes the latest checkpoint."""
+        parts = [prefix + PART_SUFFIX % rank for rank in range(self.num_parts)]
+        self.saver.save(sess, parts[0], write_meta_graph=False, write_state=False)
+        deadline = time.time() + self.part_wait_seconds
+        for rank, part in enumerate(parts[1:], 1):
+            while not os.path.isfile(part + '.index'):  # a part's index is written last
+                if time.time() > deadline:
+                    raise PartMissing(
+                        'rank %d\'s blocks (%s) did not appear within %d s: with --partial_fc '
+                        'over several processes every rank writes its blocks into '
+                        '--ckpt_path, which must be one folder all of them share'
+                        % (rank, os.path.basename(part), self.part_wait_seconds))
+                time.sleep(0.2)
+        with tf.Graph().as_default(), tf.Session(config=tf.ConfigProto(
+                device_count={'GPU': 0})) as merging:
+            merging.run(tf.raw_ops.MergeV2Checkpoints(
+                checkpoint_prefixes=parts, destination_prefix=prefix, delete_old_dirs=False))
+        # What Saver.save does after writing (it did not know of the other parts): the
+        # `checkpoint` index, then the removal of checkpoints beyond --saver_maxkeep.
+        saver = self.saver
+        saver._RecordLastCheckpoint(prefix)  # pylint: disable=protected-access
+        checkpoint_management.update_checkpoint_state_internal(
+            save_dir=self.dir, model_checkpoint_path=prefix,
+            all_model_checkpoint_paths=saver.last_checkpoints, save_relative_paths=True)
+        saver._MaybeDeleteOldCheckpoints()  # pylint: disable=protected-access
+        return prefix
 
     def offer_best(self, sess, step, value, dataset, metric=ACCURACY):
         """Saves the step's weights to best/ if `value` (higher is better) of `metric`
@@ -140,6 +205,22 @@ class Checkpoints(object):
 def _best_value(best):
     """The score of a best.json record (one written before 'value' existed: 'accuracy')."""
     return best['value'] if 'value' in best else best['accuracy']
+
+
+def _remove_files(paths):
+    """Removes files and folders, best effort (the folder may be read-only)."""
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+class PartMissing(Exception):
+    """Another process's part of a checkpoint did not appear in time."""
 
 
 class CheckpointWriteError(Exception):

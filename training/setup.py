@@ -143,8 +143,8 @@ def prepare(args):
                                                num_classes, width_for(args.norm, args.net_width),
                                                args.norm,
                                                args.net_input_size or args.image_size,
-                                               head_blocks=len(towers) if args.partial_fc
-                                               and towers else 1)
+                                               head_blocks=(len(towers) or 1) * world_size
+                                               if args.partial_fc else 1)
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
@@ -159,14 +159,11 @@ def _check_partial_fc(args, num_classes, num_towers, world_size):
             raise UsageError('--sample_rate %g samples the blocks of a sharded head; add '
                              '--partial_fc True' % args.sample_rate)
         return
-    if world_size > 1:
-        raise UsageError('--partial_fc True: sharding the head over several processes (HCCL '
-                         'ranks, --worker_hosts) is not built yet; use the towers of '
-                         'train_nets_mgpu.py, or --partial_fc False')
-    if num_classes < num_towers:
+    num_blocks = num_towers * world_size  # every tower of every process holds one
+    if num_classes < num_blocks:
         raise UsageError('--partial_fc True: %d classes cannot be split over %d devices'
-                         % (num_classes, num_towers))
-    problem = partial_fc.sampling_problem(args.sample_rate, num_classes, num_towers,
+                         % (num_classes, num_blocks))
+    problem = partial_fc.sampling_problem(args.sample_rate, num_classes, num_blocks,
                                           args.batch_size * world_size)
     if problem:
         raise UsageError('--sample_rate %g: %s' % (args.sample_rate, problem))

@@ -9,8 +9,8 @@ import functools
 import tensorflow.compat.v1 as tf
 
 from data import image_ops, input_pipeline
-from devices import distributed, finite_flag, parallel, runtime
-from losses import objective
+from devices import distributed, finite_flag, head_exchange, parallel, runtime
+from losses import objective, partial_fc
 
 def clip_backbone_gradients(max_norm, scope='resnet_v1_'):
     """fn(grads_and_vars) clipping the backbone's gradients to a global norm of max_norm.
@@ -126,22 +126,31 @@ def build_graph(spec, plan):
                                             runtime.dropout_fn(plan.device), spec.net_width,
                                             spec.norm)
 
+    collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
+    # Partial FC over several processes: every tower of every process holds a block.
+    exchange, combine_fn = None, None
+    if spec.partial_fc and plan.world_size > 1:
+        exchange, combine_fn = _head_exchange(plan, collectives)
+    towers_here = len(plan.towers) or 1
+
     def head_fn(batch_embeddings, batch_labels, block_devices):
         return objective.partial_fc_losses(
             batch_embeddings, batch_labels, plan.num_classes, spec.loss_type, spec.margin,
             spec.weight_decay, spec.sample_rate, spec.seed, block_devices,
+            first_block=plan.rank * towers_here, num_blocks=plan.world_size * towers_here,
+            reduce=exchange.reductions if exchange else partial_fc.ONE_PROCESS,
             float32_scope=float32_scope)
 
     lr = learning_rate(global_step, plan.lr_boundaries, spec.lr_values, spec.warmup_steps)
     optimizer = tf.train.MomentumOptimizer(lr, spec.momentum)
     optimizer = runtime.wrap_optimizer(optimizer, plan.device, plan.loss_scaling,
-                                       distributed=plan.world_size > 1)
-    collectives = distributed.Collectives(plan.cluster) if plan.cluster else None
+                                       distributed=plan.world_size > 1,
+                                       all_reduce_gradients=exchange is None)
     clip = clip_backbone_gradients(spec.clip_gradient_norm) if spec.clip_gradient_norm else None
-    if spec.partial_fc:  # one process (setup refuses more): the towers hold the blocks
+    if spec.partial_fc:
         losses, train_op, grads_and_vars = parallel.build_sharded_train_op(
             images, labels, embed_fn, head_fn, optimizer, global_step, devices=plan.towers,
-            gradient_fn=clip)
+            gradient_fn=clip, exchange=exchange, combine_fn=combine_fn)
     else:
         losses, train_op, grads_and_vars = parallel.build_train_op(
             images, labels, loss_fn, optimizer, global_step, devices=plan.towers,
@@ -165,11 +174,18 @@ def build_graph(spec, plan):
             sum_fn = runtime.hccl_all_reduce_sum
         stop_vote = distributed.shared_stop(sum_fn, losses.total)
         fetches['stop_votes'] = stop_vote.agreed
+    # Every variable, so built last; but not the blocks of a head sharded over the
+    # processes (and their slots), which each process holds alone.
+    own, shared = [], []
+    for var in tf.global_variables():
+        alone = exchange is not None and partial_fc.is_block_variable(var.op.name,
+                                                                      spec.loss_type)
+        (own if alone else shared).append(var)
     broadcast = None
-    if plan.device == 'npu' and plan.world_size > 1:  # every variable, so built last
-        broadcast = runtime.broadcast_variables_op(plan.device)
+    if plan.device == 'npu' and plan.world_size > 1:
+        broadcast = runtime.broadcast_variables_op(plan.device, shared)
     elif collectives is not None:  # TensorFlow gRPC workers
-        broadcast = collectives.broadcast_variables()
+        broadcast = collectives.broadcast_variables(shared)
     histograms = None
     if spec.summary_histograms:
         histograms = {'gradients': {var.op.name + '/gradients': grad
@@ -178,5 +194,22 @@ def build_graph(spec, plan):
     return {'fetches': fetches, 'histograms': histograms, 'global_step': global_step,
             'bad_records': bad_records, 'train_op': train_op,
             'init_local': tf.group(tf.local_variables_initializer(), iterator.initializer),
-            'broadcast': broadcast,
+            'broadcast': broadcast, 'own_variables': own,
             'barrier': collectives.barrier() if collectives else None, 'stop_vote': stop_vote}
+
+
+def _head_exchange(plan, collectives):
+    """(HeadExchange, the backbone gradients' mean over the processes) of a head sharded
+    over the HCCL ranks (NPU) or the gRPC workers."""
+    if collectives is not None:
+        return (head_exchange.HeadExchange(collectives.all_gather, collectives.all_reduce,
+                                           plan.rank, plan.world_size),
+                collectives.all_reduce_mean)
+
+    def all_gather(tensor):
+        return runtime.hccl_all_gather(tensor, plan.world_size)
+
+    def all_reduce_mean(tensors):
+        return runtime.hccl_all_reduce_mean(tensors, plan.world_size)
+    return (head_exchange.HeadExchange(all_gather, runtime.hccl_all_reduce, plan.rank,
+                                       plan.world_size), all_reduce_mean)

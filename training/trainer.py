@@ -184,7 +184,9 @@ def train(plan):
         graph = train_graph.build_graph(plan.graph, plan)
         # Compares the checkpoint to resume with the graph: a refused run must not
         # replace the resumed run's run_config.json or add a log, so these come after.
-        checkpoints = checkpointing.Checkpoints(loop.ckpt_path, loop.saver_maxkeep, chief)
+        checkpoints = checkpointing.Checkpoints(
+            loop.ckpt_path, loop.saver_maxkeep, chief, graph['own_variables'], plan.rank,
+            plan.world_size, part_wait_seconds=loop.peer_timeout)
         if chief:
             _record_network(plan.graph, (checkpoints.dir, checkpoints.best_dir))
             log_path = _setup_logging(loop.log_file_path)
@@ -211,8 +213,9 @@ def train(plan):
             sess.run(graph['init_local'])  # the input iterator and the stop votes
             if graph['broadcast'] is not None:
                 sess.run(graph['broadcast'])
-                logging.info('rank %d of %d: all variables broadcast from rank 0', plan.rank,
-                             plan.world_size)
+                logging.info('rank %d of %d: all variables broadcast from rank 0%s', plan.rank,
+                             plan.world_size, ' but this rank\'s blocks of the head'
+                             if graph['own_variables'] else '')
             # Last: it loads its own loop counters, which an initialiser would reset.
             graph['fetches']['train'] = runtime.loop_train_op(
                 sess, graph['train_op'], plan.device, plan.npu_options.iterations_per_loop)
@@ -285,6 +288,9 @@ def _loop(plan, sess, graph, checkpoints, writer, stop, histograms=None):
             if gone:
                 cause = '%s stopped answering (%s)' % (
                     ', '.join('worker %d (%s)' % peer for peer in gone), cause)
+                if checkpoints.num_parts > 1:  # a lost worker's blocks cannot be saved
+                    return _stop_after_error(sess, graph, checkpoints, state, cause,
+                                             save=False)
         return _stop_after_error(sess, graph, checkpoints, state, cause)
     finally:
         if graph['peer_watch'] is not None:
@@ -319,15 +325,17 @@ def _last_checkpoint(checkpoints):
     return 'no checkpoint written yet'
 
 
-def _stop_after_error(sess, graph, checkpoints, state, cause):
-    """Saves the last completed step if the session still runs; logs one line; returns 1."""
+def _stop_after_error(sess, graph, checkpoints, state, cause, save=True):
+    """Saves the last completed step if the session still runs (and `save`: the blocks
+    of a head spread over processes cannot be saved without every process); logs one
+    line; returns 1."""
     try:
         step = int(sess.run(graph['global_step']))
     except tf.errors.OpError as error:
         logging.error('training stopped after step %d: %s; the session no longer runs (%s), '
                       'so %s', state['step'], cause, checkpointing.cause_line(error), _last_checkpoint(checkpoints))
         return 1
-    if step == state['saved'] or not checkpoints.chief:  # nothing new to save
+    if step == state['saved'] or not checkpoints.writes or not save:  # nothing to save
         logging.error('training stopped at step %d: %s; %s', step, cause,
                       'checkpoint %s' % checkpoints.latest if checkpoints.latest
                       else _last_checkpoint(checkpoints))
@@ -338,7 +346,9 @@ def _stop_after_error(sess, graph, checkpoints, state, cause):
         logging.error('training stopped at step %d: %s; and %s; %s', step, cause, error,
                       _last_checkpoint(checkpoints))
         return 1
-    logging.error('training stopped at step %d: %s; checkpoint %s', step, cause, path)
+    logging.error('training stopped at step %d: %s; %s', step, cause,
+                  'checkpoint %s' % path if path else
+                  'this rank\'s blocks of the head written for rank 0\'s checkpoint')
     return 1
 
 

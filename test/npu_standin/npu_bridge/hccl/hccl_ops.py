@@ -1,4 +1,4 @@
-"""STAND-IN of npu_bridge.hccl.hccl_ops: allreduce and broadcast.
+"""STAND-IN of npu_bridge.hccl.hccl_ops: allreduce, allgather and broadcast.
 
 With HCCL off or one rank they are identities (after the op's dtype and
 attribute checks); with HCCL on and RANK_SIZE > 1 they are TensorFlow
@@ -71,6 +71,55 @@ def allreduce(tensor, reduction, fusion=1, fusion_id=-1, group=WORLD_GROUP):
             result = reduce_fn(gathered, axis=0)
         result = tf.cast(result, dtype)
     result.set_shape(shape)
+    return result
+
+
+# HcomAllGather's T on every adapter (later ones add int64 and uint64).
+ALLGATHER_DTYPES = (tf.int8, tf.int16, tf.int32, tf.float16, tf.float32)
+
+
+def allgather(tensor, rank_size, group=WORLD_GROUP):
+    """The ranks' tensors concatenated along dimension 0 in rank order, like HcomAllGather.
+
+    As strict as the op: its dtypes, no scalars, rank_size > 0 (the op's shape function
+    aborts the process otherwise) and equal to the ranks that take part (a real HCCL
+    fails or hangs on another); no gradient is registered, as none is for the real op.
+
+    Raises:
+      TypeError: a dtype HcomAllGather does not accept (at graph build, like the op).
+      ValueError: a scalar, or a rank_size that is not the job's.
+    """
+    tensor = tf.convert_to_tensor(tensor)
+    dtype = tensor.dtype.base_dtype
+    if dtype not in ALLGATHER_DTYPES:
+        raise TypeError("Value passed to parameter 'input' of HcomAllGather has DataType %s not "
+                        "in list of allowed values: %s"
+                        % (dtype.name, ', '.join(d.name for d in ALLGATHER_DTYPES)))
+    shape = tensor.get_shape()
+    if shape.ndims is not None and shape.ndims < 1:
+        raise ValueError('Shape must be at least rank 1 but is rank 0 for HcomAllGather')
+    if not isinstance(rank_size, int) or rank_size < 1:
+        raise ValueError('npu_bridge STAND-IN: HcomAllGather rank_size %r: rankSize should be '
+                         'greater than 0 (the real op aborts the process)' % (rank_size,))
+    _check_group(group)
+    world = _hccl.collective_world()
+    size = 1 if world is None else world[1]
+    if rank_size != size:
+        raise ValueError('npu_bridge STAND-IN: HcomAllGather rank_size %d but %d rank(s) take '
+                         'part (RANK_SIZE); a real HCCL fails or waits' % (rank_size, size))
+    standin.record('hccl_ops.allgather', tensor=tensor.name, rank_size=rank_size, group=group)
+    if world is None:
+        return tf.identity(tensor)
+    rank = world[0]
+    carrier = {tf.int8: tf.int32, tf.int16: tf.int32, tf.float16: tf.float32}.get(dtype, dtype)
+    with tf.name_scope('HcomAllGather'), tf.device(_hccl.device(rank)):
+        value = tf.identity(tf.cast(tensor, carrier))
+        gathered = collective_ops.all_gather(value, size, _hccl.GROUP_KEY,
+                                             _hccl.next_instance_key(tf.get_default_graph()))
+        result = tf.cast(gathered, dtype)
+    if shape.ndims is not None:
+        first = tf.compat.dimension_value(shape[0])
+        result.set_shape([None if first is None else first * size] + shape[1:].as_list())
     return result
 
 
