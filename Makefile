@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`.
-.PHONY: test demo train-orl train-lfw bench bench-quick bench-peer
+.PHONY: test demo train-orl train-lfw bench bench-quick bench-peer bench-scale
 
 test:
 	@tools/run_tests.sh
@@ -29,3 +29,8 @@ bench-quick:
 # (builds .venv-peer with PyTorch on first use): output/bench/peer.json.
 bench-peer:
 	@tools/bench_peer.sh
+
+# The margin head at 100k and 1M classes: data-parallel vs Partial FC, two workers on this
+# machine (TF 2.x; up to ~80% of the free memory): output/bench/scale.json and scale.md.
+bench-scale:
+	@tools/venv.sh python3 .venv requirements.txt && .venv/bin/python test/benchmark/bench_scale.py

@@ -118,13 +118,14 @@ def assert_same_training(root, sharded, reference, want=None, atol=0.0):
 
 # ---------------------------------------------------------------- gRPC workers
 
-def worker_commands(data, root, name, extra):
+def worker_commands(data, root, name, extra, names=None):
+    """train_nets.py as two workers; `names` gives each its own output folders."""
     hosts = ','.join('127.0.0.1:%d' % port for port in free_ports(2))
     return [[sys.executable, os.path.join(PROJECT_ROOT, 'train_nets.py'),
              '--tfrecords_file_path', data['records'], '--eval_db_path', data['raw'],
              '--image_size', '32,32', '--device', 'cpu', '--worker_hosts', hosts,
-             '--task_index', str(rank)] + COMPARED + outputs(root, name) + list(extra)
-            for rank in (0, 1)]
+             '--task_index', str(rank)] + COMPARED + outputs(root, (names or [name] * 2)[rank])
+            + list(extra) for rank in (0, 1)]
 
 
 @pytest.fixture(scope='module')
@@ -169,6 +170,23 @@ def test_the_merged_checkpoint_resumes_whole_on_one_process_and_on_four_towers(
     for output in (one, four):
         steps = [int(s) for s in re.findall(r'total_step (\d+),', output)]
         assert steps == [STEPS + 1, STEPS + 2], output
+
+
+def test_workers_without_a_shared_checkpoint_folder_stop_before_training(tiny_data,
+                                                                         tmp_path):
+    """Each worker writes its blocks into --ckpt_path: one that does not see rank 0's
+    folder stops at start-up with one line (exit 2), and rank 0 then stops too."""
+    root = str(tmp_path)
+    commands = worker_commands(tiny_data, root, None, ['--partial_fc', 'True',
+                                                       '--peer_timeout', '4'],
+                               names=['rank_0', 'rank_1'])
+    (code_0, out_0), (code_1, out_1) = wait_workers(start_workers(commands))
+    assert code_1 == 2, out_1
+    errors = [line for line in out_1.splitlines() if 'does not see' in line]
+    assert len(errors) == 1 and ('--ckpt_path %s: rank 1 does not see rank 0\'s checkpoint '
+                                 'folder' % os.path.join(root, 'rank_1', 'ckpt')) in errors[0]
+    assert code_0 == 1 and 'worker 1 (127.0.0.1:' in out_0, out_0
+    assert 'total_step' not in out_0 + out_1
 
 
 # ---------------------------------------------------------------- HCCL ranks (stand-in)

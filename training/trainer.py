@@ -216,6 +216,15 @@ def train(plan):
                 logging.info('rank %d of %d: all variables broadcast from rank 0%s', plan.rank,
                              plan.world_size, ' but this rank\'s blocks of the head'
                              if graph['own_variables'] else '')
+            if graph['own_variables'] and not chief and not os.path.isfile(
+                    os.path.join(checkpoints.dir, network_record.RECORD_NAME)):
+                # Rank 0 wrote it before starting; each rank writes its blocks there.
+                logging.error('--ckpt_path %s: rank %d does not see rank 0\'s checkpoint '
+                              'folder (no %s); with --partial_fc over several processes each '
+                              'writes its blocks of the head there, so it must be one folder '
+                              'all of them share', checkpoints.dir, plan.rank,
+                              network_record.RECORD_NAME)
+                return 2
             # Last: it loads its own loop counters, which an initialiser would reset.
             graph['fetches']['train'] = runtime.loop_train_op(
                 sess, graph['train_op'], plan.device, plan.npu_options.iterations_per_loop)
