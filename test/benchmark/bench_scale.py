@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import time
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path.insert(0, _ROOT)
+sys.path.insert(0, os.path.dirname(_HERE))  # test/: its helpers
 
 EMBEDDING = 512
 LAYOUTS = {  # name: (processes, extra flags)
@@ -77,17 +77,6 @@ def make_data(folder):
     return raw, os.path.join(folder, 'tfrecords')
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(('127.0.0.1', 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def peak_rss_gb(pid):
     try:
         with open('/proc/%d/status' % pid) as status:
@@ -111,6 +100,7 @@ def run_case(layout, classes, args, data, work):
         return result
     raw, records = data
     out = os.path.join(work, '%s_%d' % (layout, classes))
+    from test_distributed import free_ports
     hosts = ','.join('127.0.0.1:%d' % port for port in free_ports(processes))
     procs = []
     for rank in range(processes):
