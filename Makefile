@@ -31,6 +31,6 @@ bench-peer:
 	@tools/bench_peer.sh
 
 # The margin head at 100k and 1M classes: data-parallel vs Partial FC, two workers on this
-# machine (TF 2.x; up to ~80% of the free memory): output/bench/scale.json and scale.md.
+# machine (TF 2.x; up to ~95% of the free memory): output/bench/scale.json and scale.md.
 bench-scale:
 	@tools/venv.sh python3 .venv requirements.txt && .venv/bin/python test/benchmark/bench_scale.py

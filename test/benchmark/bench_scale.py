@@ -14,7 +14,7 @@ Per process: peak resident memory (VmHWM, polled from /proc while it runs) and t
 images/s of its logged steps after the first few; the global rate is the sum. A case
 whose estimated memory exceeds what this machine has free is not started and is
 reported as not fitting, with the estimate. Writes output/bench/scale.json and
-scale.md. Memory: a case may use up to ~80% of the free memory (say so when sharing
+scale.md. Memory: a case may use up to ~95% of the free memory (say so when sharing
 the machine).
 
     python test/benchmark/bench_scale.py                       # 100k and 1M classes
@@ -42,17 +42,17 @@ LAYOUTS = {  # name: (processes, extra flags)
     'pfc_0.1': (2, ['--partial_fc', 'True', '--sample_rate', '0.1']),
     'pfc_1.0_1p': (1, ['--partial_fc', 'True']),
 }
-BACKBONE_GB = 1.5  # depth 18, its optimizer, TensorFlow itself: measured ~1.2-1.5 GB
-SPEED = re.compile(r'time ([0-9.]+) samples/sec')
+BACKBONE_GB = 2.0  # depth 18 at 56x56, its optimizer, TensorFlow itself (measured)
 
 
 def head_gb(layout, classes):
-    """Estimated head memory of one process, GB: centres, Momentum and their dense
-    gradient (weight decay makes it dense), and for data parallelism the all-reduce's
-    flat copy and its result."""
+    """Estimated head memory of one process, GB, as measured here: about 8.5 copies of a
+    block for Partial FC (centres, Momentum, their dense gradient, the optimizer's and the
+    gradient graph's temporaries) and 13 of the whole head for data parallelism (also the
+    all-reduce's flat copy and its result); e.g. 10.6 GB per process at 1M classes, R = 1."""
     processes, extra = LAYOUTS[layout]
     held = classes if layout == 'data_parallel' else classes / float(processes)
-    copies = 5 if layout == 'data_parallel' else 3
+    copies = 13 if layout == 'data_parallel' else 8.5
     return copies * held * EMBEDDING * 4 / 1e9
 
 
@@ -94,7 +94,7 @@ def run_case(layout, classes, args, data, work):
     estimate = processes * (head_gb(layout, classes) + BACKBONE_GB)
     result = {'layout': layout, 'classes': classes, 'processes': processes,
               'estimated_gb_per_process': round(estimate / processes, 2)}
-    if estimate > 0.8 * free_gb():
+    if estimate > 0.95 * free_gb():
         result['skipped'] = ('does not fit: ~%.1f GB per process estimated, %.1f GB free'
                              % (estimate / processes, free_gb()))
         return result
