@@ -16,6 +16,7 @@ sys.path.insert(0, BENCH_DIR)
 import bench  # noqa: E402  (test/benchmark is not a package)
 import bench_norms  # noqa: E402
 import bench_peer  # noqa: E402
+import bench_scale  # noqa: E402
 import bench_step_options  # noqa: E402
 import flops  # noqa: E402
 
@@ -189,3 +190,13 @@ def test_bench_norms_reads_accuracy_and_speed_from_the_training_log():
     assert record['best'] == 0.9 and record['best_step'] == 40
     assert record['images_per_s'] == 12.5  # 12, 13, 11, 14: not 2 and 1 (after 20, 40)
     assert record['curve'] == [(20, 0.8), (40, 0.9), (60, 0.9)]
+
+
+def test_bench_scale_takes_the_median_speed_after_the_warm_up_steps():
+    line = ('12:00:00 epoch 0, total_step %d, total loss is 1.00 , inference loss is 1.00, '
+            'weight deacy loss is 0.00, training accuracy is 0.5, time %.3f samples/sec, '
+            'lr 0.1, 1s elapsed, 1s left')
+    log = '\n'.join(line % (step, rate) for step, rate in
+                    enumerate([0.5, 1.0, 9.0, 6.0, 7.0, 5.0], start=1))
+    assert bench_scale.images_per_s(log, 2) == 7.0  # of 9, 6, 7, 5 (0.5 and 1 left out)
+    assert bench_scale.images_per_s(log, 6) is None

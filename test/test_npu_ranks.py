@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+import tensorflow.compat.v1 as tf
 
 from conftest import PROJECT_ROOT, free_port_base, npu_environ, truncate_jpeg  # noqa: E402
 from test_npu_wiring import STANDIN_PATH, flags, rank_table, tiny_data  # noqa: F401 (fixture)
@@ -182,3 +184,45 @@ def test_a_failing_input_on_one_rank_stops_both_with_rank_0s_checkpoint(tiny_dat
     checkpoints = sorted(name for name in os.listdir(os.path.join(out, 'ckpt'))
                          if name.endswith('.index'))
     assert checkpoints == ['InsightFace_iter_%d.ckpt.index' % steps[0]]
+
+
+@pytest.mark.skipif(tf.__version__.startswith('1.'), reason=(
+    "TensorFlow 1.15's collectives over gRPC, which the stand-in's HCCL is made of, wait for "
+    "a killed peer without end (a real HCCL fails after HCCL_EXEC_TIMEOUT)"))
+def test_a_killed_rank_stops_the_other_with_one_line(tiny_data, tmp_path):
+    """kill -9 of rank 1 mid-run, Partial FC sharding the head over both ranks: rank 0 stops
+    with one line and exit 1, and its latest checkpoint is one both ranks wrote their blocks
+    for (the lost rank's block cannot be saved). The stand-in's collectives fail as soon as
+    the lost rank's port refuses; a real HCCL's after HCCL_EXEC_TIMEOUT (docs/distributed.md).
+    """
+    out = str(tmp_path / 'out')
+    ranks = start_ranks(tmp_path, flags(tiny_data, out, '--max_steps', '100000',
+                                        '--validate_interval', '100000', '--ckpt_interval', '2',
+                                        '--partial_fc', 'True', '--peer_timeout', '4'))
+    try:
+        wait_for(ranks[0][1], r'total_step 5,')
+        ranks[1][0].kill()
+        killed_at = time.time()
+        code = ranks[0][0].wait(timeout=120)
+        waited = time.time() - killed_at
+    finally:
+        results = finish(ranks)
+    output = results[0][1]
+    assert code == 1, output
+    stopped = [line for line in output.splitlines() if 'training stopped' in line]
+    assert len(stopped) == 1, output
+    # The step fails at once; the error stop then waits --peer_timeout for the lost rank's
+    # blocks and names the last checkpoint both ranks completed.
+    assert waited < 4 + 30, waited
+    assert re.search(r"training stopped at step \d+: .*rank 1's blocks .* did not appear "
+                     r"within 4 s: that rank stopped or was lost", stopped[0]), stopped[0]
+    latest = tf.train.latest_checkpoint(os.path.join(out, 'ckpt'))
+    assert stopped[0].endswith('the last checkpoint is %s' % latest), stopped[0]
+    assert tf.train.load_variable(latest, 'global_step') >= 4
+    head = sorted(name for name, _ in tf.train.list_variables(latest)
+                  if name.startswith('arcface_loss/embedding_weights'))
+    assert head == ['arcface_loss/embedding_weights_0_4',
+                    'arcface_loss/embedding_weights_0_4/Momentum',
+                    'arcface_loss/embedding_weights_4_4',
+                    'arcface_loss/embedding_weights_4_4/Momentum'], head
+    assert not [name for name in os.listdir(os.path.join(out, 'ckpt')) if '.part-' in name]

@@ -27,7 +27,10 @@ def run_recipe(recipe, env_overrides):
 
 
 def test_demo_script_generates_trains_validates_and_evaluates(tmp_path):
-    """...and moves an earlier run in its output folder aside instead of deleting it."""
+    """...and moves an earlier run in its output folder aside instead of deleting it. On two
+    TensorFlow workers (DEMO_WORKERS=2: each with half the batch of 64, one shared checkpoint
+    folder where Partial FC's blocks are merged, rank 0 validating); the real-face recipes
+    below run on one."""
     out = tmp_path / 'demo'
     earlier = ['ckpt/InsightFace_iter_9.ckpt.index', 'summary/events', 'logs/train.log',
                'eval_final.json', 'eval_best.json', 'roc/roc_lfw.png']
@@ -36,10 +39,15 @@ def test_demo_script_generates_trains_validates_and_evaluates(tmp_path):
         (out / name).write_text('earlier run: ' + name)
     result = run_recipe('demo', {'DEMO_DATA': str(tmp_path / 'synthetic'),
                                     'DEMO_OUT': str(out), 'DEMO_STEPS': '2',
-                                    'DEMO_IDENTITIES': '20', 'DEMO_IMAGES_PER_IDENTITY': '4'})
+                                    'DEMO_IDENTITIES': '20', 'DEMO_IMAGES_PER_IDENTITY': '4',
+                                    'DEMO_WORKERS': '2', 'TRAIN_FLAGS': '--partial_fc True'})
     assert result.returncode == 0, result.stdout[-3000:]
     assert '[lfw][2]Accuracy-Flip:' in result.stdout
     assert 'demo finished in' in result.stdout
+    flags = json.loads((out / 'logs' / 'run_config.json').read_text())['flags']
+    assert flags['batch_size'] == 32 and str(flags['worker_hosts']).count('127.0.0.1:') == 2
+    assert 'worker 1 of 2' in (out / 'logs' / 'worker_1.out').read_text()
+    assert not list((out / 'ckpt').glob('*.part-*'))
     for name in ('eval_final.json', 'eval_best.json'):
         results = json.loads((out / name).read_text())['results']
         assert [(r['dataset'], r['nrof_pairs']) for r in results] == [('lfw', 600)]
@@ -51,6 +59,16 @@ def test_demo_script_generates_trains_validates_and_evaluates(tmp_path):
     assert 'earlier run in %s moved to %s' % (out, aside) in result.stdout
     for name in earlier:
         assert (aside / name).read_text() == 'earlier run: ' + name
+
+
+def test_a_worker_count_that_does_not_divide_the_batch_is_refused(tmp_path):
+    out = tmp_path / 'demo'
+    result = run_recipe('demo', {'DEMO_DATA': str(tmp_path / 'synthetic'), 'DEMO_OUT': str(out),
+                                    'DEMO_WORKERS': '3'})
+    assert result.returncode == 2
+    assert result.stdout.strip() == ('recipe.sh: DEMO_WORKERS=3: expected a whole number that '
+                                     'divides the batch (64)')
+    assert not out.exists() and not (tmp_path / 'synthetic').exists()
 
 
 def small_bin(bin_path, out_dir, name, pairs_per_kind=10):

@@ -14,6 +14,9 @@
 #   <NAME>_VAL_DB    folder of the verification .bin (default: the data folder)
 #   <NAME>_VAL       name of the .bin without extension
 #   <NAME>_STEPS, <NAME>_VALIDATE_INTERVAL, <NAME>_SEED, <NAME>_OUT
+#   <NAME>_WORKERS   train as this many TensorFlow workers on 127.0.0.1 (default 1), each with
+#                    batch BATCH / WORKERS, so that the global batch and the schedule's steps
+#                    stay the recipe's (e.g. LFW_WORKERS=2 TRAIN_FLAGS="--partial_fc True")
 #   PYTHON           interpreter to use (default: .venv, installed from requirements.txt)
 #   TRAIN_FLAGS      more train_nets.py flags, last (e.g. "--mixed_precision off")
 set -euo pipefail
@@ -34,7 +37,8 @@ SYNTHETIC=()      # make_synthetic_dataset.py flags when the recipe makes its ow
 GET=""            # where to get the data (the one-line error when it is missing)
 VAL_DB=""
 SEED=0
-BATCH=32
+BATCH=32          # the global batch: each of WORKERS processes trains on BATCH / WORKERS
+WORKERS=1
 LR_DECAY_AT=""    # fractions of STEPS where the learning rate moves to the next value
 NET=()            # flags that shape the network: training and evaluation both get them
 TRAIN=()          # the other training flags
@@ -44,10 +48,17 @@ P=$(echo "$RECIPE" | tr '[:lower:]' '[:upper:]')
 override() { local v="${P}_$1"; if [ -n "${!v:-}" ]; then printf -v "$2" '%s' "${!v}"; fi; }
 override DATA DATA; override VAL_DB VAL_DB; override VAL VAL; override STEPS STEPS
 override VALIDATE_INTERVAL VALIDATE; override SEED SEED; override OUT OUT
+override WORKERS WORKERS
 VAL_DB=${VAL_DB:-$DATA}
+if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]] || [ $((BATCH % WORKERS)) -ne 0 ]; then
+  echo "recipe.sh: ${P}_WORKERS=$WORKERS: expected a whole number that divides the batch ($BATCH)" >&2
+  exit 2
+fi
+WORKER_BATCH=$((BATCH / WORKERS))
 
 # --lr_steps counts batch-512 iterations (the original's boundaries are int(512 / batch) *
-# lr_steps), so the decay points are rounded to multiples of that factor.
+# lr_steps, batch being the global one), so the decay points are rounded to multiples of
+# that factor.
 lr_steps() {
   awk -v at="$LR_DECAY_AT" -v steps="$STEPS" -v batch="$BATCH" 'BEGIN {
     k = int(512 / batch); if (k < 1) k = 1
@@ -93,12 +104,37 @@ echo "== 2/3 train ($STEPS steps), validating on $VAL_DB/$VAL.bin every $VALIDAT
 # An earlier run's results are moved aside, never deleted: training would resume from its
 # checkpoints, and the evaluations refuse to replace its files.
 move_aside "$OUT" ckpt summary logs roc eval_final.json eval_best.json
-$PY train_nets.py --tfrecords_file_path "$RECORDS" "${NET[@]}" --batch_size "$BATCH" \
-  --max_steps "$STEPS" --lr_steps "$(lr_steps)" --seed "$SEED" "${TRAIN[@]}" \
-  --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
-  --ckpt_interval "$VALIDATE" --saver_maxkeep 3 \
-  --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs" \
-  ${TRAIN_FLAGS:-}
+train() {
+  $PY train_nets.py --tfrecords_file_path "$RECORDS" "${NET[@]}" --batch_size "$WORKER_BATCH" \
+    --max_steps "$STEPS" --lr_steps "$(lr_steps)" --seed "$SEED" "${TRAIN[@]}" \
+    --eval_db_path "$VAL_DB" --eval_datasets "$VAL" --validate_interval "$VALIDATE" \
+    --ckpt_interval "$VALIDATE" --saver_maxkeep 3 \
+    --ckpt_path "$OUT/ckpt" --summary_path "$OUT/summary" --log_file_path "$OUT/logs" \
+    ${TRAIN_FLAGS:-} "$@"
+}
+if [ "$WORKERS" -eq 1 ]; then
+  train
+else
+  # Rank 0 (the chief: validation, the log, the checkpoints) in the foreground; the other
+  # ranks' output goes to OUT/logs/worker_<rank>.out. All share OUT/ckpt, as Partial FC's
+  # checkpoint parts need.
+  HOSTS=$($PY -c "import socket
+s = [socket.socket() for _ in range($WORKERS)]
+[x.bind(('127.0.0.1', 0)) for x in s]
+print(','.join('127.0.0.1:%d' % x.getsockname()[1] for x in s))")
+  mkdir -p "$OUT/logs"
+  pids=()
+  for ((rank = 1; rank < WORKERS; rank++)); do
+    train --worker_hosts "$HOSTS" --task_index "$rank" > "$OUT/logs/worker_$rank.out" 2>&1 &
+    pids+=($!)
+  done
+  trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+  train --worker_hosts "$HOSTS" --task_index 0
+  for pid in "${pids[@]}"; do
+    wait "$pid" || { echo "$RECIPE: a worker failed: see $OUT/logs/worker_*.out" >&2; exit 1; }
+  done
+  trap - EXIT
+fi
 
 echo "== 3/3 evaluate the final and the best checkpoint"
 $PY eval_ckpt_file.py --ckpt_file "$OUT/ckpt" "${NET[@]}" --eval_db_path "$VAL_DB" \

@@ -157,9 +157,10 @@ class Checkpoints(object):
             while not os.path.isfile(part + '.index'):  # a part's index is written last
                 if time.time() > deadline:
                     raise PartMissing(
-                        'rank %d\'s blocks (%s) did not appear within %d s: with --partial_fc '
-                        'over several processes every rank writes its blocks into '
-                        '--ckpt_path, which must be one folder all of them share'
+                        'rank %d\'s blocks (%s) did not appear within %d s: that rank '
+                        'stopped or was lost, or does not write into this --ckpt_path (with '
+                        '--partial_fc over several processes every rank writes its blocks '
+                        'into one folder all of them share)'
                         % (rank, os.path.basename(part), self.part_wait_seconds))
                 time.sleep(0.2)
         with tf.Graph().as_default(), tf.Session(config=tf.ConfigProto(

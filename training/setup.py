@@ -42,7 +42,9 @@ Plan = collections.namedtuple('Plan', [
     'loop',             # trainer.LoopSpec: outputs, intervals, session options, the flags
     'ijb',              # evaluation.ijb_validation.IJBValidation (--eval_ijb), or None
     'best_metric',      # the validation set choosing <ckpt_path>/best; None: eval_sets[0]
-], defaults=(None, None))
+    'head_blocks',      # blocks the margin head is split into: with --partial_fc every tower
+                        # of every process holds one (block rank x towers + tower); else 1
+], defaults=(None, None, 1))
 
 
 def loop_spec(args):
@@ -120,7 +122,8 @@ def prepare(args):
     if steps_per_epoch < 1:
         raise UsageError('--batch_size %d is larger than the %d images of %s'
                          % (args.batch_size, manifest['num_images'], args.tfrecords_file_path))
-    _check_partial_fc(args, num_classes, len(towers) or 1, world_size)
+    head_blocks = (len(towers) or 1) * world_size if args.partial_fc else 1
+    _check_partial_fc(args, num_classes, head_blocks, args.batch_size * world_size)
     lr_boundaries_ = lr_boundaries(args.lr_steps, args.batch_size * world_size)
     last_step = steps_per_epoch * args.epoch
     if args.max_steps is not None:
@@ -143,28 +146,26 @@ def prepare(args):
                                                num_classes, width_for(args.norm, args.net_width),
                                                args.norm,
                                                args.net_input_size or args.image_size,
-                                               head_blocks=(len(towers) or 1) * world_size
-                                               if args.partial_fc else 1)
+                                               head_blocks=head_blocks)
     if rank == 0:  # the chief writes every output; created last, once all else is known good
         _check_output_folders(args.ckpt_path, args.summary_path, args.log_file_path)
     return Plan(manifest, num_classes, steps_per_epoch, last_step, eval_sets, device, rank,
                 world_size, scaling, bfloat16, towers, cluster, lr_boundaries_, npu, graph_spec(args),
-                loop_spec(args), ijb, args.best_metric)
+                loop_spec(args), ijb, args.best_metric, head_blocks)
 
 
-def _check_partial_fc(args, num_classes, num_towers, world_size):
+def _check_partial_fc(args, num_classes, num_blocks, global_batch):
     """Refuses --partial_fc / --sample_rate settings this layout cannot train (UsageError)."""
     if not args.partial_fc:
         if args.sample_rate != 1.0:
             raise UsageError('--sample_rate %g samples the blocks of a sharded head; add '
                              '--partial_fc True' % args.sample_rate)
         return
-    num_blocks = num_towers * world_size  # every tower of every process holds one
     if num_classes < num_blocks:
         raise UsageError('--partial_fc True: %d classes cannot be split over %d devices'
                          % (num_classes, num_blocks))
     problem = partial_fc.sampling_problem(args.sample_rate, num_classes, num_blocks,
-                                          args.batch_size * world_size)
+                                          global_batch)
     if problem:
         raise UsageError('--sample_rate %g: %s' % (args.sample_rate, problem))
 

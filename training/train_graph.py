@@ -137,7 +137,7 @@ def build_graph(spec, plan):
         return objective.partial_fc_losses(
             batch_embeddings, batch_labels, plan.num_classes, spec.loss_type, spec.margin,
             spec.weight_decay, spec.sample_rate, spec.seed, block_devices,
-            first_block=plan.rank * towers_here, num_blocks=plan.world_size * towers_here,
+            first_block=plan.rank * towers_here, num_blocks=plan.head_blocks,
             reduce=exchange.reductions if exchange else partial_fc.ONE_PROCESS,
             float32_scope=float32_scope)
 

@@ -17,13 +17,13 @@ reported as not fitting, with the estimate. Writes output/bench/scale.json and
 scale.md. Memory: a case may use up to ~95% of the free memory (say so when sharing
 the machine).
 
-    python test/benchmark/bench_scale.py                       # 100k and 1M classes
+    python test/benchmark/bench_scale.py          # 100k, 300k (about the most the data-
+                                                  # parallel head fits here) and 1M classes
     python test/benchmark/bench_scale.py --classes 100000 --steps 6   # a quick look
 """
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +34,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path.insert(0, _ROOT)
 sys.path.insert(0, os.path.dirname(_HERE))  # test/: its helpers
+
+from bench_norms import SPEED  # noqa: E402  (the training log's speed, one copy)
 
 EMBEDDING = 512
 LAYOUTS = {  # name: (processes, extra flags)
@@ -46,13 +48,14 @@ BACKBONE_GB = 2.0  # depth 18 at 56x56, its optimizer, TensorFlow itself (measur
 
 
 def head_gb(layout, classes):
-    """Estimated head memory of one process, GB, as measured here: about 8.5 copies of a
-    block for Partial FC (centres, Momentum, their dense gradient, the optimizer's and the
-    gradient graph's temporaries) and 13 of the whole head for data parallelism (also the
-    all-reduce's flat copy and its result); e.g. 10.6 GB per process at 1M classes, R = 1."""
+    """Estimated head memory of one process, GB, from the peaks measured here (2026-12-07):
+    about 10.5 copies of a block for Partial FC (centres, Momentum, their dense gradient,
+    the optimizer's and the gradient graph's temporaries; 12.2 GB per process at 1M classes
+    on two processes, R = 1) and 17.5 of the whole head for data parallelism (also the
+    all-reduce's flat copies; 12.8 GB at 300k)."""
     processes, extra = LAYOUTS[layout]
     held = classes if layout == 'data_parallel' else classes / float(processes)
-    copies = 13 if layout == 'data_parallel' else 8.5
+    copies = 17.5 if layout == 'data_parallel' else 10.5
     return copies * held * EMBEDDING * 4 / 1e9
 
 
@@ -86,6 +89,13 @@ def peak_rss_gb(pid):
     except IOError:
         pass
     return None
+
+
+def images_per_s(log_text, warmup):
+    """The median samples/sec of one process's logged steps, the first `warmup` left out
+    (graph optimisation and the first allocations); None when it logged no more."""
+    rates = [float(rate) for _, rate in SPEED.findall(log_text)][warmup:]
+    return sorted(rates)[len(rates) // 2] if rates else None
 
 
 def run_case(layout, classes, args, data, work):
@@ -134,8 +144,7 @@ def run_case(layout, classes, args, data, work):
         if proc.returncode != 0:
             failed.append('rank %d exit %d: %s' % (rank, proc.returncode,
                                                    text.strip().splitlines()[-1:]))
-        rates = [float(r) for r in SPEED.findall(text)][args.warmup:]
-        speeds.append(sorted(rates)[len(rates) // 2] if rates else None)
+        speeds.append(images_per_s(text, args.warmup))
     shutil.rmtree(out, ignore_errors=True)  # a 1M-class checkpoint is gigabytes
     result.update({'peak_gb_per_process': [round(p, 2) for p in peaks],
                    'images_per_s': round(sum(s for s in speeds if s), 1) if all(speeds) else None,
@@ -147,9 +156,11 @@ def run_case(layout, classes, args, data, work):
 
 def report(results, machine):
     lines = ['# Partial FC at scale (make bench-scale)', '',
-             '%s; %s. Depth 18 at 56x56, batch %s per process, 2 TensorFlow workers on one '
-             'machine unless noted.' % (machine['cpu'], machine['tensorflow'],
-                                        machine['batch_size']), '',
+             '%s (%s); TensorFlow %s. Depth 18 at 56x56, batch %s per process, 2 TensorFlow '
+             'workers on one machine unless noted; the backbone in bfloat16 where the CPU '
+             'computes it (--mixed_precision auto), the head in float32.'
+             % (machine['cpu'], ' '.join(machine['cpu_features']), machine['tensorflow'],
+                machine['batch_size']), '',
              '| classes | layout | processes | peak memory per process (GB) | images/s (all '
              'processes) |', '|---|---|---|---|---|']
     for r in results:
@@ -165,7 +176,7 @@ def report(results, machine):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--classes', default='100000,1000000',
+    parser.add_argument('--classes', default='100000,300000,1000000',
                         help='comma-separated numbers of classes')
     parser.add_argument('--layouts', default=','.join(LAYOUTS))
     parser.add_argument('--steps', type=int, default=12)
