@@ -28,7 +28,6 @@ VERBOSE = VERBOSE_FLAG in sys.argv[1:]
 QUIET_LOGGERS = ('tensorflow', 'absl')
 
 
-
 class _StderrSilencedDuringImport(object):
     """Runs TensorFlow's first import with the process's stderr pointed at /dev/null.
 

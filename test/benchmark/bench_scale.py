@@ -36,6 +36,7 @@ sys.path.insert(0, _ROOT)
 sys.path.insert(0, os.path.dirname(_HERE))  # test/: its helpers
 
 from bench_norms import SPEED  # noqa: E402  (the training log's speed, one copy)
+from machine import proc_kib  # noqa: E402
 
 EMBEDDING = 512
 LAYOUTS = {  # name: (processes, extra flags)
@@ -60,11 +61,7 @@ def head_gb(layout, classes):
 
 
 def free_gb():
-    with open('/proc/meminfo') as info:
-        for line in info:
-            if line.startswith('MemAvailable:'):
-                return int(line.split()[1]) / 1e6
-    return 0.0
+    return (proc_kib('/proc/meminfo', 'MemAvailable') or 0) / 1e6
 
 
 def make_data(folder):
@@ -81,14 +78,8 @@ def make_data(folder):
 
 
 def peak_rss_gb(pid):
-    try:
-        with open('/proc/%d/status' % pid) as status:
-            for line in status:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1e6
-    except IOError:
-        pass
-    return None
+    kib = proc_kib('/proc/%d/status' % pid, 'VmHWM')
+    return kib / 1e6 if kib else None
 
 
 def images_per_s(log_text, warmup):
@@ -104,9 +95,10 @@ def run_case(layout, classes, args, data, work):
     estimate = processes * (head_gb(layout, classes) + BACKBONE_GB)
     result = {'layout': layout, 'classes': classes, 'processes': processes,
               'estimated_gb_per_process': round(estimate / processes, 2)}
-    if estimate > 0.95 * free_gb():
+    free = free_gb()
+    if estimate > 0.95 * free:
         result['skipped'] = ('does not fit: ~%.1f GB per process estimated, %.1f GB free'
-                             % (estimate / processes, free_gb()))
+                             % (estimate / processes, free))
         return result
     raw, records = data
     out = os.path.join(work, '%s_%d' % (layout, classes))

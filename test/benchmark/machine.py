@@ -24,15 +24,22 @@ def _cpuinfo_field(name):
     return None
 
 
-def _memory_gib():
+def proc_kib(path, field):
+    """A `Field:  N kB` line of a /proc file (meminfo, <pid>/status) in KiB; None if absent
+    (or the process has ended)."""
     try:
-        with open('/proc/meminfo') as info:
+        with open(path) as info:
             for line in info:
-                if line.startswith('MemTotal:'):
-                    return int(line.split()[1]) / 1024.0 ** 2
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
     except IOError:
         pass
     return None
+
+
+def _memory_gib():
+    kib = proc_kib('/proc/meminfo', 'MemTotal')
+    return kib / 1024.0 ** 2 if kib else None
 
 
 def _cpu_features():

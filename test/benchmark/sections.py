@@ -36,6 +36,8 @@ for _path in (_ROOT, _HERE):
 from data import quiet  # noqa: E402,F401  (first: TensorFlow's logs silenced)
 import numpy as np  # noqa: E402
 
+import machine  # noqa: E402  (test/benchmark)
+
 IMAGE_SIZE = (112, 112)
 MB = 1e6
 
@@ -46,11 +48,8 @@ def peak_rss_mb():
 
 
 def current_rss_mb():
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) * 1024 / MB
-    return None
+    kib = machine.proc_kib('/proc/self/status', 'VmRSS')
+    return kib * 1024 / MB if kib else None
 
 
 def _paths(work_dir):
@@ -119,7 +118,6 @@ def bench_verification(pairs, repeats):
 
 
 def section_data(args):
-    import machine
     from data import make_synthetic_dataset
     paths = _paths(args.work_dir)
     if os.path.exists(paths['source']):
